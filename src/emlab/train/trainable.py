@@ -1,0 +1,142 @@
+"""What a run trains (LoRA, steering vector, full weights) and how it gets base-model logits."""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model
+from torch import nn
+
+from emlab.errors import ModelError
+from emlab.models.modules import check_layer, unwrap
+from emlab.solutions import FullDelta, LoraSolution, Solution, SteeringVector
+from emlab.train.config import FullConfig, LoraConfig, SolutionConfig, SteeringConfig
+
+
+class Trainable(ABC):
+    """The model to optimise, its trainable parameters, and base logits without a second copy
+    where possible (adapter disabled, hook off); full fine-tuning keeps a frozen copy."""
+
+    model: nn.Module
+
+    def named_parameters(self) -> dict[str, nn.Parameter]:
+        """Trainable parameters by name (names of the unwrapped model)."""
+        return {n: p for n, p in unwrap_training(self.model).named_parameters() if p.requires_grad}
+
+    @abstractmethod
+    def base_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of the base model # (B, T, V), without gradients; `model` is the unwrapped model."""
+
+    @abstractmethod
+    def solution(self) -> Solution:
+        """The change trained so far (a detached copy)."""
+
+    def norm(self) -> float:
+        """Norm of the change trained so far."""
+        return self.solution().norm()
+
+    @abstractmethod
+    def release(self) -> nn.Module:
+        """Undo the changes to the original model object and return it in its base state."""
+
+
+def unwrap_training(model: nn.Module) -> nn.Module:
+    """Strip DDP/accelerate wrappers but keep peft's (training names include peft's prefixes)."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return model
+
+
+class LoraTrainable(Trainable):
+    def __init__(self, model: nn.Module, cfg: LoraConfig) -> None:
+        for layer in cfg.layers or []:
+            check_layer(model, layer)
+        names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        missing = [t for t in cfg.target_modules if t.rsplit(".", 1)[-1] not in names]
+        if missing:
+            raise ModelError(f"LoRA target module(s) {missing} not in the model; its linear modules are {sorted(names)}.")
+        peft_cfg = PeftLoraConfig(
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            use_rslora=cfg.rslora,
+            target_modules=cfg.target_modules,
+            layers_to_transform=cfg.layers,
+            lora_dropout=cfg.dropout,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        self.model = get_peft_model(model, peft_cfg)
+
+    def base_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad(), model.disable_adapter():
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def solution(self) -> LoraSolution:
+        return LoraSolution.from_peft(self.model)
+
+    def release(self) -> nn.Module:
+        return self.model.unload()
+
+
+class SteeringTrainable(Trainable):
+    def __init__(self, model: nn.Module, cfg: SteeringConfig) -> None:
+        model.requires_grad_(False)
+        self.vector = SteeringVector(model, cfg.point, cfg.layer, cfg.alpha)
+        model.add_module("emlab_steering", self.vector)
+        self.model = model
+
+    def base_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad(), self.vector.disabled():
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def solution(self) -> Solution:
+        return self.vector.solution()
+
+    def release(self) -> nn.Module:
+        self.vector.remove()
+        del self.model.emlab_steering
+        return self.model
+
+
+class FullTrainable(Trainable):
+    def __init__(self, model: nn.Module, cfg: FullConfig, need_reference: bool) -> None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(cfg.trainable is None or any(s in name for s in cfg.trainable))
+        self.base_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        if not self.base_state:
+            raise ModelError(f"no parameter name contains any of {cfg.trainable}; nothing to train.")
+        self.reference = copy.deepcopy(model).requires_grad_(False).eval() if need_reference else None
+        self.model = model
+
+    def base_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def solution(self) -> FullDelta:
+        return FullDelta.between(self.base_state, self.model)
+
+    def norm(self) -> float:
+        params = dict(self.model.named_parameters())
+        total = sum(float((params[n].detach() - b).double().pow(2).sum()) for n, b in self.base_state.items())
+        return total**0.5
+
+    def release(self) -> nn.Module:
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name in self.base_state:
+                    p.copy_(self.base_state[name])
+        self.model.requires_grad_(True)
+        return self.model
+
+
+def make_trainable(model: nn.Module, cfg: SolutionConfig, need_reference: bool) -> Trainable:
+    """Wrap `model` for training the solution kind of `cfg`."""
+    model = unwrap(model)
+    if isinstance(cfg, LoraConfig):
+        return LoraTrainable(model, cfg)
+    if isinstance(cfg, SteeringConfig):
+        return SteeringTrainable(model, cfg)
+    return FullTrainable(model, cfg, need_reference)
