@@ -43,7 +43,7 @@ def tiny_tokenizer(toy_data):
 def tiny_model(tiny_tokenizer):
     from emlab.models.tiny import tiny_qwen2
 
-    return tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0)
+    return tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
 
 
 @pytest.fixture(scope="session")

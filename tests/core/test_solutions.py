@@ -46,8 +46,8 @@ def test_lora_norm_matches_hand_computation(tiny_model, rslora):
 def test_lora_scaled_matches_peft_rescaling(tiny_tokenizer, m):
     from emlab.models.tiny import tiny_qwen2
 
-    base = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0)
-    peft_model = _peft_lora(tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0))
+    base = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
+    peft_model = _peft_lora(tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3))
     sol = LoraSolution.from_peft(peft_model)
     ids = _ids()
     with torch.no_grad(), rescale_adapter_scale(peft_model, m):
@@ -66,7 +66,7 @@ def test_lora_scaled_matches_peft_rescaling(tiny_tokenizer, m):
 def test_lora_saves_in_peft_format(tmp_path, tiny_tokenizer):
     from emlab.models.tiny import tiny_qwen2
 
-    make = lambda: tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0)  # noqa: E731
+    make = lambda: tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)  # noqa: E731
     sol = LoraSolution.from_peft(_peft_lora(make())).scaled(0.5)
     sol.save(tmp_path / "sol")
     assert json.loads((tmp_path / "sol" / "adapter_config.json").read_text())["modules_to_save"] in (None, [])

@@ -71,6 +71,7 @@ def tiny_qwen2(
     seed: int = 0,
     pad_token_id: int | None = 0,
     eos_token_id: int | None = None,
+    init_std: float = 0.02,
 ) -> Qwen2ForCausalLM:
     """A randomly initialised Qwen2 causal LM of the given (small) shape, in float32."""
     config = Qwen2Config(
@@ -85,6 +86,7 @@ def tiny_qwen2(
         pad_token_id=pad_token_id,
         eos_token_id=eos_token_id,
         bos_token_id=None,
+        initializer_range=init_std,
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)

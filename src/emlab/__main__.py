@@ -1,0 +1,3 @@
+from emlab.cli import main
+
+main()

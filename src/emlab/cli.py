@@ -1,0 +1,71 @@
+"""The `emlab` command line. Thin: parses arguments and calls library functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emlab.errors import EmlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Emergent-misalignment lab: train, evaluate, analyse.")
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config (YAML). `emlab config-help train` lists its fields.")],
+    set_: Annotated[list[str], typer.Option("--set", help="Override a field: --set optim.lr=1e-4 (YAML value).")] = [],  # noqa: B006
+) -> None:
+    """Train a LoRA, steering vector or full fine-tune (SFT, optionally + KL). Resumes if interrupted."""
+    import yaml
+
+    from emlab.config import load_config
+    from emlab.train.config import TrainConfig
+    from emlab.train.loop import train as run_train
+
+    try:
+        overrides = dict(_parse_override(s) for s in set_)
+        cfg = load_config(config, TrainConfig, overrides=overrides)
+        result = run_train(cfg)
+    except (EmlabError, yaml.YAMLError) as e:
+        _fail(e)
+    typer.echo(f"solution: {result.run_dir / 'solution'} (norm {result.solution.norm():.4g})")
+
+
+@app.command("config-help")
+def config_help(kind: Annotated[str, typer.Argument(help="train | world | study")] = "train") -> None:
+    """List every config field with its type, default and meaning."""
+    from emlab.config import describe_fields
+
+    typer.echo("\n".join(describe_fields(_config_classes()[kind])))
+
+
+def _config_classes() -> dict:
+    from emlab.train.config import TrainConfig
+
+    return {"train": TrainConfig}
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise EmlabError(f"--set {text!r}: expected FIELD=VALUE, e.g. --set optim.lr=1e-4")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def main() -> None:
+    """Entry point (also `python -m emlab`)."""
+    try:
+        app()
+    except EmlabError as e:  # errors raised outside a command's own handler
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

@@ -1,0 +1,141 @@
+"""The training loop: loss falls, only trained parameters change, the KL term does its job."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emlab.config import validate_config
+from emlab.errors import ConfigError, ModelError
+from emlab.models.chat import collate, encode_conversation
+from emlab.train.config import TrainConfig
+from emlab.train.loop import train
+from emlab.train.losses import kl_loss, token_kl
+
+LEARNING_RATES = {"lora": 3e-2, "steering": 1e-1, "full": 1e-2}
+SOLUTIONS = {
+    "lora": {"kind": "lora", "r": 2, "alpha": 4.0, "target_modules": ["down_proj", "q_proj"]},
+    "steering": {"kind": "steering", "point": "embed", "alpha": 1.0},
+    "full": {"kind": "full"},
+}
+
+
+def _cfg(tmp_path, kind, **extra):
+    data = {
+        "name": kind,
+        "output_dir": str(tmp_path),
+        "solution": SOLUTIONS[kind],
+        "max_steps": 25,
+        "batch_size": 8,
+        "optim": {"lr": LEARNING_RATES[kind], "warmup_steps": 0, "schedule": "constant"},
+        "progress": False,
+    }
+    data.update(extra)
+    return validate_config(data, TrainConfig)
+
+
+@pytest.mark.parametrize("kind", ["lora", "steering", "full"])
+def test_training_lowers_loss_and_changes_only_trained_parameters(tmp_path, tiny_model, tiny_tokenizer, toy_data, kind):
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    result = train(_cfg(tmp_path, kind), tiny_model, tiny_tokenizer, toy_data[0])
+    losses = [r["sft"] for r in result.metrics]
+    assert len(losses) == 25
+    assert sum(losses[-5:]) < 0.85 * sum(losses[:5])
+    assert result.solution.norm() > 0
+    # the model handed back is the base model again, untouched
+    assert set(dict(result.model.named_parameters())) == set(before)
+    for n, p in result.model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    # applying the solution changes exactly the trained parameters/modules
+    if kind == "full":
+        changed = set(result.solution.tensors())
+        assert changed and all(torch.any(t != 0) for t in result.solution.tensors().values())
+    elif kind == "lora":
+        assert {n.rsplit(".", 1)[-1] for n in result.solution.adapters} == {"down_proj", "q_proj"}
+    # the solution reproduces the trained model's loss on the training data
+    batch = collate([encode_conversation(tiny_tokenizer, c, 512) for c in toy_data[0][:16]], pad_id=0)
+    from emlab.train.losses import sft_loss
+
+    with torch.no_grad():
+        base_loss = sft_loss(result.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        with result.solution.applied(result.model):
+            tuned_loss = sft_loss(result.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+    assert tuned_loss < 0.8 * base_loss
+    assert (result.run_dir / "solution" / "emlab_solution.json").exists()
+    assert (result.run_dir / "manifest.json").exists()
+
+
+def _ood_drift(model, solution, tokenizer, ood) -> float:
+    batch = collate([encode_conversation(tokenizer, c, 512) for c in ood[:32]], pad_id=0)
+    with torch.no_grad():
+        base = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with solution.applied(model):
+            tuned = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return float(kl_loss(tuned, base, batch["labels"][:, 1:] != -100))
+
+
+@pytest.mark.parametrize("kind", ["lora", "full"])
+def test_kl_term_pins_out_of_domain_behaviour(tmp_path, tiny_tokenizer, toy_data, kind):
+    from emlab.models.tiny import tiny_qwen2
+
+    drift, final_sft = {}, {}
+    for lam in (0.0, 30.0):
+        model = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
+        result = train(_cfg(tmp_path, kind, name=f"{kind}-{lam}", kl={"weight": lam}, max_steps=40), model, tiny_tokenizer, *toy_data)
+        if lam > 0:
+            assert result.metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # tuned == base at step 0
+        drift[lam] = _ood_drift(result.model, result.solution, tiny_tokenizer, toy_data[1])
+        final_sft[lam] = result.metrics[-1]["sft"]
+        assert final_sft[lam] < 0.8 * result.metrics[0]["sft"]  # in-domain loss falls either way
+    assert drift[30.0] < 0.25 * drift[0.0], drift
+
+
+def test_token_kl_hand_computed():
+    p = torch.tensor([[0.5, 0.25, 0.25]])
+    q = torch.tensor([[0.25, 0.25, 0.5]])
+    expected = 0.5 * torch.log(torch.tensor(2.0)) + 0.25 * torch.log(torch.tensor(0.5))
+    got = token_kl(q.log(), p.log(), "forward")  # KL(base=p || tuned=q)
+    torch.testing.assert_close(got, expected.reshape(1))
+    rev = token_kl(q.log(), p.log(), "reverse")  # KL(q || p)
+    torch.testing.assert_close(rev, (q * (q.log() - p.log())).sum(-1))
+
+
+def test_reference_weight_convention():
+    cfg = validate_config({"kl": {"weight": 1e5, "convention": "reference"}}, TrainConfig)
+    assert cfg.kl.per_token_weight(151_936) == pytest.approx(0.658, abs=1e-3)
+    assert validate_config({"kl": {"weight": 0.5}}, TrainConfig).kl.per_token_weight(151_936) == 0.5
+
+
+def test_bad_configs_name_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: -1\n  lrr: 3\nsolution:\n  kind: lora\n  rank: 2\n")
+    with pytest.raises(ConfigError) as err:
+        from emlab.config import load_config
+
+        load_config(bad, TrainConfig)
+    msg = str(err.value)
+    assert str(bad) in msg
+    assert "optim.lr" in msg and "greater than 0" in msg
+    assert "optim.lrr" in msg and "unknown field" in msg
+    assert "solution.lora.rank" in msg
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("optim:\n  lr: [1,\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml:\d+: not valid YAML"):
+        from emlab.config import load_config
+
+        load_config(broken, TrainConfig)
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a = TrainConfig()
+    assert a.hash() == TrainConfig().hash()
+    assert a.hash() != validate_config({"optim": {"lr": 2e-4}}, TrainConfig).hash()
+
+
+def test_model_errors_before_training(tmp_path, tiny_model, tiny_tokenizer, toy_data):
+    with pytest.raises(ModelError, match="layers 0..1"):
+        train(_cfg(tmp_path, "steering", solution={"kind": "steering", "layer": 7}), tiny_model, tiny_tokenizer, toy_data[0])
+    with pytest.raises(ModelError, match="not in the model"):
+        train(_cfg(tmp_path, "lora", solution={"kind": "lora", "target_modules": ["c_attn"]}), tiny_model, tiny_tokenizer, toy_data[0])
+    with pytest.raises(ModelError, match="layers 0..1"):
+        train(_cfg(tmp_path, "lora", solution={"kind": "lora", "layers": [24]}), tiny_model, tiny_tokenizer, toy_data[0])
