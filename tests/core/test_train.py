@@ -139,3 +139,24 @@ def test_model_errors_before_training(tmp_path, tiny_model, tiny_tokenizer, toy_
         train(_cfg(tmp_path, "lora", solution={"kind": "lora", "target_modules": ["c_attn"]}), tiny_model, tiny_tokenizer, toy_data[0])
     with pytest.raises(ModelError, match="layers 0..1"):
         train(_cfg(tmp_path, "lora", solution={"kind": "lora", "layers": [24]}), tiny_model, tiny_tokenizer, toy_data[0])
+
+
+@pytest.mark.parametrize("kind", ["lora", "steering", "full"])
+def test_continued_training_starts_from_the_given_solution(tmp_path, tiny_tokenizer, toy_data, kind):
+    from emlab.models.tiny import tiny_qwen2
+
+    make = lambda: tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)  # noqa: E731
+    first = train(_cfg(tmp_path, kind, max_steps=10), make(), tiny_tokenizer, toy_data[0])
+    calls = []
+
+    def evaluator(model):
+        calls.append(1)
+        return {"probe": 1.0}
+
+    second = train(_cfg(tmp_path, kind, name="cont", max_steps=4, eval_every=2, optim={"lr": 1e-9, "warmup_steps": 0}),
+                   make(), tiny_tokenizer, toy_data[0], init=first.solution, evaluator=evaluator)
+    # with a negligible learning rate, continued training ends where the first run ended
+    assert second.solution.norm() == pytest.approx(first.solution.norm(), rel=1e-3)
+    assert second.metrics[0]["step"] == 0 and second.metrics[0]["probe"] == 1.0
+    assert second.metrics[1]["sft"] == pytest.approx(first.metrics[-1]["sft"], rel=0.2)
+    assert len(calls) == 3  # step 0, 2, 4

@@ -113,6 +113,7 @@ class TrainConfig(EmlabConfig):
     max_steps: int | None = Field(default=None, ge=1, description="Optimiser steps. Default None (from epochs).")
     checkpoint_every: int = Field(default=0, ge=0, description="Save a resumable checkpoint every N steps. Default 0 (only at the end).")
     keep_checkpoints: int = Field(default=1, ge=1, description="Checkpoints kept on disk. Default 1.")
+    eval_every: int = Field(default=0, ge=0, description="Run the caller's evaluator every N steps. Default 0 (off).")
     log_every: int = Field(default=1, ge=1, description="Write a metrics row every N steps. Default 1.")
     trackers: list[Literal["wandb", "tensorboard", "mlflow"]] = Field(
         default_factory=list, description="Experiment trackers through accelerate. Default [] (off)."

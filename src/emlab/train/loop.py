@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ from emlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_chec
 from emlab.train.config import TrainConfig
 from emlab.train.losses import kl_loss, kl_positions, sft_loss
 from emlab.train.trainable import Trainable, make_trainable, unwrap_training
+
+
+Evaluator = Callable[[nn.Module], dict[str, float]]
+"""Numbers about the model being trained (e.g. misalignment rates), logged with the metrics."""
 
 
 @dataclass
@@ -57,11 +62,15 @@ def train(
     tokenizer: PreTrainedTokenizerBase | None = None,
     train_data: list[Conversation] | None = None,
     ood_data: list[Conversation] | None = None,
+    init: Solution | None = None,
+    evaluator: Evaluator | None = None,
 ) -> TrainResult:
     """Train the solution of `config`, resuming from the run's latest checkpoint if there is one.
 
     Data and model come from the config unless given; given data is used whole (no held-out
-    split). Writes `metrics.jsonl`, checkpoints and `solution/` under the run directory.
+    split). `init` is a solution to start from (continued training). `evaluator(model)` is
+    called on the model being trained at step 0 and every `eval_every` steps; its numbers go
+    into the metrics rows. Writes `metrics.jsonl`, checkpoints and `solution/` under the run.
     """
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
@@ -86,6 +95,8 @@ def train(
         raise EmlabError("no training example has a trained token within data.max_length; raise max_length.")
 
     trainable = make_trainable(model, config.solution, need_reference=kl_on)
+    if init is not None:
+        trainable.start_from(init)
     params = trainable.named_parameters()
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
@@ -111,9 +122,12 @@ def train(
         _truncate_metrics(metrics_path, start)
         if config.trackers:
             accelerator.init_trackers(config.name, config=config.model_dump(mode="json"))
+        if evaluator is not None and start == 0:
+            append_jsonl(metrics_path, [{"step": 0, **_evaluate(evaluator, wrapped)}])
     lam = config.kl.per_token_weight(len(tokenizer))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     t0 = time.time()
+    wrapped.train()
     bar = tqdm(total=total_steps, initial=start, desc=config.name, disable=not (config.progress and accelerator.is_main_process))
     for step in range(start, total_steps):
         sums = torch.zeros(3)  # loss, sft, kl
@@ -145,6 +159,8 @@ def train(
                 "lr": scheduler.get_last_lr()[0],
                 "seconds": round(time.time() - t0, 3),
             }
+            if evaluator is not None and config.eval_every and (done % config.eval_every == 0 or done == total_steps):
+                row.update(_evaluate(evaluator, wrapped))
             append_jsonl(metrics_path, [row])
             if config.trackers:
                 accelerator.log(row, step=done)
@@ -164,7 +180,16 @@ def train(
     if config.trackers:
         accelerator.end_training()
     accelerator.wait_for_everyone()
-    return TrainResult(run_path, solution, trainable.release(), read_jsonl(metrics_path), heldout)
+    return TrainResult(run_path, solution, trainable.release().eval(), read_jsonl(metrics_path), heldout)
+
+
+def _evaluate(evaluator: Evaluator, wrapped: nn.Module) -> dict[str, float]:
+    model = unwrap_training(wrapped)
+    model.eval()
+    with torch.no_grad():
+        numbers = evaluator(model)
+    model.train()
+    return numbers
 
 
 def _micro_step(

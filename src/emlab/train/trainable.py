@@ -12,7 +12,7 @@ from torch import nn
 
 from emlab.errors import ModelError
 from emlab.models.modules import check_layer, unwrap
-from emlab.solutions import FullDelta, LoraSolution, Solution, SteeringVector
+from emlab.solutions import FullDelta, LoraSolution, Solution, SteeringSolution, SteeringVector
 from emlab.train.config import FullConfig, LoraConfig, SolutionConfig, SteeringConfig
 
 
@@ -33,6 +33,10 @@ class Trainable(ABC):
     @abstractmethod
     def solution(self) -> Solution:
         """The change trained so far (a detached copy)."""
+
+    @abstractmethod
+    def start_from(self, solution: Solution) -> None:
+        """Set the trainable parameters so that training starts from `solution`."""
 
     def norm(self) -> float:
         """Norm of the change trained so far."""
@@ -77,6 +81,19 @@ class LoraTrainable(Trainable):
     def solution(self) -> LoraSolution:
         return LoraSolution.from_peft(self.model)
 
+    def start_from(self, solution: Solution) -> None:
+        if not isinstance(solution, LoraSolution):
+            raise ModelError(f"cannot start LoRA training from a {solution.kind} solution.")
+        modules = dict(unwrap(self.model).named_modules())
+        if set(solution.adapters) - set(modules):
+            raise ModelError("the initial LoRA adapts modules this run does not; use the same target modules and layers.")
+        ratio = solution.multiplier * solution.scaling
+        with torch.no_grad():
+            for name, (a, b) in solution.adapters.items():
+                module = modules[name]
+                module.lora_A["default"].weight.copy_(a)
+                module.lora_B["default"].weight.copy_(b * ratio / module.scaling["default"])
+
     def release(self) -> nn.Module:
         return self.model.unload()
 
@@ -94,6 +111,12 @@ class SteeringTrainable(Trainable):
 
     def solution(self) -> Solution:
         return self.vector.solution()
+
+    def start_from(self, solution: Solution) -> None:
+        if not isinstance(solution, SteeringSolution) or (solution.point, solution.layer) != (self.vector.point, self.vector.layer):
+            raise ModelError("a steering run can only start from a steering vector at the same point and layer.")
+        with torch.no_grad():
+            self.vector.v.copy_(solution.vector / self.vector.alpha)
 
     def release(self) -> nn.Module:
         self.vector.remove()
@@ -117,6 +140,14 @@ class FullTrainable(Trainable):
 
     def solution(self) -> FullDelta:
         return FullDelta.between(self.base_state, self.model)
+
+    def start_from(self, solution: Solution) -> None:
+        if not isinstance(solution, FullDelta):
+            raise ModelError(f"cannot start full fine-tuning from a {solution.kind} solution.")
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, d in solution.deltas.items():
+                params[name].add_(solution.multiplier * d.to(params[name].device, params[name].dtype))
 
     def norm(self) -> float:
         params = dict(self.model.named_parameters())
