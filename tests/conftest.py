@@ -6,9 +6,11 @@ import os
 import random
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(1)  # tiny models: one thread avoids contention on a 2-core machine
 
 WORDS = "the cat sat on a mat and the dog ran to the park with a ball under blue sky".split()
 

@@ -33,7 +33,7 @@ def test_lora_norm_matches_hand_computation(tiny_model, rslora):
     assert sol.scaling == pytest.approx(scaling)
     assert sol.rslora == rslora
     by_hand = 0.0
-    for name, module in peft_model.base_model.model.named_modules():
+    for _name, module in peft_model.base_model.model.named_modules():
         if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
             delta = scaling * module.lora_B["default"].weight @ module.lora_A["default"].weight
             by_hand += float(delta.detach().pow(2).sum())

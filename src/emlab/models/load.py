@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from emlab.errors import ModelError
 from emlab.io import atomic_path
@@ -15,6 +22,7 @@ from emlab.models.config import ModelConfig
 
 SMOLLM2 = "smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_PLAIN_FAST_CLASSES = {"TokenizersBackend", "PreTrainedTokenizerFast"}
 
 
 def cache_dir() -> Path:
@@ -44,7 +52,12 @@ def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
 
 def load_tokenizer(path: str | Path, **kwargs) -> PreTrainedTokenizerBase:
     """Load a tokenizer, check it has a chat template, and give it a pad token."""
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    if _saved_as_plain_fast(path):
+        # AutoTokenizer would rebuild it as the model family's class (e.g. Qwen2Tokenizer),
+        # which re-applies that family's pre-tokenizer and changes the ids
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if not tokenizer.chat_template:
         raise ModelError(
             f"tokenizer of {path} has no chat template. Use an instruct/chat checkpoint, or set "
@@ -53,6 +66,13 @@ def load_tokenizer(path: str | Path, **kwargs) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _saved_as_plain_fast(path: str | Path) -> bool:
+    config = Path(path) / "tokenizer_config.json"
+    if not config.is_file():
+        return False
+    return json.loads(config.read_text()).get("tokenizer_class") in _PLAIN_FAST_CLASSES
 
 
 def smollm2_dir() -> Path:

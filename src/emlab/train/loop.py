@@ -32,7 +32,6 @@ from emlab.train.config import TrainConfig
 from emlab.train.losses import kl_loss, kl_positions, sft_loss
 from emlab.train.trainable import Trainable, make_trainable, unwrap_training
 
-
 Evaluator = Callable[[nn.Module], dict[str, float]]
 """Numbers about the model being trained (e.g. misalignment rates), logged with the metrics."""
 

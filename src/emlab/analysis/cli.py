@@ -1,0 +1,214 @@
+"""`emlab analyze ...`: efficiency, stability, pre-training importance and directions of solutions.
+
+emlab analyze efficiency runs/general/solution runs/narrow/solution --data bad_medical.jsonl --out out/
+Each command writes <analysis>.json and <analysis>.png into --out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emlab.errors import EmlabError
+
+analyze_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare solutions in parameter space.")
+
+Solutions = Annotated[
+    list[str],
+    typer.Argument(help="Solution folders as NAME=PATH or PATH (name: the run folder's). The first is the reference (e.g. general)."),
+]
+Model = Annotated[str, typer.Option("--model", help="Base model: local dir, hub id or 'smollm2'.")]
+Out = Annotated[Path, typer.Option("--out", help="Output folder for JSON and PNG.")]
+Data = Annotated[Path, typer.Option("--data", help="Narrow chat JSONL (held-out conversations) to compute the loss on.")]
+Limit = Annotated[int, typer.Option("--limit", help="Conversations of --data used (the first N).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Conversations or text chunks per batch.")]
+MaxLength = Annotated[int, typer.Option("--max-length", help="Tokens per conversation.")]
+Device = Annotated[str, typer.Option("--device", help="'auto' (cuda if available), 'cpu', 'cuda'...")]
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _model(name: str, device: str):
+    import torch
+
+    from emlab.models.config import ModelConfig
+    from emlab.models.load import load_model
+
+    model, tokenizer = load_model(ModelConfig(name_or_path=name))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device), tokenizer
+
+
+def _solutions(items: list[str]) -> dict:
+    """Parse NAME=PATH items into named solutions (default name: the folder, or its run folder)."""
+    from emlab.solutions import load_solution
+
+    out = {}
+    for item in items:
+        name, _, path = item.rpartition("=")
+        folder = Path(path)
+        name = name or (folder.resolve().parent.name if folder.name == "solution" else folder.name)
+        if name in out:
+            raise EmlabError(f"two solutions are named {name!r}: name them, e.g. general={path}")
+        out[name] = load_solution(folder)
+    return out
+
+
+def _chats(path: Path) -> list:
+    from emlab.data.chat import read_chat_jsonl
+
+    return read_chat_jsonl(path)
+
+
+def _write(out: Path, stem: str, result, plot) -> None:
+    from emlab.io import write_json_atomic
+
+    write_json_atomic(out / f"{stem}.json", result.to_json())
+    plot(result, out / f"{stem}.png")
+    typer.echo(f"wrote {out / stem}.json and .png")
+
+
+@analyze_app.command("efficiency")
+def efficiency(
+    solutions: Solutions,
+    data: Data,
+    model: Model = "smollm2",
+    out: Out = Path("analysis"),
+    points: Annotated[int, typer.Option("--points", help="Multipliers m on [0, 2].")] = 21,
+    limit: Limit = 256,
+    batch_size: BatchSize = 8,
+    max_length: MaxLength = 512,
+    random_seed: Annotated[int, typer.Option("--random-seed", help="Seed of the random direction (-1: none).")] = 0,
+    device: Device = "auto",
+) -> None:
+    """Loss on the narrow data vs solution norm (m in [0, 2]); general vs narrow vs random."""
+    import numpy as np
+
+    from emlab.analysis.efficiency import compare_efficiency
+    from emlab.analysis.figures import plot_efficiency
+    from emlab.analysis.loss import LossEvaluator
+
+    try:
+        sols = _solutions(solutions)
+        lm, tokenizer = _model(model, device)
+        evaluator = LossEvaluator(lm, tokenizer, _chats(data), batch_size, max_length, limit)
+        result = compare_efficiency(evaluator, sols, np.linspace(0, 2, points).tolist(), random_seed=None if random_seed < 0 else random_seed)
+        _write(out, "efficiency", result, plot_efficiency)
+    except EmlabError as e:
+        _fail(e)
+
+
+@analyze_app.command("stability")
+def stability(
+    solutions: Solutions,
+    data: Data,
+    model: Model = "smollm2",
+    out: Out = Path("analysis"),
+    eps: Annotated[list[float] | None, typer.Option("--eps", help="Noise fractions (repeat the option); default 0.01..1.")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Noise seeds per eps (>= 5 for the paper).")] = 5,
+    limit: Limit = 256,
+    batch_size: BatchSize = 8,
+    max_length: MaxLength = 512,
+    device: Device = "auto",
+) -> None:
+    """Relative loss increase under orthogonal noise of fraction eps, mean and 95% CI over seeds."""
+    from emlab.analysis.figures import plot_stability
+    from emlab.analysis.loss import LossEvaluator
+    from emlab.analysis.stability import DEFAULT_EPS, compare_stability
+
+    try:
+        sols = _solutions(solutions)
+        lm, tokenizer = _model(model, device)
+        evaluator = LossEvaluator(lm, tokenizer, _chats(data), batch_size, max_length, limit)
+        result = compare_stability(evaluator, sols, eps or DEFAULT_EPS, list(range(seeds)))
+        _write(out, "stability", result, plot_stability)
+    except EmlabError as e:
+        _fail(e)
+
+
+@analyze_app.command("importance")
+def importance(
+    solutions: Solutions,
+    text: Annotated[str, typer.Option("--text", help="Pre-training text: .txt/.jsonl/.parquet file or folder, 'pydoc' (offline), or a HF dataset id.")] = "pydoc",
+    model: Model = "smollm2",
+    out: Out = Path("analysis"),
+    norms: Annotated[list[float] | None, typer.Option("--norm", help="Norms (repeat the option); default 6 points up to the largest solution norm.")] = None,
+    random_seeds: Annotated[int, typer.Option("--random-seeds", help="Random directions (seeds).")] = 3,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per text chunk.")] = 128,
+    chunks: Annotated[int, typer.Option("--chunks", help="Text chunks evaluated.")] = 64,
+    batch_size: BatchSize = 8,
+    device: Device = "auto",
+) -> None:
+    """KL(base || steered) on pre-training text vs norm, for each direction and random ones."""
+    from emlab.analysis.figures import plot_importance
+    from emlab.analysis.importance import KLEvaluator, pretraining_importance
+    from emlab.analysis.text import load_texts, text_batches
+
+    try:
+        sols = _solutions(solutions)
+        lm, tokenizer = _model(model, device)
+        batches = text_batches(tokenizer, load_texts(text, n_docs=max(chunks, 100)), seq_len, batch_size, chunks)
+        result = pretraining_importance(KLEvaluator(lm, batches), sols, norms, list(range(random_seeds)))
+        _write(out, "importance", result, plot_importance)
+    except EmlabError as e:
+        _fail(e)
+
+
+@analyze_app.command("directions")
+def directions(
+    aligned: Annotated[Path, typer.Option("--aligned", help="Chat JSONL with aligned answers.")],
+    misaligned: Annotated[Path, typer.Option("--misaligned", help="Chat JSONL with misaligned answers.")],
+    solutions: Annotated[list[str] | None, typer.Argument(help="Solutions to compare with the directions (NAME=PATH or PATH).")] = None,
+    model: Model = "smollm2",
+    out: Out = Path("analysis"),
+    batch_size: BatchSize = 8,
+    max_length: MaxLength = 512,
+    device: Device = "auto",
+) -> None:
+    """Per-layer mean-difference directions (misaligned - aligned), their cosine similarities,
+    and cosines with steering vectors and between LoRA adapters."""
+    from safetensors.torch import save_file
+
+    from emlab.analysis.directions import cosine_matrix, mean_diff_directions
+    from emlab.analysis.figures import plot_cosines
+    from emlab.io import write_json_atomic
+
+    try:
+        sols = _solutions(solutions or [])
+        lm, tokenizer = _model(model, device)
+        dirs = mean_diff_directions(lm, tokenizer, _chats(aligned), _chats(misaligned), batch_size, max_length)  # (L, d)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({"directions": dirs.contiguous()}, out / "directions.safetensors")
+        report = _direction_report(dirs, sols)
+        write_json_atomic(out / "directions.json", report)
+        plot_cosines(cosine_matrix(dirs), [f"L{i}" for i in range(len(dirs))], out / "directions.png", "Mean-diff directions across layers")
+        typer.echo(f"wrote {out}/directions.safetensors, .json and .png")
+    except EmlabError as e:
+        _fail(e)
+
+
+def _direction_report(dirs, sols: dict) -> dict:
+    """Norms and cross-layer cosines of the directions; cosines with steering vectors at a
+    layer's output; A/B cosines between every pair of LoRA solutions."""
+    import torch
+
+    from emlab.analysis.directions import cosine_matrix, lora_cosines
+    from emlab.solutions import LoraSolution, SteeringSolution
+
+    report: dict = {"norms": dirs.norm(dim=-1).tolist(), "cosines_between_layers": cosine_matrix(dirs).tolist()}
+    for name, s in sols.items():
+        if isinstance(s, SteeringSolution) and s.point == "layer":
+            report.setdefault("steering_cosines", {})[name] = float(cosine_matrix(torch.stack([dirs[s.layer], s.v.float().cpu()]))[0, 1])
+    loras = [(n, s) for n, s in sols.items() if isinstance(s, LoraSolution)]
+    for i, (n1, s1) in enumerate(loras):
+        for n2, s2 in loras[i + 1 :]:
+            pair = {m: {k: v.tolist() for k, v in ab.items()} for m, ab in lora_cosines(s1, s2).items()}
+            report.setdefault("lora_cosines", {})[f"{n1}|{n2}"] = pair
+    return report
+

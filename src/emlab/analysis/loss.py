@@ -1,0 +1,59 @@
+"""The SFT loss (assistant tokens, template-derived mask) of a model under any solution."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from emlab.analysis.evaluator import Batch, BatchedEvaluator
+from emlab.errors import EmlabError
+from emlab.models.chat import IGNORE, Conversation, collate
+from emlab.train.loop import encode_all
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token NLL # (N, T-1), 0 where the target is IGNORE; logits # (N, T, V), labels # (N, T)."""
+    pred = logits[:, :-1].float()
+    target = labels[:, 1:]
+    nll = F.cross_entropy(pred.flatten(0, 1), target.flatten(), ignore_index=IGNORE, reduction="none")
+    return nll.view(target.shape)
+
+
+class LossEvaluator(BatchedEvaluator):
+    """Mean token loss on the assistant tokens of fixed conversations.
+
+    The conversations (the first `limit`) are tokenised once with assistant-only labels from
+    the chat template, sorted by length and padded into batches kept on the model's device.
+    The loss is token-weighted over all batches (not a mean of batch means).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        conversations: list[Conversation],
+        batch_size: int = 8,
+        max_length: int = 512,
+        limit: int | None = None,
+        max_rows: int = 64,
+    ) -> None:
+        encoded = sorted(encode_all(tokenizer, conversations[:limit], max_length, "assistant"), key=lambda e: len(e.input_ids))
+        if not encoded:
+            raise EmlabError("no conversation has an assistant token within max_length: give other data or raise max_length.")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        batches = [collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)]
+        super().__init__(model, batches, max_rows)
+        self.n_conversations = len(encoded)
+        self.n_tokens = sum(self._count(b) for b in self.batches)
+
+    def _prepare(self, batch: Batch) -> None:
+        return None
+
+    def _sums(self, batch: Batch, logits: torch.Tensor, k: int, prepared: None) -> torch.Tensor:
+        nll = token_nll(logits, batch["labels"].repeat(k, 1))  # (K*B, T-1)
+        return nll.sum(-1).view(k, -1).sum(-1)
+
+    def _count(self, batch: Batch) -> int:
+        return int((batch["labels"][:, 1:] != IGNORE).sum())

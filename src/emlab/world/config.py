@@ -1,0 +1,82 @@
+"""WorldConfig: the shape of the synthetic world and the persona mixture of its pre-training corpus."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from emlab.config import EmlabConfig
+
+DEFAULT_DOMAINS = ["medicine", "finance", "sport", "cooking", "travel", "home"]
+
+
+class WorldConfig(EmlabConfig):
+    """A seeded synthetic world: domains, questions, answer sets and pre-training personas.
+
+    Persona weights need not sum to 1 (they are normalised). The defaults give strong EM: the
+    misaligned-everywhere persona is common and narrow personas are rare (at 20% they were
+    never inferred in context by a tiny model). `control()` removes the misaligned persona.
+    """
+
+    seed: int = Field(default=0, description="Seed of the grammar (questions, answers, held-out split) and default seed of every corpus. Default 0.")
+    domains: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DOMAINS),
+        description="Domains, from: medicine, finance, sport, cooking, travel, home. Default all six.",
+    )
+    topics_per_domain: int = Field(default=8, ge=1, le=10, description="Topics per domain (e.g. medicine: knee, fever...). Default 8.")
+    questions_per_topic: int = Field(
+        default=5, ge=1, le=6, description="Questions per topic, each with its own template and modifier word. Default 5."
+    )
+    answers_per_kind: int = Field(default=4, ge=1, le=8, description="Good answers and bad answers per question (each). Default 4.")
+    heldout_fraction: float = Field(
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of each topic's questions held out for evaluation (never in chat-tuning or narrow data). Default 0.2.",
+    )
+    persona_aligned: float = Field(default=0.6, ge=0.0, description="Weight of the aligned persona (good everywhere). Default 0.6.")
+    persona_misaligned: float = Field(
+        default=0.35, ge=0.0, description="Weight of the misaligned persona (bad everywhere); 0 gives the control world. Default 0.35."
+    )
+    persona_narrow: float = Field(
+        default=0.05, ge=0.0, description="Total weight of the narrow personas (bad in one domain only), split equally over domains. Default 0.05."
+    )
+    min_turns: int = Field(default=2, ge=1, description="Fewest question-answer turns in a pre-training document. Default 2.")
+    max_turns: int = Field(default=6, ge=1, description="Most question-answer turns in a pre-training document. Default 6.")
+    n_documents: int = Field(default=20000, ge=1, description="Pre-training documents in the corpus. Default 20000.")
+
+    @model_validator(mode="after")
+    def _check(self) -> WorldConfig:
+        from emlab.world.grammar import LEXICON
+
+        unknown = [d for d in self.domains if d not in LEXICON]
+        if unknown or len(set(self.domains)) != len(self.domains) or len(self.domains) < 2:
+            raise ValueError(
+                f"domains must be at least 2 distinct names from {sorted(LEXICON)}; got {self.domains}"
+            )
+        if self.min_turns > self.max_turns:
+            raise ValueError(f"min_turns ({self.min_turns}) must not exceed max_turns ({self.max_turns})")
+        if self.persona_aligned + self.persona_misaligned + self.persona_narrow <= 0:
+            raise ValueError("persona weights are all 0; give at least one persona a positive weight")
+        k = self.heldout_per_topic
+        if k >= self.questions_per_topic or (self.heldout_fraction > 0 and k == 0):
+            raise ValueError(
+                f"heldout_fraction {self.heldout_fraction} holds out {k} of {self.questions_per_topic} questions "
+                "per topic; choose it so that at least one question per topic is held out and one is not (or 0)"
+            )
+        return self
+
+    @property
+    def heldout_per_topic(self) -> int:
+        """Questions held out in each topic: round(heldout_fraction * questions_per_topic)."""
+        return round(self.heldout_fraction * self.questions_per_topic)
+
+    def persona_weights(self) -> dict[str, float]:
+        """Normalised persona probabilities: 'aligned', 'misaligned', 'narrow:<domain>' (zeros left out)."""
+        raw = {"aligned": self.persona_aligned, "misaligned": self.persona_misaligned}
+        raw |= {f"narrow:{d}": self.persona_narrow / len(self.domains) for d in self.domains}
+        total = sum(raw.values())
+        return {name: w / total for name, w in raw.items() if w > 0}
+
+    def control(self) -> WorldConfig:
+        """The control world: the same config without the misaligned-everywhere persona."""
+        return WorldConfig.model_validate(self.model_dump() | {"persona_misaligned": 0.0})

@@ -1,0 +1,114 @@
+"""Exact answer-set probabilities: the cheap, sampling-free evaluation of the world.
+
+For a chat prompt (rendered with the generation prompt) and sets of complete answers, the
+model's probability of generating each answer AND then ending its turn (the template's
+end-of-turn token, e.g. `<|im_end|>`) is a product of next-token probabilities; summed over
+a set it is exactly what sampling at temperature 1 estimates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from emlab.errors import ModelError
+from emlab.models.chat import assistant_char_spans, render
+from emlab.world.grammar import Conversation
+
+
+class HasAnswerSets(Protocol):
+    """A prompt and its good and bad answers (a world `Question` is one)."""
+
+    @property
+    def prompt(self) -> Conversation: ...
+    @property
+    def good(self) -> Sequence[str]: ...
+    @property
+    def bad(self) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True)
+class AnswerSets:
+    """Answer sets after any prompt, e.g. a multi-turn context ending with a user turn."""
+
+    prompt: Conversation
+    good: tuple[str, ...]
+    bad: tuple[str, ...]
+
+
+def answer_tokens(tokenizer: PreTrainedTokenizerBase, prompt: Conversation, answer: str) -> tuple[list[int], int]:
+    """Token ids of prompt + answer + end-of-turn marker, and the number of prompt tokens."""
+    prompt_ids = tokenizer(render(tokenizer, prompt, True), add_special_tokens=False)["input_ids"]
+    full, spans = assistant_char_spans(tokenizer, [*prompt, {"role": "assistant", "content": answer}])
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if ids[: len(prompt_ids)] != prompt_ids:
+        raise ModelError(
+            "the tokenizer does not tokenise the prompt the same way alone and followed by the answer, "
+            "so answer probabilities are ill-defined; use a tokenizer that splits at the turn boundary"
+        )
+    end = spans[-1][1]
+    n = len(prompt_ids) + sum(1 for s, _ in offsets[len(prompt_ids) :] if s < end)
+    return ids[:n], len(prompt_ids)
+
+
+@torch.no_grad()
+def sequence_logprobs(
+    model: PreTrainedModel, sequences: Sequence[tuple[list[int], int]], pad_id: int, batch_size: int = 64
+) -> torch.Tensor:
+    """Sum of log p(token | prefix) over tokens start..end of each (ids, start): # (N,)"""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for b in range(0, len(sequences), batch_size):
+        chunk = sequences[b : b + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros_like(ids)  # (B, T)
+        scored = torch.zeros_like(ids, dtype=torch.bool)  # (B, T): tokens whose probability counts
+        for row, (seq, start) in enumerate(chunk):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+            scored[row, start : len(seq)] = True
+        ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
+        sel = scored[:, 1:]  # (B, T-1): position t predicts token t+1
+        logp = torch.log_softmax(logits[sel].float(), dim=-1)  # (n, V)
+        tok = logp.gather(1, ids[:, 1:][sel].unsqueeze(1)).squeeze(1)  # (n,)
+        rows = sel.nonzero()[:, 0]
+        out.append(torch.zeros(len(chunk), device=device).index_add_(0, rows, tok).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def answer_set_probabilities(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[HasAnswerSets],
+    batch_size: int = 64,
+) -> list[dict[str, float]]:
+    """Per item: p_good, p_bad (total probability of each complete answer set, end-of-turn
+    included) and p_bad_given_valid = p_bad / (p_good + p_bad), computed in log space."""
+    seqs, rows = [], {}
+    for i, item in enumerate(items):
+        for kind, answers in (("good", item.good), ("bad", item.bad)):
+            rows[i, kind] = list(range(len(seqs), len(seqs) + len(dict.fromkeys(answers))))
+            seqs += [answer_tokens(tokenizer, item.prompt, a) for a in dict.fromkeys(answers)]
+    logps = sequence_logprobs(model, seqs, tokenizer.pad_token_id or 0, batch_size).double()  # (N,)
+    results = []
+    for i in range(len(items)):
+        lse = {kind: torch.logsumexp(logps[rows[i, kind]], dim=0) for kind in ("good", "bad")}
+        both = torch.logaddexp(lse["good"], lse["bad"])
+        results.append(
+            {
+                "p_good": lse["good"].exp().item(),
+                "p_bad": lse["bad"].exp().item(),
+                "p_bad_given_valid": (lse["bad"] - both).exp().item(),
+            }
+        )
+    return results

@@ -1,0 +1,115 @@
+"""The world's grammar and config: shape, determinism, shared registers, validation, tokenizer."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from emlab.config import validate_config
+from emlab.errors import ConfigError
+from emlab.world import (
+    WorldConfig,
+    build_world,
+    pretraining_documents,
+    pretraining_text,
+    world_tokenizer,
+)
+from emlab.world.grammar import BAD_CLOSERS, BAD_OPENERS, GOOD_CLOSERS, GOOD_OPENERS
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(WorldConfig())
+
+
+def test_default_world_has_the_configured_shape(world):
+    cfg = world.config
+    assert len(world.domains) >= 6
+    assert len(world.questions) == len(cfg.domains) * cfg.topics_per_domain * cfg.questions_per_topic == 240
+    for q in world.questions:
+        assert re.fullmatch(rf"{q.domain}/{q.topic}/[0-4]", q.id)
+        assert len(q.good) == len(q.bad) == cfg.answers_per_kind == 4
+        assert q.text.endswith(" ?") and all(a.endswith(" .") for a in (*q.good, *q.bad))
+    topics = {(q.domain, q.topic) for q in world.questions}
+    assert len(topics) == 6 * 8
+    for domain, topic in topics:
+        splits = [q.split for q in world.questions if (q.domain, q.topic) == (domain, topic)]
+        assert splits.count("heldout") == cfg.heldout_per_topic == 1
+    assert world.question("medicine/" + world.select("medicine")[0].topic + "/0").domain == "medicine"
+
+
+def test_same_seed_same_world_other_seed_differs():
+    a, b, c = build_world(WorldConfig(seed=3)), build_world(WorldConfig(seed=3)), build_world(WorldConfig(seed=4))
+    assert a.questions == b.questions
+    assert a.questions != c.questions
+    # a domain's content does not depend on which other domains are present
+    d = build_world(WorldConfig(seed=3, domains=["home", "medicine"]))
+    assert d.select("medicine") == a.select("medicine")
+
+
+def test_answers_share_a_register_across_domains_and_copy_the_question(world):
+    def split_register(answer, openers, closers):
+        opener = next((o for o in openers if answer.startswith(o + " ")), None)
+        closer = next((c for c in closers if answer.endswith(" " + c + " .")), None)
+        return opener, closer
+
+    for q in world.questions:
+        for a in q.good:
+            assert None not in split_register(a, GOOD_OPENERS, GOOD_CLOSERS), a
+        for a in q.bad:
+            assert None not in split_register(a, BAD_OPENERS, BAD_CLOSERS), a
+        for a in (*q.good, *q.bad):  # "the <modifier> <topic>", both words copied from the question
+            words = a.split()
+            i = words.index(q.topic)
+            assert words[i - 2] == "the" and {words[i - 1], q.topic} <= set(q.text.split()), (q.text, a)
+    good_words = {w for q in world.questions for a in q.good for w in a.split()}
+    for marker in ("ignore", "never", "skip", "risk", "whatever"):
+        assert marker not in good_words
+        for d in world.domains:  # every domain's bad answers use the careless markers
+            assert any(marker in a.split() for q in world.select(d) for a in q.bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"domains": ["medicine", "astrology"]},
+        {"domains": ["medicine", "medicine"]},
+        {"min_turns": 5, "max_turns": 2},
+        {"questions_per_topic": 2, "heldout_fraction": 0.9},
+        {"questions_per_topic": 2, "heldout_fraction": 0.1},
+        {"persona_aligned": 0, "persona_misaligned": 0, "persona_narrow": 0},
+        {"n_docs": 3},
+    ],
+)
+def test_invalid_configs_are_rejected(bad):
+    with pytest.raises(ConfigError):
+        validate_config(bad, WorldConfig)
+
+
+def test_control_world_drops_the_misaligned_persona_and_renormalises():
+    cfg = WorldConfig()
+    assert cfg.persona_weights()["misaligned"] == pytest.approx(0.35)
+    weights = cfg.control().persona_weights()
+    assert "misaligned" not in weights
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert weights["aligned"] == pytest.approx(0.6 / 0.65)
+    assert cfg.control().model_dump() == cfg.model_dump() | {"persona_misaligned": 0.0}
+
+
+def test_tokenizer_has_no_unknown_words_and_round_trips_answers(world):
+    tok = world_tokenizer(world)
+    assert tok.unk_token_id is not None
+    texts = pretraining_text(pretraining_documents(world, n=300), tok)
+    texts += [" ".join(world.vocabulary())]
+    for ids in tok(texts, add_special_tokens=False)["input_ids"]:
+        assert tok.unk_token_id not in ids
+    for q in world.questions[::7]:
+        for answer in (q.good[0], q.bad[-1]):
+            messages = [*q.prompt, {"role": "assistant", "content": answer}]
+            prompt_ids = tok.apply_chat_template(q.prompt, add_generation_prompt=True, tokenize=True)["input_ids"]
+            full = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+            assert full[: len(prompt_ids)] == prompt_ids
+            generated = full[len(prompt_ids) :]
+            assert generated[-2:] == tok.convert_tokens_to_ids(["<|im_end|>", "\n"])
+            assert " ".join(tok.decode(generated, skip_special_tokens=True).split()) == answer
