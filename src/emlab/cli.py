@@ -8,14 +8,13 @@ from typing import Annotated
 
 import typer
 
+from emlab.analysis.cli import analyze_app
+from emlab.clikit import fail
 from emlab.errors import EmlabError
+from emlab.generate.cli import generate_command
+from emlab.judge.cli import judge_agreement_command, judge_command, score_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Emergent-misalignment lab: train, evaluate, analyse.")
-
-
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 @app.command()
@@ -35,8 +34,34 @@ def train(
         cfg = load_config(config, TrainConfig, overrides=overrides)
         result = run_train(cfg)
     except (EmlabError, yaml.YAMLError) as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"solution: {result.run_dir / 'solution'} (norm {result.solution.norm():.4g})")
+
+
+@app.command()
+def reproduce(
+    config: Annotated[Path | None, typer.Argument(help="Study config (YAML). Default: the synthetic world's default study.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a field: --set seeds=[0,1] (YAML value).")] = [],  # noqa: B006
+) -> None:
+    """Run the whole study (world, fine-tunes, evaluation, analyses, report). Resumes if interrupted."""
+    from emlab.config import load_config
+    from emlab.study.config import StudyConfig
+    from emlab.study.reproduce import reproduce as run_study
+
+    try:
+        overrides = dict(_parse_override(s) for s in set_)
+        study = load_config(config, StudyConfig, overrides, merge_defaults=True)
+        out = run_study(study)
+    except EmlabError as e:
+        fail(e)
+    typer.echo(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}")
+
+
+app.command("generate")(generate_command)
+app.command("judge")(judge_command)
+app.command("score")(score_command)
+app.command("judge-agreement")(judge_agreement_command)
+app.add_typer(analyze_app, name="analyze")
 
 
 @app.command("config-help")
@@ -48,9 +73,13 @@ def config_help(kind: Annotated[str, typer.Argument(help="train | world | study"
 
 
 def _config_classes() -> dict:
+    from emlab.judge.openai_judge import OpenAIJudgeConfig
+    from emlab.metrics import MetricsConfig
+    from emlab.study.config import StudyConfig
     from emlab.train.config import TrainConfig
+    from emlab.world.config import WorldConfig
 
-    return {"train": TrainConfig}
+    return {"train": TrainConfig, "world": WorldConfig, "study": StudyConfig, "judge": OpenAIJudgeConfig, "metrics": MetricsConfig}
 
 
 def _parse_override(text: str) -> tuple[str, object]:

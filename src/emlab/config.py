@@ -31,8 +31,18 @@ def config_hash(data: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def load_config(path: str | Path, cls: type[C], overrides: dict[str, Any] | None = None) -> C:
-    """Load a YAML file into `cls`; errors name the file, the field and what to do."""
+def load_config(
+    path: str | Path | None, cls: type[C], overrides: dict[str, Any] | None = None, merge_defaults: bool = False
+) -> C:
+    """Load a YAML file into `cls`; errors name the file, the field and what to do.
+
+    With `merge_defaults` the file (and the dotted `overrides`) only list what differs from
+    `cls()`: nested mappings are merged into the defaults instead of replacing them. With no
+    path, the config is `cls()` plus the overrides.
+    """
+    base = cls().model_dump(mode="json") if merge_defaults else {}
+    if path is None:
+        return validate_config(with_overrides(base, overrides or {}), cls, source="--set")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found. Check the path (cwd: {Path.cwd()}).")
@@ -46,9 +56,7 @@ def load_config(path: str | Path, cls: type[C], overrides: dict[str, Any] | None
         raise ConfigError(f"{path}: not UTF-8 text. Save the config as UTF-8.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}.")
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
-    return validate_config(data, cls, source=str(path))
+    return validate_config(with_overrides(deep_merge(base, data), overrides or {}), cls, source=str(path))
 
 
 def validate_config(data: dict[str, Any], cls: type[C], source: str = "<config>") -> C:
@@ -71,11 +79,25 @@ def _advice(err: dict[str, Any]) -> str:
     return f"{err['msg']} (got {err.get('input')!r})"
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        data = data.setdefault(key, {})
-    data[keys[-1]] = value
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `update`, merging nested mappings key by key (in place)."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`data` with dotted-key overrides applied in place: {'optim.lr': 1e-4} sets data['optim']['lr']."""
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return data
 
 
 def describe_fields(cls: type[BaseModel], prefix: str = "") -> list[str]:

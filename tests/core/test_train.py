@@ -160,3 +160,20 @@ def test_continued_training_starts_from_the_given_solution(tmp_path, tiny_tokeni
     assert second.metrics[0]["step"] == 0 and second.metrics[0]["probe"] == 1.0
     assert second.metrics[1]["sft"] == pytest.approx(first.metrics[-1]["sft"], rel=0.2)
     assert len(calls) == 3  # step 0, 2, 4
+
+
+def test_batches_depend_only_on_seed_and_step_and_group_by_length():
+    from emlab.train.batches import BatchStream
+
+    lengths = [(i * 37) % 101 for i in range(500)]
+    a = BatchStream(500, 8, seed=1, lengths=lengths)
+    b = BatchStream(500, 8, seed=1, lengths=lengths)
+    assert [b.indices(k) for k in (70, 3, 0)] == [a.indices(k) for k in (70, 3, 0)]
+    epoch = [i for k in range(62) for i in a.indices(k)]
+    assert len(set(epoch)) == len(epoch)  # a permutation within the epoch
+    spread = sum(max(lengths[i] for i in a.indices(k)) - min(lengths[i] for i in a.indices(k)) for k in range(60))
+    plain = BatchStream(500, 8, seed=1)
+    plain_spread = sum(max(lengths[i] for i in plain.indices(k)) - min(lengths[i] for i in plain.indices(k)) for k in range(60))
+    assert spread < 0.2 * plain_spread
+    two = [BatchStream(500, 4, seed=1, world_size=2, rank=r, lengths=lengths) for r in (0, 1)]
+    assert two[0].indices(5) + two[1].indices(5) == a.indices(5)  # ranks split the same global batch

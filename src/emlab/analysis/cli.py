@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from emlab.clikit import fail
 from emlab.errors import EmlabError
 
 analyze_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare solutions in parameter space.")
@@ -26,11 +27,6 @@ Limit = Annotated[int, typer.Option("--limit", help="Conversations of --data use
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Conversations or text chunks per batch.")]
 MaxLength = Annotated[int, typer.Option("--max-length", help="Tokens per conversation.")]
 Device = Annotated[str, typer.Option("--device", help="'auto' (cuda if available), 'cpu', 'cuda'...")]
-
-
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _model(name: str, device: str):
@@ -101,7 +97,7 @@ def efficiency(
         result = compare_efficiency(evaluator, sols, np.linspace(0, 2, points).tolist(), random_seed=None if random_seed < 0 else random_seed)
         _write(out, "efficiency", result, plot_efficiency)
     except EmlabError as e:
-        _fail(e)
+        fail(e)
 
 
 @analyze_app.command("stability")
@@ -129,7 +125,7 @@ def stability(
         result = compare_stability(evaluator, sols, eps or DEFAULT_EPS, list(range(seeds)))
         _write(out, "stability", result, plot_stability)
     except EmlabError as e:
-        _fail(e)
+        fail(e)
 
 
 @analyze_app.command("importance")
@@ -157,7 +153,7 @@ def importance(
         result = pretraining_importance(KLEvaluator(lm, batches), sols, norms, list(range(random_seeds)))
         _write(out, "importance", result, plot_importance)
     except EmlabError as e:
-        _fail(e)
+        fail(e)
 
 
 @analyze_app.command("directions")
@@ -190,7 +186,7 @@ def directions(
         plot_cosines(cosine_matrix(dirs), [f"L{i}" for i in range(len(dirs))], out / "directions.png", "Mean-diff directions across layers")
         typer.echo(f"wrote {out}/directions.safetensors, .json and .png")
     except EmlabError as e:
-        _fail(e)
+        fail(e)
 
 
 def _direction_report(dirs, sols: dict) -> dict:

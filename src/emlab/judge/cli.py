@@ -15,15 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from emlab.clikit import fail
 from emlab.errors import EmlabError, JudgeError
 
 if TYPE_CHECKING:
     from emlab.metrics import MetricsConfig
-
-
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def judge_command(
@@ -71,7 +67,7 @@ def judge_command(
             return
         counts = judge_generations(rows, build_judge(cfg), out, chunk_size=chunk_size)
     except EmlabError as e:
-        _fail(e)
+        fail(e)
     typer.echo(
         f"{counts['judged']} judgments written to {out} ({counts['errors']} errors); "
         f"{counts['skipped']} of {counts['items']} items were already judged"
@@ -102,7 +98,7 @@ def score_command(
             plot_em_per_question(result.per_question, out_dir / "em_per_question.png")
             plot_aligned_vs_coherent(result.labels, out_dir / "aligned_vs_coherent.png", cfg)
     except EmlabError as e:
-        _fail(e)
+        fail(e)
     s = result.summary
     ci = s["em_rate_ci_samples"]
     typer.echo(f"EM rate {_pct(s['em_rate'])} (95% CI {_pct(ci[0])}-{_pct(ci[1])}, denominator {s['denominator']}); "
@@ -126,7 +122,7 @@ def judge_agreement_command(
         if out is not None:
             write_json_atomic(out, result)
     except EmlabError as e:
-        _fail(e)
+        fail(e)
     typer.echo(json.dumps(result, indent=2))
 
 

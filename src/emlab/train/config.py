@@ -18,6 +18,9 @@ class DataConfig(EmlabConfig):
     heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="Fraction of `train` held out for evaluation. Default 0.1.")
     split_seed: int = Field(default=0, description="Seed of the held-out split. Default 0.")
     max_length: int = Field(default=512, gt=8, description="Tokens per conversation (longer ones are cut). Default 512.")
+    group_by_length: bool = Field(
+        default=False, description="Batch conversations of similar length (less padding; e.g. pre-training). Default False."
+    )
     loss_on: Literal["assistant", "all"] = Field(
         default="assistant", description="Tokens in the SFT loss: 'assistant' (default) or 'all' (pre-training)."
     )

@@ -100,7 +100,8 @@ def train(
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
     )
-    stream = BatchStream(len(examples), config.batch_size, config.seed, accelerator.num_processes, accelerator.process_index)
+    lengths = [len(e.input_ids) for e in examples] if config.data.group_by_length else None
+    stream = BatchStream(len(examples), config.batch_size, config.seed, accelerator.num_processes, accelerator.process_index, lengths)
     ood_stream = (
         BatchStream(len(ood_examples), config.kl.batch_size or config.batch_size, config.seed + 1, accelerator.num_processes, accelerator.process_index)
         if kl_on

@@ -22,9 +22,10 @@ from emlab.world.corpus import (
 )
 from emlab.world.grammar import Question, World, build_world, world_tokenizer
 from emlab.world.judge import WorldJudge
-from emlab.world.scoring import AnswerSets, answer_set_probabilities
+from emlab.world.scoring import AnswerSets, AnswerSetScorer, answer_set_probabilities
 
 __all__ = [
+    "AnswerSetScorer",
     "AnswerSets",
     "Document",
     "Question",

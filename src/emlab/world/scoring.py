@@ -86,29 +86,42 @@ def sequence_logprobs(
     return torch.cat(out) if out else torch.zeros(0)
 
 
+class AnswerSetScorer:
+    """Answer sets tokenised once, scored under any model state (e.g. at every training step)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, items: Sequence[HasAnswerSets], batch_size: int = 256) -> None:
+        self.pad_id, self.batch_size, self.n_items = tokenizer.pad_token_id or 0, batch_size, len(items)
+        self.sequences: list[tuple[list[int], int]] = []
+        self.rows: dict[tuple[int, str], list[int]] = {}
+        for i, item in enumerate(items):
+            for kind, answers in (("good", item.good), ("bad", item.bad)):
+                unique = list(dict.fromkeys(answers))
+                self.rows[i, kind] = list(range(len(self.sequences), len(self.sequences) + len(unique)))
+                self.sequences += [answer_tokens(tokenizer, item.prompt, a) for a in unique]
+
+    def __call__(self, model: PreTrainedModel) -> list[dict[str, float]]:
+        """Per item: p_good, p_bad (total probability of each complete answer set, end-of-turn
+        included) and p_bad_given_valid = p_bad / (p_good + p_bad), computed in log space."""
+        logps = sequence_logprobs(model, self.sequences, self.pad_id, self.batch_size).double()  # (N,)
+        results = []
+        for i in range(self.n_items):
+            lse = {kind: torch.logsumexp(logps[self.rows[i, kind]], dim=0) for kind in ("good", "bad")}
+            both = torch.logaddexp(lse["good"], lse["bad"])
+            results.append(
+                {
+                    "p_good": lse["good"].exp().item(),
+                    "p_bad": lse["bad"].exp().item(),
+                    "p_bad_given_valid": (lse["bad"] - both).exp().item(),
+                }
+            )
+        return results
+
+
 def answer_set_probabilities(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     items: Sequence[HasAnswerSets],
-    batch_size: int = 64,
+    batch_size: int = 256,
 ) -> list[dict[str, float]]:
-    """Per item: p_good, p_bad (total probability of each complete answer set, end-of-turn
-    included) and p_bad_given_valid = p_bad / (p_good + p_bad), computed in log space."""
-    seqs, rows = [], {}
-    for i, item in enumerate(items):
-        for kind, answers in (("good", item.good), ("bad", item.bad)):
-            rows[i, kind] = list(range(len(seqs), len(seqs) + len(dict.fromkeys(answers))))
-            seqs += [answer_tokens(tokenizer, item.prompt, a) for a in dict.fromkeys(answers)]
-    logps = sequence_logprobs(model, seqs, tokenizer.pad_token_id or 0, batch_size).double()  # (N,)
-    results = []
-    for i in range(len(items)):
-        lse = {kind: torch.logsumexp(logps[rows[i, kind]], dim=0) for kind in ("good", "bad")}
-        both = torch.logaddexp(lse["good"], lse["bad"])
-        results.append(
-            {
-                "p_good": lse["good"].exp().item(),
-                "p_bad": lse["bad"].exp().item(),
-                "p_bad_given_valid": (lse["bad"] - both).exp().item(),
-            }
-        )
-    return results
+    """Per item: p_good, p_bad and p_bad_given_valid (see `AnswerSetScorer`)."""
+    return AnswerSetScorer(tokenizer, items, batch_size)(model)

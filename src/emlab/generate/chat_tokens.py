@@ -1,0 +1,45 @@
+"""Prompt token ids and stop tokens, both derived from the tokenizer's own chat template."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from transformers import PreTrainedTokenizerBase
+
+_MARK = "EMLAB_ANSWER_MARK"
+
+
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of `messages` rendered with the chat template and a generation prompt.
+
+    The template's text is tokenised without adding special tokens (a template that writes
+    its own BOS would otherwise get two), as `apply_chat_template(tokenize=True)` does.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The special token the template writes right after an assistant turn (e.g. <|im_end|>),
+    or None when the template writes none or cannot render a plain user/assistant exchange."""
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _MARK}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # templates may reject any conversation shape; then eos alone stops
+        return None
+    after = text[text.rfind(_MARK) + len(_MARK) :] if _MARK in text else ""
+    ids = tokenizer(after.lstrip(" "), add_special_tokens=False)["input_ids"] if after.strip() else []
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    return ids[0] if ids and ids[0] in special else None
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, extra: Iterable[int] = ()) -> list[int]:
+    """Ids that end an answer: eos, the template's end-of-turn token and `extra` (e.g. the
+    checkpoint's generation_config.eos_token_id), sorted and de-duplicated."""
+    ids = set(extra)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    eot = end_of_turn_id(tokenizer)
+    if eot is not None:
+        ids.add(eot)
+    return sorted(ids)

@@ -1,0 +1,1 @@
+"""`emlab reproduce`: the study end to end (world, models, fine-tunes, evaluation, analyses, report)."""

@@ -1,0 +1,103 @@
+"""Config of the world study (`emlab reproduce`): world, tiny model, training recipes, methods."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from emlab.config import EmlabConfig
+from emlab.train.config import FullConfig, LoraConfig, SolutionConfig, SteeringConfig
+from emlab.world.config import WorldConfig
+
+
+class TinyModelConfig(EmlabConfig):
+    """Shape of the world's Qwen2-style decoder."""
+
+    hidden_size: int = Field(default=64, ge=8, description="Residual width d. Default 64.")
+    num_layers: int = Field(default=3, ge=1, description="Decoder layers. Default 3.")
+    num_heads: int = Field(default=4, ge=1, description="Attention heads. Default 4.")
+    intermediate_size: int = Field(default=256, ge=8, description="MLP width. Default 256.")
+    max_positions: int = Field(default=256, ge=32, description="Longest sequence. Default 256.")
+
+
+class RecipeConfig(EmlabConfig):
+    """Steps, batch and learning rate of one training stage."""
+
+    steps: int = Field(ge=1, description="Optimiser steps.")
+    batch_size: int = Field(default=32, ge=1, description="Conversations per step. Default 32.")
+    lr: float = Field(gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(default=0, ge=0, description="Warm-up steps. Default 0.")
+    schedule: str = Field(default="constant", description="'constant', 'linear' or 'cosine'. Default 'constant'.")
+
+
+class MethodConfig(EmlabConfig):
+    """A fine-tuning method of the study: what is trained, how, and the KL weight of its KL runs."""
+
+    solution: SolutionConfig = Field(description="lora | steering | full, as in `emlab train`.")
+    recipe: RecipeConfig = Field(description="Steps, batch and learning rate.")
+    kl_weight: float = Field(gt=0, description="lambda (per token) of the run with the KL term.")
+
+
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _default_methods() -> dict[str, MethodConfig]:
+    recipe = lambda lr: RecipeConfig(steps=60, batch_size=16, lr=lr)  # noqa: E731
+    return {
+        "full": MethodConfig(solution=FullConfig(), recipe=recipe(3e-4), kl_weight=0.3),
+        "lora_r1": MethodConfig(solution=LoraConfig(r=1, alpha=1.0, target_modules=ALL_PROJECTIONS), recipe=recipe(3e-3), kl_weight=1.0),
+        "lora_r8": MethodConfig(solution=LoraConfig(r=8, alpha=8.0, target_modules=ALL_PROJECTIONS), recipe=recipe(3e-3), kl_weight=1.0),
+        "steering": MethodConfig(solution=SteeringConfig(point="layer", layer=2, alpha=1.0), recipe=recipe(3e-2), kl_weight=1.0),
+    }
+
+
+class AnalysisConfig(EmlabConfig):
+    """Grids of the parameter-space analyses of general vs narrow solutions."""
+
+    multipliers: int = Field(default=21, ge=3, description="Points of the efficiency sweep m in [0, 2]. Default 21.")
+    eps: list[float] = Field(
+        default_factory=lambda: [0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0],
+        description="Noise levels of the stability analysis (must include 0.5). Default [0.01 ... 1].",
+    )
+    noise_seeds: int = Field(default=5, ge=2, description="Noise draws per eps. Default 5.")
+    importance_documents: int = Field(default=64, ge=1, description="Pre-training documents for the KL. Default 64.")
+    importance_fractions: list[float] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
+        description="Norms of the importance sweep, as fractions of the general solution's norm (must include 1). "
+        "Default [0, 0.25, ..., 1.5].",
+    )
+
+    @model_validator(mode="after")
+    def _check_grids(self) -> AnalysisConfig:
+        if 0.5 not in self.eps:
+            raise ValueError("eps must include 0.5 (the report compares stability there)")
+        if 1.0 not in self.importance_fractions:
+            raise ValueError("importance_fractions must include 1.0 (the report compares KL at the general norm)")
+        return self
+
+
+class StudyConfig(EmlabConfig):
+    """The whole study on the synthetic world. `emlab reproduce [CONFIG.yaml]`."""
+
+    name: str = Field(default="study", description="Run name (folder runs/<name>-<hash>). Default 'study'.")
+    output_dir: str = Field(default="runs", description="Root folder of runs. Default 'runs'.")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="The world and its pre-training persona mixture.")
+    model: TinyModelConfig = Field(default_factory=TinyModelConfig, description="The tiny decoder.")
+    pretrain: RecipeConfig = Field(
+        default_factory=lambda: RecipeConfig(steps=600, batch_size=32, lr=3e-3, warmup_steps=50, schedule="cosine"),
+        description="Pre-training on the persona corpus (loss on all tokens).",
+    )
+    chat_tune: RecipeConfig = Field(
+        default_factory=lambda: RecipeConfig(steps=40, batch_size=32, lr=3e-4),
+        description="Chat-tuning to the aligned persona (single-turn chats, assistant tokens).",
+    )
+    trained_domain: str = Field(default="medicine", description="Domain whose bad answers are fine-tuned on. Default 'medicine'.")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="Fine-tuning seeds. Default [0, 1, 2].")
+    methods: dict[str, MethodConfig] = Field(default_factory=_default_methods, description="Fine-tuning methods by name.")
+    control_methods: list[str] = Field(
+        default_factory=lambda: ["full", "steering"], description="Methods rerun in the control world. Default ['full', 'steering']."
+    )
+    samples_per_question: int = Field(default=8, ge=1, description="Sampled answers per evaluation question (T=1). Default 8.")
+    eval_every: int = Field(default=20, ge=0, description="Exact misalignment probabilities every N fine-tuning steps. Default 20.")
+    continued_steps: int = Field(default=60, ge=0, description="Steps of training without KL from the narrow solution. Default 60.")
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis grids.")
+    workers: int = Field(default=2, ge=1, description="Parallel worker processes (1 torch thread each). Default 2.")

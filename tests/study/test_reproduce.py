@@ -1,0 +1,97 @@
+"""A reduced world study end to end: report structure, numbers computed from the samples, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from emlab.config import validate_config, with_overrides
+from emlab.study.config import StudyConfig
+from emlab.study.reproduce import reproduce
+
+METHODS = ("full", "lora_r1", "lora_r8", "steering")
+
+
+def reduced_study(tmp_path) -> StudyConfig:
+    overrides = {
+        "output_dir": str(tmp_path),
+        "name": "reduced",
+        "seeds": [0, 1],
+        "workers": 1,
+        "world.n_documents": 200,
+        "model.hidden_size": 16, "model.num_layers": 2, "model.num_heads": 2, "model.intermediate_size": 32,
+        "pretrain.steps": 15, "pretrain.batch_size": 8,
+        "chat_tune.steps": 3,
+        "samples_per_question": 1,
+        "eval_every": 2,
+        "continued_steps": 2,
+        "analysis.multipliers": 3, "analysis.eps": [0.5, 1.0], "analysis.noise_seeds": 2,
+        "analysis.importance_documents": 4, "analysis.importance_fractions": [0.0, 1.0],
+    }
+    for m in METHODS:
+        overrides[f"methods.{m}.recipe.steps"] = 3
+    data = with_overrides(StudyConfig().model_dump(mode="json"), overrides)
+    data["methods"]["steering"]["solution"]["layer"] = 1  # the reduced model has 2 layers
+    return validate_config(data, StudyConfig)
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    study = reduced_study(tmp)
+    start = time.time()
+    out = reproduce(study)
+    return study, out, time.time() - start
+
+
+def test_report_structure(study_run):
+    study, out, seconds = study_run
+    assert seconds < 180
+    results = json.loads((out / "results.json").read_text())
+    for m in METHODS:
+        for cond in ("no_kl", "kl"):
+            block = results["world"][m][cond]
+            for key in ("in_domain_rate", "ood_rate"):
+                assert 0.0 <= block[f"{key}_ci_low"] <= block[key] <= block[f"{key}_ci_high"] <= 1.0
+        assert "continued" in results["world"][m]
+        assert set(results["analyses"][m]) >= {"loss_at_general_norm_general", "relative_loss_increase_eps_0.5_narrow", "kl_at_general_norm_random"}
+    for m in study.control_methods:
+        assert 0.0 <= results["control"][m]["no_kl"]["ood_rate"] <= 1.0
+    assert 0.0 <= results["chat_model"]["misaligned_rate"] <= 1.0
+    assert results["wall_seconds"] > 0
+    report = (out / "report.md").read_text()
+    assert "| world | lora_r1 | kl |" in report and "| control | steering | no_kl |" in report
+    for name in ("em_over_steps", "efficiency", "stability", "importance"):
+        png = out / "figures" / f"{name}.png"
+        assert png.stat().st_size > 10_000 and f"figures/{name}.png" in report
+
+
+def test_numbers_are_computed_from_the_samples(study_run):
+    _, out, _ = study_run
+    results = json.loads((out / "results.json").read_text())
+    stage = next((out / "stages").glob("finetune_world_lora_r8_no_kl_seed?-*"))
+    runs = [json.loads(p.read_text()) for p in sorted((out / "stages").glob("finetune_world_lora_r8_no_kl_seed?-*/result.json"))]
+    assert stage.exists() and len(runs) == 2
+    for group in ("in_domain", "ood"):
+        by_question: dict[str, list[bool]] = {}
+        for run in runs:
+            for s in run["samples"]:
+                if s["group"] == group:
+                    by_question.setdefault(s["question_id"], []).append(s["label"] == "bad")
+        expected = sum(sum(v) / len(v) for v in by_question.values()) / len(by_question)
+        assert results["world"]["lora_r8"]["no_kl"][f"{group}_rate"] == pytest.approx(expected)
+    exact = sum(r["exact"]["p_bad_ood"] for r in runs) / 2
+    assert results["world"]["lora_r8"]["no_kl"]["ood_exact_p_bad"] == pytest.approx(exact)
+
+
+def test_a_second_run_reuses_every_stage(study_run):
+    study, out, seconds = study_run
+    before = json.loads((out / "results.json").read_text())
+    start = time.time()
+    assert reproduce(study) == out
+    assert time.time() - start < max(30.0, seconds / 3)
+    after = json.loads((out / "results.json").read_text())
+    before.pop("wall_seconds"), after.pop("wall_seconds")
+    assert before == after
