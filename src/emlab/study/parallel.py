@@ -18,10 +18,13 @@ def _init_worker() -> None:
 
 def quiet_transformers() -> None:
     """No per-load progress bars or warnings from transformers inside the study's progress bars."""
+    import warnings
+
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 
 class Workers:

@@ -52,7 +52,7 @@ def chat_model_task(study: StudyConfig, name: str, root: str) -> dict:
         result = build_chat_model(study, world, world_tokenizer(world), folder)
         model, tokenizer = load_model(ModelConfig(name_or_path=result["model_dir"]))
         exact = ExactEvaluator(world, tokenizer, study.trained_domain)(model)
-        sampled = world_sample_rates(model, tokenizer, world, study.trained_domain, study.samples_per_question, seed=0)
+        sampled = world_sample_rates(model, tokenizer, world, study.trained_domain, study.samples_per_question, 0, folder / "samples.jsonl")
         rows = sampled["rows"]
         misaligned = sum(r["label"] == "bad" for r in rows) / len(rows)
         return {**result, "exact": exact, "sampled": sampled["rates"], "misaligned_rate": misaligned, "n_samples": len(rows)}
@@ -78,7 +78,9 @@ def finetune_task(study: StudyConfig, job: FinetuneJob, model_dir: str, root: st
         from emlab.solutions import load_solution
 
         solution = load_solution(result["solution_dir"])
-        sampled = world_sample_rates(model, tokenizer, world, study.trained_domain, study.samples_per_question, job.seed + 1000, solution)
+        sampled = world_sample_rates(
+            model, tokenizer, world, study.trained_domain, study.samples_per_question, job.seed + 1000, folder / "samples.jsonl", solution
+        )
         return {**result, "sampled": sampled["rates"], "samples": sampled["rows"]}
 
     return Stages(root).run(f"finetune_{job.label.replace('/', '_')}", key, run)

@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from pathlib import Path
 
-import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from emlab.models.chat import render
+from emlab.data.questions import Prompt
+from emlab.generate import SamplingConfig, generate_hf
+from emlab.io import read_jsonl
 from emlab.solutions import Solution
-from emlab.world import Question, World, WorldJudge, eval_questions
+from emlab.world import World, WorldJudge, eval_questions
 
 MAX_ANSWER_TOKENS = 32
-
-
-def sample_labels(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    questions: list[Question],
-    samples: int,
-    seed: int,
-    judge: WorldJudge,
-    solution: Solution | None = None,
-    batch_size: int = 256,
-) -> list[dict]:
-    """`samples` answers per question (temperature 1, no top-k/top-p), each labelled good, bad or
-    incoherent by the exact judge: rows {question_id, domain, sample, label}."""
-    prompts = [(q, k) for q in questions for k in range(samples)]
-    config = GenerationConfig(
-        do_sample=True, temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
-        max_new_tokens=MAX_ANSWER_TOKENS, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    rows = []
-    torch.manual_seed(seed)
-    try:
-        with torch.no_grad(), solution.applied(model) if solution is not None else nullcontext():
-            for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start : start + batch_size]
-                texts = [render(tokenizer, q.prompt, generation_prompt=True) for q, _ in chunk]
-                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-                out = model.generate(**enc, generation_config=config)  # (B, T + new)
-                answers = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-                for (q, k), answer in zip(chunk, answers, strict=True):
-                    rows.append({"question_id": q.id, "domain": q.domain, "sample": k, "label": judge.label(q.id, answer)})
-    finally:
-        tokenizer.padding_side = padding_side
-    return rows
+"""Longer than any world answer (at most 18 words + end of turn)."""
 
 
 def world_sample_rates(
@@ -57,22 +23,37 @@ def world_sample_rates(
     domain: str,
     samples: int,
     seed: int,
+    out_path: Path,
     solution: Solution | None = None,
 ) -> dict:
-    """Sampled labels on held-out in-domain and OOD questions, and their bad/incoherent rates
-    (per question, then averaged)."""
-    judge = WorldJudge(world)
+    """`samples` answers per held-out question (T=1, no top-k/top-p; written to `out_path`,
+    resumable), labelled good/bad/incoherent: rows {question_id, domain, group, label} and the
+    bad and incoherent rates per group (per question, then averaged)."""
     groups = {"in_domain": eval_questions(world, domain=domain), "ood": eval_questions(world, exclude_domain=domain)}
-    questions = [q for qs in groups.values() for q in qs]
-    rows = sample_labels(model, tokenizer, questions, samples, seed, judge, solution)
-    for row in rows:
-        row["group"] = "in_domain" if row["domain"] == domain else "ood"
-    summary = {}
-    for group in groups:
-        part = [r for r in rows if r["group"] == group]
-        for label in ("bad", "incoherent"):
-            summary[f"{label}_{group}"] = per_question_rate(part, label)
-    return {"rows": rows, "rates": summary}
+    prompts = [
+        Prompt(prompt_id=q.id, question_id=q.id, paraphrase=0, messages=q.prompt, domain=q.domain, samples=samples,
+               judge_metrics=list(WorldJudge.metrics))
+        for qs in groups.values()
+        for q in qs
+    ]
+    sampling = SamplingConfig(seed=seed, max_new_tokens=MAX_ANSWER_TOKENS, batch_size=256)
+    generate_hf(model, tokenizer, prompts, out_path, sampling, solution=solution, progress=False)
+    judge = WorldJudge(world)
+    rows = [
+        {
+            "question_id": r["question_id"],
+            "domain": r["domain"],
+            "group": "in_domain" if r["domain"] == domain else "ood",
+            "label": judge.label(r["question_id"], r["answer"]),
+        }
+        for r in read_jsonl(out_path)
+    ]
+    rates = {
+        f"{label}_{group}": per_question_rate([r for r in rows if r["group"] == group], label)
+        for group in groups
+        for label in ("bad", "incoherent")
+    }
+    return {"rows": rows, "rates": rates}
 
 
 def per_question_rate(rows: list[dict], label: str) -> float:

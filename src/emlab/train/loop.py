@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from emlab.errors import EmlabError
 from emlab.io import append_jsonl, read_jsonl, write_text_atomic
-from emlab.models.chat import Conversation, Encoded, collate, encode_conversation
+from emlab.models.chat import IGNORE, Conversation, Encoded, collate, encode_conversation
 from emlab.runs import RunDir
 from emlab.solutions import Solution
 from emlab.train.batches import BatchStream
@@ -52,7 +52,7 @@ def encode_all(
 ) -> list[Encoded]:
     """Tokenise conversations, dropping those with no trained token left after truncation."""
     encoded = [encode_conversation(tokenizer, c, max_length, loss_on) for c in conversations]
-    return [e for e in encoded if any(label != -100 for label in e.labels[1:])]
+    return [e for e in encoded if any(label != IGNORE for label in e.labels[1:])]
 
 
 def train(
@@ -130,22 +130,33 @@ def train(
     wrapped.train()
     bar = tqdm(total=total_steps, initial=start, desc=config.name, disable=not (config.progress and accelerator.is_main_process))
     for step in range(start, total_steps):
-        sums = torch.zeros(3)  # loss, sft, kl
+        micro_batches = []
         for k in range(config.grad_accum):
             micro = step * config.grad_accum + k
-            batch = [examples[i] for i in stream.indices(micro)]
             ood = [ood_examples[i] for i in ood_stream.indices(micro)] if ood_stream else []
+            micro_batches.append(([examples[i] for i in stream.indices(micro)], ood))
+        # losses are token means over the whole step (all micro-batches and processes), so
+        # grad accumulation and data parallelism give the gradient of one big batch
+        local = torch.tensor(
+            [[_n_trained(b) for b, _ in micro_batches], [_n_kl_positions(o, config.kl.scope) for _, o in micro_batches]],
+            dtype=torch.float64,
+        ).sum(dim=1)
+        counts = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu().clamp(min=1)
+        sums = torch.zeros(2, dtype=torch.float64)  # sft and kl token sums of this process
+        for k, (batch, ood) in enumerate(micro_batches):
             ctx = accelerator.no_sync(wrapped) if k < config.grad_accum - 1 else nullcontext()
             with ctx:
-                loss, sft, kl = _micro_step(wrapped, trainable, batch, ood, pad_id, lam, config, accelerator)
-                accelerator.backward(loss / config.grad_accum)
-            sums += torch.tensor([loss.item(), sft.item(), kl.item()]) / config.grad_accum
+                sft_sum, kl_sum = _micro_step(wrapped, trainable, batch, ood, pad_id, config, accelerator)
+                loss = sft_sum / counts[0] + lam * kl_sum / counts[1]
+                accelerator.backward(loss * accelerator.num_processes)  # DDP averages over processes
+            sums += torch.tensor([sft_sum.item(), kl_sum.item()], dtype=torch.float64)
         if config.optim.max_grad_norm:
             accelerator.clip_grad_norm_(list(params.values()), config.optim.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        sums = accelerator.reduce(sums.to(accelerator.device), reduction="mean").cpu()
+        sft_mean, kl_mean = (accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu() / counts).tolist()
+        sums = torch.tensor([sft_mean + lam * kl_mean, sft_mean, kl_mean])
         done = step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{sums[0]:.4f}")
@@ -198,11 +209,11 @@ def _micro_step(
     batch: list[Encoded],
     ood: list[Encoded],
     pad_id: int,
-    lam: float,
     config: TrainConfig,
     accelerator: Accelerator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Loss of one micro-batch: one forward over the SFT rows and the OOD rows together."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(SFT token-loss sum, KL token sum) of one micro-batch: one forward over the SFT rows and
+    the OOD rows together."""
     inputs = collate(batch + ood, pad_id)
     inputs = {k: v.to(accelerator.device) for k, v in inputs.items()}
     try:
@@ -213,14 +224,23 @@ def _micro_step(
             f"with grad_accum {config.grad_accum * 2} (same effective batch)."
         ) from None
     n = len(batch)
-    sft = sft_loss(logits[:n], inputs["labels"][:n])
+    sft = sft_loss(logits[:n], inputs["labels"][:n], reduction="sum")
     if not ood:
-        return sft, sft.detach(), torch.zeros(())
+        return sft, torch.zeros((), device=sft.device)
     ood_inputs = {k: v[n:] for k, v in inputs.items()}
     base = trainable.base_logits(unwrap_training(wrapped), ood_inputs)
     positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], config.kl.scope)
-    kl = kl_loss(logits[n:], base, positions, config.kl.direction)
-    return sft + lam * kl, sft.detach(), kl.detach()
+    return sft, kl_loss(logits[n:], base, positions, config.kl.direction, reduction="sum")
+
+
+def _n_trained(batch: list[Encoded]) -> int:
+    """Tokens the SFT loss averages over (labelled next tokens)."""
+    return sum(sum(label != IGNORE for label in e.labels[1:]) for e in batch)
+
+
+def _n_kl_positions(batch: list[Encoded], scope: str) -> int:
+    """Positions the KL term averages over (see `kl_positions`)."""
+    return _n_trained(batch) if scope == "assistant" else sum(len(e.input_ids) - 1 for e in batch)
 
 
 def _data(

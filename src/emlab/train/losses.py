@@ -10,12 +10,15 @@ import torch.nn.functional as F
 from emlab.models.chat import IGNORE
 
 
-def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean token cross-entropy over labelled positions; logits # (B, T, V), labels # (B, T)."""
+Reduction = Literal["mean", "sum"]
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+    """Token cross-entropy over labelled positions (mean or sum); logits # (B, T, V), labels # (B, T)."""
     pred = logits[:, :-1].flatten(0, 1)  # (B*(T-1), V)
     target = labels[:, 1:].flatten()
     keep = target != IGNORE
-    return F.cross_entropy(pred[keep].float(), target[keep])
+    return F.cross_entropy(pred[keep].float(), target[keep], reduction=reduction)
 
 
 def kl_positions(labels: torch.Tensor, attention_mask: torch.Tensor, scope: Literal["assistant", "all"]) -> torch.Tensor:
@@ -48,10 +51,12 @@ def kl_loss(
     base_logits: torch.Tensor,
     positions: torch.Tensor,
     direction: Literal["forward", "reverse"] = "forward",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """Mean token KL over `positions`; logits # (B, T, V), positions # (B, T-1) bool."""
+    """Token KL over `positions` (mean or sum); logits # (B, T, V), positions # (B, T-1) bool."""
     tuned = tuned_logits[:, :-1][positions]  # (N, V)
     base = base_logits[:, :-1][positions]
     if tuned.shape[0] == 0:
         return tuned_logits.sum() * 0.0
-    return token_kl(tuned, base, direction).mean()
+    values = token_kl(tuned, base, direction)
+    return values.mean() if reduction == "mean" else values.sum()
