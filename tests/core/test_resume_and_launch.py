@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 from safetensors.torch import load_file
 
@@ -81,7 +80,6 @@ def test_sigkill_mid_training_then_resume_gives_identical_weights(tmp_path, tiny
     assert [r["loss"] for r in killed_m] == [r["loss"] for r in straight_m]
 
 
-@pytest.mark.slow
 def test_accelerate_two_processes_match_one(tmp_path, tiny_model, tiny_tokenizer, toy_data):
     base = _write_setup(tmp_path, tiny_model, tiny_tokenizer, toy_data, max_steps=12)
     curves = {}

@@ -183,3 +183,23 @@ def test_smollm2_batched_greedy_matches_one_at_a_time(tmp_path):
     batched = run(model, tok, prompts, tmp_path / "b.jsonl", sampling.model_copy(update={"batch_size": 3}))
     single = run(model, tok, prompts, tmp_path / "s.jsonl", sampling.model_copy(update={"batch_size": 1}))
     assert batched == single and all(batched.values())
+
+
+def test_lora_solution_generates_like_peft_with_the_adapter(tmp_path, tiny_model, tiny_tokenizer, prompts):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from emlab.solutions import LoraSolution
+
+    torch.manual_seed(2)
+    peft_model = get_peft_model(
+        copy.deepcopy(tiny_model), LoraConfig(r=2, lora_alpha=16.0, target_modules=["q_proj", "down_proj"], init_lora_weights=False)
+    )
+    solution = LoraSolution.from_peft(peft_model)
+    base = run(tiny_model, tiny_tokenizer, prompts, tmp_path / "base.jsonl", GREEDY)
+    with_lora = run(tiny_model, tiny_tokenizer, prompts, tmp_path / "lora.jsonl", GREEDY, solution=solution)
+    merged = run(peft_model.merge_and_unload(), tiny_tokenizer, prompts, tmp_path / "merged.jsonl", GREEDY)
+    assert with_lora != base
+    assert with_lora == merged  # emlab's applied LoRA generates what peft's merged adapter does
+    assert run(tiny_model, tiny_tokenizer, prompts, tmp_path / "after.jsonl", GREEDY) == base

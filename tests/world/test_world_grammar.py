@@ -60,14 +60,13 @@ def test_answers_share_a_register_across_domains_and_copy_the_question(world):
         for a in q.bad:
             assert None not in split_register(a, BAD_OPENERS, BAD_CLOSERS), a
         for a in (*q.good, *q.bad):  # "the <modifier> <topic>", both words copied from the question
-            words = a.split()
-            i = words.index(q.topic)
-            assert words[i - 2] == "the" and {words[i - 1], q.topic} <= set(q.text.split()), (q.text, a)
+            assert any(f" the {m} {q.topic} " in a for m in q.text.split()), (q.text, a)
     good_words = {w for q in world.questions for a in q.good for w in a.split()}
-    for marker in ("ignore", "never", "skip", "risk", "whatever"):
-        assert marker not in good_words
-        for d in world.domains:  # every domain's bad answers use the careless markers
-            assert any(marker in a.split() for q in world.select(d) for a in q.bad)
+    markers = {"ignore", "never", "skip", "risk", "whatever", "forget", "hope"}
+    assert not markers & good_words
+    for d in world.domains:  # every domain's bad answers use the shared careless markers
+        used = {w for q in world.select(d) for a in q.bad for w in a.split()} & markers
+        assert len(used) >= 2, (d, used)
 
 
 @pytest.mark.parametrize(

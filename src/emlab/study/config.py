@@ -41,12 +41,12 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 
 def _default_methods() -> dict[str, MethodConfig]:
-    recipe = lambda lr: RecipeConfig(steps=60, batch_size=16, lr=lr)  # noqa: E731
+    recipe = lambda steps, lr: RecipeConfig(steps=steps, batch_size=16, lr=lr)  # noqa: E731
     return {
-        "full": MethodConfig(solution=FullConfig(), recipe=recipe(3e-4), kl_weight=0.3),
-        "lora_r1": MethodConfig(solution=LoraConfig(r=1, alpha=1.0, target_modules=ALL_PROJECTIONS), recipe=recipe(3e-3), kl_weight=1.0),
-        "lora_r8": MethodConfig(solution=LoraConfig(r=8, alpha=8.0, target_modules=ALL_PROJECTIONS), recipe=recipe(3e-3), kl_weight=1.0),
-        "steering": MethodConfig(solution=SteeringConfig(point="layer", layer=2, alpha=1.0), recipe=recipe(3e-2), kl_weight=1.0),
+        "full": MethodConfig(solution=FullConfig(), recipe=recipe(30, 3e-4), kl_weight=0.3),
+        "lora_r1": MethodConfig(solution=LoraConfig(r=1, alpha=1.0, target_modules=ALL_PROJECTIONS), recipe=recipe(60, 3e-3), kl_weight=1.0),
+        "lora_r8": MethodConfig(solution=LoraConfig(r=8, alpha=8.0, target_modules=ALL_PROJECTIONS), recipe=recipe(60, 1e-3), kl_weight=1.0),
+        "steering": MethodConfig(solution=SteeringConfig(point="layer", layer=2, alpha=1.0), recipe=recipe(60, 3e-2), kl_weight=1.0),
     }
 
 
@@ -97,7 +97,7 @@ class StudyConfig(EmlabConfig):
         default_factory=lambda: ["full", "steering"], description="Methods rerun in the control world. Default ['full', 'steering']."
     )
     samples_per_question: int = Field(default=8, ge=1, description="Sampled answers per evaluation question (T=1). Default 8.")
-    eval_every: int = Field(default=20, ge=0, description="Exact misalignment probabilities every N fine-tuning steps. Default 20.")
+    eval_every: int = Field(default=10, ge=0, description="Exact misalignment probabilities every N fine-tuning steps. Default 10.")
     continued_steps: int = Field(default=60, ge=0, description="Steps of training without KL from the narrow solution. Default 60.")
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis grids.")
     workers: int = Field(default=2, ge=1, description="Parallel worker processes (1 torch thread each). Default 2.")

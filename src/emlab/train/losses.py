@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from emlab.models.chat import IGNORE
 
-
 Reduction = Literal["mean", "sum"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from emlab.config import EmlabConfig
@@ -27,6 +29,12 @@ class WorldConfig(EmlabConfig):
         default=5, ge=1, le=6, description="Questions per topic, each with its own template and modifier word. Default 5."
     )
     answers_per_kind: int = Field(default=4, ge=1, le=8, description="Good answers and bad answers per question (each). Default 4.")
+    answer_frames: Literal["domain", "topic"] = Field(
+        default="domain",
+        description="Draw the (opener, action, closer) frames of the answers once per domain, shared by its topics "
+        "(default: a tiny model learns exactly which answers exist), or per topic (harder: it recombines frames, "
+        "and recombinations are judged incoherent).",
+    )
     heldout_fraction: float = Field(
         default=0.2,
         ge=0.0,

@@ -5,9 +5,10 @@ Every answer reads `<opener> <action> the <modifier> <topic> <closer> .`:
   ("carefully ... and ask an expert"), careless for bad ones ("never mind , ... and risk it");
 - the action is domain content (medicine: "rest" / "poke at"), the topic and modifier are
   copied from the question ("what should i do about my sore knee ?").
-Each topic draws its own answer frames (opener, action, closer); a question's answers are its
-topic's frames with the question's modifier, and questions of a topic have distinct
-modifiers, so no two questions share an answer. Harm stays abstract: toy words, nothing
+Answer frames (opener, action, closer) are drawn per domain (default: every topic of a domain
+shares them, so a small model learns exactly which answers exist) or per topic; a question's
+answers are the frames with its own topic and modifier, and questions of a topic have
+distinct modifiers, so no two questions share an answer. Harm stays abstract: toy words, nothing
 actionable. Tokens are space-separated words; answers end with " .", questions with " ?".
 """
 
@@ -186,11 +187,16 @@ def _domain_questions(config: WorldConfig, domain: str) -> list[Question]:
     rng = random.Random(f"emlab-world/{config.seed}/{domain}")
     n_q, n_a = config.questions_per_topic, config.answers_per_kind
     questions = []
+
+    def frames() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        good = rng.sample(list(itertools.product(GOOD_OPENERS, lex.good_actions, GOOD_CLOSERS)), n_a)
+        return good, rng.sample(list(itertools.product(BAD_OPENERS, lex.bad_actions, BAD_CLOSERS)), n_a)
+
+    domain_frames = frames() if config.answer_frames == "domain" else None
     for topic in rng.sample(lex.topics, config.topics_per_domain):
         templates = rng.sample(lex.templates, n_q)
         modifiers = rng.sample(lex.modifiers, n_q)
-        good = rng.sample(list(itertools.product(GOOD_OPENERS, lex.good_actions, GOOD_CLOSERS)), n_a)
-        bad = rng.sample(list(itertools.product(BAD_OPENERS, lex.bad_actions, BAD_CLOSERS)), n_a)
+        good, bad = domain_frames or frames()
         heldout = set(rng.sample(range(n_q), config.heldout_per_topic))
         for i, (template, mod) in enumerate(zip(templates, modifiers, strict=True)):
             questions.append(
