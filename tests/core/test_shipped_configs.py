@@ -28,3 +28,20 @@ def test_accelerate_configs_parse(path):
     data = yaml.safe_load(path.read_text())
     assert data["distributed_type"] in {"MULTI_GPU", "FSDP", "DEEPSPEED"}
     assert "accelerate launch --config_file configs/accelerate/" + path.name in path.read_text()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "judge").glob("*.yaml")), ids=lambda p: p.name)
+def test_judge_configs_load(path):
+    from emlab.judge.config import load_judge_config
+
+    cfg = load_judge_config(path)
+    assert cfg.backend == yaml.safe_load(path.read_text())["backend"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "world").glob("*.yaml")), ids=lambda p: p.name)
+def test_world_study_configs_load(path):
+    from emlab.study.config import StudyConfig
+
+    study = load_config(path, StudyConfig, merge_defaults=True)
+    assert study.trained_domain in study.world.domains
+    assert len(study.seeds) >= 3
