@@ -93,5 +93,6 @@ def test_a_second_run_reuses_every_stage(study_run):
     assert reproduce(study) == out
     assert time.time() - start < max(30.0, seconds / 3)
     after = json.loads((out / "results.json").read_text())
+    assert len(list((out.parent / "chat_models").glob("chat_model_*/model/model.safetensors"))) == 2  # shared cache
     before.pop("wall_seconds"), after.pop("wall_seconds")
     assert before == after

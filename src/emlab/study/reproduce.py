@@ -45,19 +45,25 @@ def chat_model_key(study: StudyConfig, name: str) -> dict:
 
 
 def chat_model_task(study: StudyConfig, name: str, root: str) -> dict:
-    """Pre-train + chat-tune one world's model (cached) and measure its misalignment."""
+    """Pre-train + chat-tune one world's model, then measure its misalignment. The model is
+    cached in `<output_dir>/chat_models/` by the hash of what it depends on, so studies with
+    the same world and recipes share it."""
+    world = build_world(world_config(study, name))
+    key = chat_model_key(study, name)
+    built = Stages(Path(study.output_dir) / "chat_models").run(
+        f"chat_model_{name}", key, lambda folder: build_chat_model(study, world, world_tokenizer(world), folder)
+    )
 
-    def build(folder: Path) -> dict:
-        world = build_world(world_config(study, name))
-        result = build_chat_model(study, world, world_tokenizer(world), folder)
-        model, tokenizer = load_model(ModelConfig(name_or_path=result["model_dir"]))
+    def evaluate(folder: Path) -> dict:
+        model, tokenizer = load_model(ModelConfig(name_or_path=built["model_dir"]))
         exact = ExactEvaluator(world, tokenizer, study.trained_domain)(model)
         sampled = world_sample_rates(model, tokenizer, world, study.trained_domain, study.samples_per_question, 0, folder / "samples.jsonl")
         rows = sampled["rows"]
         misaligned = sum(r["label"] == "bad" for r in rows) / len(rows)
-        return {**result, "exact": exact, "sampled": sampled["rates"], "misaligned_rate": misaligned, "n_samples": len(rows)}
+        return {"exact": exact, "sampled": sampled["rates"], "misaligned_rate": misaligned, "n_samples": len(rows)}
 
-    return Stages(root).run(f"chat_model_{name}", chat_model_key(study, name), build)
+    eval_key = {"chat_model": key, "domain": study.trained_domain, "samples": study.samples_per_question}
+    return {**built, **Stages(root).run(f"chat_eval_{name}", eval_key, evaluate)}
 
 
 def finetune_task(study: StudyConfig, job: FinetuneJob, model_dir: str, root: str) -> dict:
