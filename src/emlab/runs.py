@@ -63,12 +63,17 @@ def redacted_argv(argv: list[str] | None = None) -> list[str]:
     return out
 
 
+def run_path(root: str | Path, name: str, config: EmlabConfig) -> Path:
+    """`root/<name>-<config hash>`: where a run with this config writes."""
+    return Path(root) / f"{name}-{config.hash()}"
+
+
 class RunDir:
     """A run's output folder: `root/<name>-<config hash>/` with `manifest.json` kept up to date."""
 
     def __init__(self, root: str | Path, name: str, config: EmlabConfig) -> None:
         self.config = config
-        self.path = Path(root) / f"{name}-{config.hash()}"
+        self.path = run_path(root, name, config)
         self.path.mkdir(parents=True, exist_ok=True)
         self._start = time.time()
         self.manifest: dict[str, Any] = {

@@ -10,6 +10,7 @@ from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
 from emlab.solutions import load_solution
 from emlab.study.config import StudyConfig
+from emlab.study.sampling import world_sample_rates
 from emlab.study.world_eval import ExactEvaluator
 from emlab.study.world_models import recipe_config
 from emlab.train.loop import train
@@ -39,7 +40,8 @@ class FinetuneJob:
 
 
 def finetune(study: StudyConfig, world: World, model_dir: str, job: FinetuneJob, folder: Path) -> dict:
-    """Run `job` in `folder`; returns metrics over steps and the exact rates of the solution."""
+    """Run `job` in `folder`; returns exact rates over steps and at the end, and the sampled
+    labels and rates of the solution."""
     method = study.methods[job.method]
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     domain = study.trained_domain
@@ -66,7 +68,12 @@ def finetune(study: StudyConfig, world: World, model_dir: str, job: FinetuneJob,
     )
     last = result.metrics[-1]
     final = {k: v for k, v in last.items() if k.startswith("p_")} if "p_bad_ood" in last else evaluator(result.model, result.solution)
+    sampled = world_sample_rates(
+        result.model, tokenizer, world, domain, study.samples_per_question, job.seed + 1000, folder / "samples.jsonl", result.solution
+    )
     return {
+        "sampled": sampled["rates"],
+        "samples": sampled["rows"],
         "job": job.key(),
         "solution_dir": str(result.run_dir / "solution"),
         "norm": result.solution.norm(),

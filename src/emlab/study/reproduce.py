@@ -78,16 +78,7 @@ def finetune_task(study: StudyConfig, job: FinetuneJob, model_dir: str, root: st
     }
 
     def run(folder: Path) -> dict:
-        world = build_world(world_config(study, job.world))
-        result = finetune(study, world, model_dir, job, folder)
-        model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
-        from emlab.solutions import load_solution
-
-        solution = load_solution(result["solution_dir"])
-        sampled = world_sample_rates(
-            model, tokenizer, world, study.trained_domain, study.samples_per_question, job.seed + 1000, folder / "samples.jsonl", solution
-        )
-        return {**result, "sampled": sampled["rates"], "samples": sampled["rows"]}
+        return finetune(study, build_world(world_config(study, job.world)), model_dir, job, folder)
 
     return Stages(root).run(f"finetune_{job.label.replace('/', '_')}", key, run)
 

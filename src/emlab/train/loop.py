@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 from emlab.errors import EmlabError
 from emlab.io import append_jsonl, read_jsonl, write_text_atomic
 from emlab.models.chat import IGNORE, Conversation, Encoded, collate, encode_conversation
-from emlab.runs import RunDir
+from emlab.runs import RunDir, run_path
 from emlab.solutions import Solution
 from emlab.train.batches import BatchStream
 from emlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -78,7 +78,7 @@ def train(
     )
     set_seed(config.seed)
     run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
-    run_path = Path(config.output_dir) / f"{config.name}-{config.hash()}"
+    out = run_path(config.output_dir, config.name, config)
     if model is None or tokenizer is None:
         from emlab.models.load import load_model
 
@@ -112,12 +112,12 @@ def train(
         config.optim.schedule, optimizer, num_warmup_steps=config.optim.warmup_steps, num_training_steps=total_steps
     )
     wrapped, optimizer = accelerator.prepare(trainable.model, optimizer)
-    ckpt_dir = run_path / "checkpoints"
+    ckpt_dir = out / "checkpoints"
     start = 0
     latest = latest_checkpoint(ckpt_dir)
     if latest is not None:
         start = load_checkpoint(latest, params, optimizer, scheduler)
-    metrics_path = run_path / "metrics.jsonl"
+    metrics_path = out / "metrics.jsonl"
     if accelerator.is_main_process:
         _truncate_metrics(metrics_path, start)
         if config.trackers:
@@ -182,16 +182,16 @@ def train(
     bar.close()
     solution = trainable.solution()
     if accelerator.is_main_process:
-        solution.save(run_path / "solution")
+        solution.save(out / "solution")
         if start < total_steps:
             save_checkpoint(ckpt_dir, total_steps, params, optimizer, scheduler, config.keep_checkpoints)
         run.record(steps=total_steps, resumed_from=start, n_train=len(examples), n_ood=len(ood_examples), kl_per_token_weight=lam)
         run.time_stage("train", time.time() - t0)
-        write_text_atomic(run_path / "DONE", f"{total_steps}\n")
+        write_text_atomic(out / "DONE", f"{total_steps}\n")
     if config.trackers:
         accelerator.end_training()
     accelerator.wait_for_everyone()
-    return TrainResult(run_path, solution, trainable.release().eval(), read_jsonl(metrics_path), heldout)
+    return TrainResult(out, solution, trainable.release().eval(), read_jsonl(metrics_path), heldout)
 
 
 def _evaluate(evaluator: Evaluator, wrapped: nn.Module) -> dict[str, float]:
