@@ -94,5 +94,8 @@ def test_a_second_run_reuses_every_stage(study_run):
     assert time.time() - start < max(30.0, seconds / 3)
     after = json.loads((out / "results.json").read_text())
     assert len(list((out.parent / "chat_models").glob("chat_model_*/model/model.safetensors"))) == 2  # shared cache
-    before.pop("wall_seconds"), after.pop("wall_seconds")
+    assert before["stages_reused"] == 0 and after["stages_computed"] == 0
+    assert after["stage_seconds_total"] == pytest.approx(before["stage_seconds_total"])
+    for key in ("wall_seconds", "stages_reused", "stages_computed"):
+        before.pop(key), after.pop(key)
     assert before == after

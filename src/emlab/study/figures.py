@@ -63,7 +63,7 @@ def plot_importance(analyses: dict[str, list[dict]], path: Path) -> Path:
         for name in ("general", "narrow", "random"):
             rows = np.concatenate([np.array(a["importance"]["kl"][name], dtype=float) for a in per_seed])
             _band(ax, x.tolist(), rows, name, COLOURS[name])
-        ax.set(title=method, xlabel="norm / norm of the general solution", ylabel="KL(base || tuned) on pre-training text (nats/token)")
+        ax.set(title=f"{method}: KL on pre-training text", xlabel="norm / norm of the general solution", ylabel="KL(base || tuned), nats/token")
     axes[0].legend()
     return _save(fig, path)
 

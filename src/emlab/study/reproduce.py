@@ -63,7 +63,13 @@ def chat_model_task(study: StudyConfig, name: str, root: str) -> dict:
         return {"exact": exact, "sampled": sampled["rates"], "misaligned_rate": misaligned, "n_samples": len(rows)}
 
     eval_key = {"chat_model": key, "domain": study.trained_domain, "samples": study.samples_per_question}
-    return {**built, **Stages(root).run(f"chat_eval_{name}", eval_key, evaluate)}
+    evaluated = Stages(root).run(f"chat_eval_{name}", eval_key, evaluate)
+    return {
+        **built,
+        **evaluated,
+        "stage_seconds": built.get("stage_seconds", 0.0) + evaluated.get("stage_seconds", 0.0),  # older stage results lack it
+        "reused": built["reused"] and evaluated["reused"],
+    }
 
 
 def finetune_task(study: StudyConfig, job: FinetuneJob, model_dir: str, root: str) -> dict:

@@ -20,7 +20,6 @@ class Stages:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, float] = {}
 
     def folder(self, name: str, key: Any) -> Path:
         """Where the stage `name` with this key keeps its outputs."""
@@ -33,14 +32,14 @@ class Stages:
     def run(self, name: str, key: Any, fn: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         """Return the stage's result, computing `fn(folder)` first unless it is already done.
 
-        An interrupted stage leaves no result.json and is run again (its own steps resume
-        from what they left in the folder)."""
+        The result carries `stage_seconds` (time it took when computed) and `reused` (loaded
+        from an earlier run). An interrupted stage leaves no result.json and is run again (its
+        own steps resume from what they left in the folder)."""
         folder = self.folder(name, key)
         if (folder / RESULT).exists():
-            return json.loads((folder / RESULT).read_text())
+            return {**json.loads((folder / RESULT).read_text()), "reused": True}
         folder.mkdir(parents=True, exist_ok=True)
         start = time.time()
-        result = fn(folder)
-        self.timings[name] = self.timings.get(name, 0.0) + time.time() - start
+        result = {**fn(folder), "stage_seconds": time.time() - start}
         write_json_atomic(folder / RESULT, result)
-        return result
+        return {**result, "reused": False}
