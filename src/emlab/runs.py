@@ -90,10 +90,6 @@ class RunDir:
         }
         self.write_manifest()
 
-    def file(self, name: str) -> Path:
-        """Path of a file inside the run directory."""
-        return self.path / name
-
     def record(self, **fields: Any) -> None:
         """Add fields (seeds, results paths...) to the manifest and rewrite it."""
         self.manifest.update(fields)

@@ -57,11 +57,6 @@ class LoraSolution(Solution):
         adapters = {n: (tensors[f"{n}.lora_A"], tensors[f"{n}.lora_B"]) for n in self.adapters}
         return LoraSolution(adapters, self.r, self.alpha, self.rslora, self.multiplier)
 
-    def delta(self, name: str) -> torch.Tensor:
-        """The weight change of one module # (out, in)."""
-        a, b = self.adapters[name]
-        return self.multiplier * self.scaling * (b.double() @ a.double())
-
     def norm(self) -> float:
         total = 0.0
         for a, b in self.adapters.values():

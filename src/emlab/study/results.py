@@ -39,13 +39,6 @@ def em_rate(runs: list[dict], group: str) -> dict[str, float]:
     }
 
 
-def exact_rate(runs: list[dict], key: str) -> dict[str, float]:
-    """Mean and 95% t-interval over seeds of an exact-probability number (e.g. p_bad_ood)."""
-    values = np.array([[run["exact"][key]] for run in runs])
-    s = summarise(values)
-    return {"mean": s.mean[0], "ci_low": s.ci_low[0], "ci_high": s.ci_high[0]}
-
-
 def over_seeds(values: list[float]) -> dict[str, float]:
     """Mean and 95% t-interval of one number across seeds."""
     s = summarise(np.array([[v] for v in values]))
@@ -62,7 +55,7 @@ def condition(runs: list[dict]) -> dict[str, float]:
         out[f"{group}_rate_ci_high"] = rate["ci_high"]
         out[f"{group}_rate_ci_samples"] = rate["ci_samples"]
         out[f"{group}_incoherent_rate"] = rate["incoherent"]
-        exact = exact_rate(runs, f"p_bad_{group}")
+        exact = over_seeds([run["exact"][f"p_bad_{group}"] for run in runs])
         out[f"{group}_exact_p_bad"] = exact["mean"]
         out[f"{group}_exact_p_bad_ci_low"] = exact["ci_low"]
         out[f"{group}_exact_p_bad_ci_high"] = exact["ci_high"]

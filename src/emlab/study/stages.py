@@ -25,10 +25,6 @@ class Stages:
         """Where the stage `name` with this key keeps its outputs."""
         return self.root / f"{name}-{config_hash(key)}"
 
-    def done(self, name: str, key: Any) -> bool:
-        """Whether the stage finished for this key."""
-        return (self.folder(name, key) / RESULT).exists()
-
     def run(self, name: str, key: Any, fn: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         """Return the stage's result, computing `fn(folder)` first unless it is already done.
 
