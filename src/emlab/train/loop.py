@@ -156,16 +156,16 @@ def train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         sft_mean, kl_mean = (accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu() / counts).tolist()
-        sums = torch.tensor([sft_mean + lam * kl_mean, sft_mean, kl_mean])
+        loss_mean = sft_mean + lam * kl_mean
         done = step + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{sums[0]:.4f}")
+        bar.set_postfix(loss=f"{loss_mean:.4f}")
         if accelerator.is_main_process and (done % config.log_every == 0 or done == total_steps):
             row = {
                 "step": done,
-                "loss": float(sums[0]),
-                "sft": float(sums[1]),
-                "kl": float(sums[2]),
+                "loss": loss_mean,
+                "sft": sft_mean,
+                "kl": kl_mean,
                 "norm": trainable.norm(),
                 "lr": scheduler.get_last_lr()[0],
                 "seconds": round(time.time() - t0, 3),
