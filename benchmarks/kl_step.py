@@ -1,6 +1,7 @@
 """KL-regularised LoRA step vs plain SFT step: time and peak memory, side by side.
 
-    python benchmarks/kl_step.py [--model tiny|smollm2] [--steps 6]
+    python benchmarks/kl_step.py [--model tiny|smollm2] [--steps 6]   # JSON for one model
+    python benchmarks/kl_step.py --markdown                             # RESULTS.md section
 
 Each variant runs in its own process (peak RSS is per process); the ratio is what counts.
 The FLOP floor of SFT+KL (OOD batch as large as the SFT batch) is about 2.33x SFT.
@@ -78,14 +79,39 @@ def measure(model: str, steps: int) -> dict:
     return out
 
 
+def markdown() -> str:
+    """The RESULTS.md section: both models, 12 tiny steps and 4 SmolLM2 steps."""
+    rows = []
+    for model, steps in (("tiny", 12), ("smollm2", 4)):
+        r = measure(model, steps)
+        rows.append(
+            f"| {model} | {r['sft']['step_seconds']:.3f} s / {r['sft_kl']['step_seconds']:.3f} s | **{r['time_ratio']:.2f}x** (target <= 2.5x) | "
+            f"{r['sft']['peak_rss_mib']:.0f} / {r['sft_kl']['peak_rss_mib']:.0f} MiB | **{r['memory_ratio']:.2f}x** (target <= 1.15x) |"
+        )
+    return "\n".join([
+        "## KL-regularised step vs plain SFT step",
+        "",
+        "LoRA r16 on all projections, batch 8 x ~128 tokens, OOD batch as large as the SFT batch, torch threads 2.",
+        "Baseline: the plain SFT step of the same model, batch and LoRA. Memory is the peak resident set size of",
+        "a process running only that variant. Rerun: `python benchmarks/run.py kl_step`.",
+        "",
+        "| model | time (SFT / SFT+KL) | time ratio | peak memory (SFT / SFT+KL) | memory ratio |",
+        "|---|---|---|---|---|",
+        *rows,
+    ])
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--kl", action="store_true")
+    parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    if args.worker:
+    if args.markdown:
+        print(markdown())
+    elif args.worker:
         print(json.dumps(worker(args.model, args.kl, args.steps)))
     else:
         print(json.dumps(measure(args.model, args.steps), indent=2))

@@ -1,19 +1,27 @@
 """Run every benchmark and write benchmarks/RESULTS.md (ratios measured side by side).
 
-    make bench        # or: python benchmarks/run.py
+    make bench                          # all of them
+    python benchmarks/run.py kl_step    # some of them (their sections are replaced, the rest kept)
+
+Each benchmark is a script `benchmarks/<name>.py` whose `--markdown` run prints its own
+section of RESULTS.md (a `## ` heading, what was measured, the baseline, the ratios, how to
+rerun it alone) and nothing else on stdout.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+BENCHMARKS = ["kl_step"]
+"""Run in this order; a section per script."""
 
 
 def machine() -> str:
@@ -21,40 +29,38 @@ def machine() -> str:
     return f"{platform.platform()}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
 
 
-def kl_step(model: str, steps: int) -> dict:
-    out = subprocess.run([sys.executable, str(HERE / "kl_step.py"), "--model", model, "--steps", str(steps)],
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
+def section(name: str) -> str:
+    """The Markdown section printed by `benchmarks/<name>.py --markdown`."""
+    out = subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--markdown"], capture_output=True, text=True, check=True)
+    return f"<!-- {name} -->\n{out.stdout.strip()}\n<!-- /{name} -->"
 
 
-def main() -> None:
-    rows = []
-    for model, steps in (("tiny", 12), ("smollm2", 4)):
-        r = kl_step(model, steps)
-        rows.append(
-            f"| KL step / SFT step, LoRA r16 all projections, batch 8 x ~128 tokens, {model} | "
-            f"{r['sft']['step_seconds']:.3f} s / {r['sft_kl']['step_seconds']:.3f} s | **{r['time_ratio']:.2f}x** (target <= 2.5x) | "
-            f"{r['sft']['peak_rss_mib']:.0f} / {r['sft_kl']['peak_rss_mib']:.0f} MiB | **{r['memory_ratio']:.2f}x** (target <= 1.15x) |"
-        )
-    text = "\n".join([
+def kept_sections() -> dict[str, str]:
+    """Sections already in RESULTS.md, by benchmark name."""
+    if not RESULTS.exists():
+        return {}
+    text = RESULTS.read_text()
+    return {m.group(1): m.group(0) for m in re.finditer(r"<!-- (\w+) -->.*?<!-- /\1 -->", text, flags=re.S)}
+
+
+def main(names: list[str]) -> None:
+    unknown = set(names) - set(BENCHMARKS)
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
+    sections = kept_sections()
+    for name in names or BENCHMARKS:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        sections[name] = section(name)
+    text = "\n\n".join([
         "# Benchmarks",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine()}, torch threads 2. Rerun: `make bench`.",
-        "Each ratio is measured side by side in one run; the baseline is the plain SFT step of the same model,",
-        "batch and LoRA. Memory is the peak resident set size of a process running only that variant.",
-        "",
-        "| benchmark | time (baseline / emlab) | time ratio | peak memory (baseline / emlab) | memory ratio |",
-        "|---|---|---|---|---|",
-        *rows,
-        "",
-        "Not yet measured (issue #6): the reference design's memory (second model copy and cached",
-        "full-vocabulary logits), batched generation, judging throughput, sweep cost, the study's profile,",
-        "GPU throughput.",
-        "",
-    ])
-    (HERE / "RESULTS.md").write_text(text)
+        f"Last written {time.strftime('%Y-%m-%d')} on {machine()}. Rerun all: `make bench`; one: "
+        "`python benchmarks/run.py NAME`. Every ratio is measured side by side in one run against the baseline "
+        "its section names; absolute times on this shared machine are noisy, ratios much less so.",
+        *(sections[n] for n in BENCHMARKS if n in sections),
+    ]) + "\n"
+    RESULTS.write_text(text)
     print(text)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
