@@ -61,16 +61,34 @@ def encode_conversation(
     loss_on: LossOn = "assistant",
 ) -> Encoded:
     """Tokenise a finished conversation; labels keep assistant tokens (or all tokens)."""
-    full, spans = assistant_char_spans(tokenizer, messages)
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"][:max_length], enc["offset_mapping"][:max_length]
+    return encode_conversations(tokenizer, [messages], max_length, loss_on)[0]
+
+
+def encode_conversations(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    max_length: int,
+    loss_on: LossOn = "assistant",
+) -> list[Encoded]:
+    """Tokenise finished conversations in one batched tokenizer call (see `encode_conversation`).
+
+    With `loss_on="all"` each conversation is rendered once; with "assistant" its assistant
+    spans are derived from the template (a few renders per turn).
+    """
     if loss_on == "all":
-        return Encoded(ids, list(ids))
-    labels = [IGNORE] * len(ids)
-    for t, (start, end) in enumerate(offsets):
-        if end > start and any(s <= start < e for s, e in spans):
-            labels[t] = ids[t]
-    return Encoded(ids, labels)
+        texts = [render(tokenizer, c, generation_prompt=False) for c in conversations]
+        return [Encoded(ids[:max_length], ids[:max_length]) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    rendered = [assistant_char_spans(tokenizer, c) for c in conversations]
+    enc = tokenizer([full for full, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for (_, spans), all_ids, all_offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True):
+        ids, offsets = all_ids[:max_length], all_offsets[:max_length]
+        labels = [
+            ids[t] if end > start and any(s <= start < e for s, e in spans) else IGNORE
+            for t, (start, end) in enumerate(offsets)
+        ]
+        out.append(Encoded(ids, labels))
+    return out
 
 
 def collate(

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from emlab.errors import EmlabError
 from emlab.io import append_jsonl, read_jsonl, write_text_atomic
-from emlab.models.chat import IGNORE, Conversation, Encoded, collate, encode_conversation
+from emlab.models.chat import IGNORE, Conversation, Encoded, collate, encode_conversations
 from emlab.runs import RunDir, run_path
 from emlab.solutions import Solution
 from emlab.train.batches import BatchStream
@@ -51,7 +51,7 @@ def encode_all(
     tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: str
 ) -> list[Encoded]:
     """Tokenise conversations, dropping those with no trained token left after truncation."""
-    encoded = [encode_conversation(tokenizer, c, max_length, loss_on) for c in conversations]
+    encoded = encode_conversations(tokenizer, conversations, max_length, loss_on)
     return [e for e in encoded if any(label != IGNORE for label in e.labels[1:])]
 
 
