@@ -61,7 +61,10 @@ def test_report_structure(study_run):
         assert 0.0 <= results["control"][m]["no_kl"]["ood_rate"] <= 1.0
     assert 0.0 <= results["chat_model"]["misaligned_rate"] <= 1.0
     assert results["wall_seconds"] > 0
+    targets = {t["name"]: t for t in results["targets"]}
+    assert targets["lora_r8 with KL: OOD rate"]["measured"] == results["world"]["lora_r8"]["kl"]["ood_rate"]
     report = (out / "report.md").read_text()
+    assert "## Targets" in report and "| lora_r8 with KL: OOD rate |" in report
     assert "| world | lora_r1 | kl |" in report and "| control | steering | no_kl |" in report
     for name in ("em_over_steps", "efficiency", "stability", "importance"):
         png = out / "figures" / f"{name}.png"
