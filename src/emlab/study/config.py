@@ -43,17 +43,17 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 def _default_methods() -> dict[str, MethodConfig]:
     recipe = lambda steps, lr: RecipeConfig(steps=steps, batch_size=16, lr=lr)  # noqa: E731
     return {
-        "full": MethodConfig(solution=FullConfig(), recipe=recipe(30, 3e-4), kl_weight=0.3),
+        "full": MethodConfig(solution=FullConfig(), recipe=recipe(30, 3e-4), kl_weight=3.0),
         "lora_r1": MethodConfig(solution=LoraConfig(r=1, alpha=1.0, target_modules=ALL_PROJECTIONS), recipe=recipe(60, 3e-3), kl_weight=1.0),
         "lora_r8": MethodConfig(solution=LoraConfig(r=8, alpha=8.0, target_modules=ALL_PROJECTIONS), recipe=recipe(60, 1e-3), kl_weight=1.0),
-        "steering": MethodConfig(solution=SteeringConfig(point="layer", layer=2, alpha=1.0), recipe=recipe(60, 3e-2), kl_weight=1.0),
+        "steering": MethodConfig(solution=SteeringConfig(point="layer", layer=2, alpha=1.0), recipe=recipe(60, 1e-1), kl_weight=1.0),
     }
 
 
 class AnalysisConfig(EmlabConfig):
     """Grids of the parameter-space analyses of general vs narrow solutions."""
 
-    multipliers: int = Field(default=21, ge=3, description="Points of the efficiency sweep m in [0, 2]. Default 21.")
+    multipliers: int = Field(default=11, ge=3, description="Points of the efficiency sweep m in [0, 2]. Default 11 (steps of 0.2).")
     eps: list[float] = Field(
         default_factory=lambda: [0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0],
         description="Noise levels of the stability analysis (must include 0.5). Default [0.01 ... 1].",
@@ -83,12 +83,13 @@ class StudyConfig(EmlabConfig):
     world: WorldConfig = Field(default_factory=WorldConfig, description="The world and its pre-training persona mixture.")
     model: TinyModelConfig = Field(default_factory=TinyModelConfig, description="The tiny decoder.")
     pretrain: RecipeConfig = Field(
-        default_factory=lambda: RecipeConfig(steps=600, batch_size=32, lr=3e-3, warmup_steps=50, schedule="cosine"),
+        default_factory=lambda: RecipeConfig(steps=600, batch_size=32, lr=1e-2, warmup_steps=50, schedule="cosine"),
         description="Pre-training on the persona corpus (loss on all tokens).",
     )
     chat_tune: RecipeConfig = Field(
-        default_factory=lambda: RecipeConfig(steps=40, batch_size=32, lr=3e-4),
-        description="Chat-tuning to the aligned persona (single-turn chats, assistant tokens).",
+        default_factory=lambda: RecipeConfig(steps=20, batch_size=32, lr=3e-4),
+        description="Chat-tuning to the aligned persona (single-turn chats, assistant tokens). Light, so that the "
+        "model keeps inferring the persona from context (a stronger tune erases that and weakens EM).",
     )
     trained_domain: str = Field(default="medicine", description="Domain whose bad answers are fine-tuned on. Default 'medicine'.")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="Fine-tuning seeds. Default [0, 1, 2].")
@@ -97,7 +98,7 @@ class StudyConfig(EmlabConfig):
         default_factory=lambda: ["full", "steering"], description="Methods rerun in the control world. Default ['full', 'steering']."
     )
     samples_per_question: int = Field(default=8, ge=1, description="Sampled answers per evaluation question (T=1). Default 8.")
-    eval_every: int = Field(default=10, ge=0, description="Exact misalignment probabilities every N fine-tuning steps. Default 10.")
+    eval_every: int = Field(default=20, ge=0, description="Exact misalignment probabilities every N fine-tuning steps. Default 20.")
     continued_steps: int = Field(default=60, ge=0, description="Steps of training without KL from the narrow solution. Default 60.")
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis grids.")
     workers: int = Field(default=2, ge=1, description="Parallel worker processes (1 torch thread each). Default 2.")
