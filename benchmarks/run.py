@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-BENCHMARKS = ["kl_step"]
+BENCHMARKS = ["kl_step", "study"]
 """Run in this order; a section per script."""
 
 

@@ -1,0 +1,111 @@
+"""The world study's wall time (`make run`) from a cold start, where it goes, and the top
+operators of its largest cost (a pre-training step).
+
+    python benchmarks/study.py             # JSON
+    python benchmarks/study.py --markdown  # RESULTS.md section
+
+Runs `emlab reproduce` (default study, 2 worker processes) into a fresh temporary folder, so
+nothing is reused, then reads the run's manifest timings and every stage's own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+TARGET_SECONDS = 300
+
+
+def run_study() -> dict:
+    """Wall time of a cold `emlab reproduce`, its cumulative stage marks and stage time by kind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.time()
+        subprocess.run([sys.executable, "-m", "emlab", "reproduce", "--set", f"output_dir={tmp}"],
+                       check=True, capture_output=True, text=True)
+        wall = time.time() - start
+        run = next(p for p in Path(tmp).iterdir() if (p / "manifest.json").exists())
+        marks = json.loads((run / "manifest.json").read_text())["timings"]
+        by_kind: dict[str, float] = defaultdict(float)
+        for result in [*Path(tmp).glob("chat_models/*/result.json"), *run.glob("stages/*/result.json")]:
+            kind = re.sub(r"_(world|control|seed\d+).*|-[0-9a-f]+$", "", result.parent.name)
+            by_kind[kind] += json.loads(result.read_text()).get("stage_seconds", 0.0)
+    return {"wall_seconds": wall, "marks": marks, "stage_seconds_by_kind": dict(by_kind)}
+
+
+def pretraining_step_profile(steps: int = 5) -> list[tuple[str, float]]:
+    """Share of CPU time of the top operators in a pre-training step of the default world model
+    (batch 32 of the corpus' mean document length, 1 thread)."""
+    import torch
+    from torch.profiler import profile
+
+    from emlab.models.chat import collate
+    from emlab.models.tiny import tiny_qwen2
+    from emlab.study.config import StudyConfig
+    from emlab.train.loop import encode_all
+    from emlab.world import build_world, pretraining_documents, world_tokenizer
+
+    torch.set_num_threads(1)
+    study = StudyConfig()
+    world = build_world(study.world)
+    tokenizer = world_tokenizer(world)
+    docs = encode_all(tokenizer, [d.messages for d in pretraining_documents(world, n=32)], 256, "all")
+    batch = collate(docs, tokenizer.pad_token_id)
+    m = study.model
+    model = tiny_qwen2(len(tokenizer), m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size, m.max_positions).train()
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+
+    def step() -> None:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    with profile() as prof:
+        for _ in range(steps):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [(e.key, e.self_cpu_time_total / total) for e in events[:5]]
+
+
+def markdown() -> str:
+    r = run_study()
+    ops = pretraining_step_profile()
+    marks = r["marks"]
+    kinds = sorted(r["stage_seconds_by_kind"].items(), key=lambda kv: -kv[1])
+    met = "met" if r["wall_seconds"] <= TARGET_SECONDS else "**missed**"
+    return "\n".join([
+        "## The world study (`make run`)",
+        "",
+        "A cold `emlab reproduce` of the default study (2 worker processes, 1 torch thread each; nothing cached).",
+        f"Baseline: the target of {TARGET_SECONDS} s on 2 cores. Rerun: `python benchmarks/run.py study`.",
+        "",
+        f"Wall time **{r['wall_seconds']:.0f} s** (target <= {TARGET_SECONDS} s: {met}). Cumulative marks: chat models "
+        f"{marks.get('chat_models', 0):.0f} s, fine-tunes {marks.get('fine_tunes', 0):.0f} s, continued training and "
+        f"analyses {marks.get('analyses', 0):.0f} s.",
+        "",
+        "| stage kind | stage seconds (sum over workers) |",
+        "|---|---|",
+        *(f"| {k} | {v:.0f} |" for k, v in kinds),
+        "",
+        "Top operators of a pre-training step (the largest cost; torch.profiler, self CPU time):",
+        "",
+        "| operator | share |",
+        "|---|---|",
+        *(f"| `{name[:60]}` | {100 * share:.0f}% |" for name, share in ops),
+    ])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    print(markdown() if args.markdown else json.dumps({**run_study(), "profile": pretraining_step_profile()}, indent=2))
