@@ -3,6 +3,7 @@ operators of its largest cost (a pre-training step).
 
     python benchmarks/study.py             # JSON
     python benchmarks/study.py --markdown  # RESULTS.md section
+    python benchmarks/study.py --keep DIR  # run into DIR (kept) instead of a temporary folder
 
 Runs `emlab reproduce` (default study, 2 worker processes) into a fresh temporary folder, so
 nothing is reused, then reads the run's manifest timings and every stage's own time.
@@ -18,14 +19,18 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 
 TARGET_SECONDS = 300
 
 
-def run_study() -> dict:
-    """Wall time of a cold `emlab reproduce`, its cumulative stage marks and stage time by kind."""
-    with tempfile.TemporaryDirectory() as tmp:
+def run_study(keep: str | None = None) -> dict:
+    """Wall time of a cold `emlab reproduce`, its cumulative stage marks and stage time by kind.
+    The run goes to a temporary folder, or to `keep` (which must not hold an earlier run)."""
+    with tempfile.TemporaryDirectory() if keep is None else nullcontext(keep) as tmp:
+        if list(Path(tmp).glob("*")):
+            raise SystemExit(f"{tmp} is not empty: a cold run needs an empty folder")
         start = time.time()
         subprocess.run([sys.executable, "-m", "emlab", "reproduce", "--set", f"output_dir={tmp}"],
                        check=True, capture_output=True, text=True)
@@ -76,8 +81,9 @@ def pretraining_step_profile(steps: int = 5) -> list[tuple[str, float]]:
     return [(e.key, e.self_cpu_time_total / total) for e in events[:5]]
 
 
-def markdown() -> str:
-    r = run_study()
+def markdown(keep: str | None = None) -> str:
+    """The RESULTS.md section."""
+    r = run_study(keep)
     ops = pretraining_step_profile()
     marks = r["marks"]
     kinds = sorted(r["stage_seconds_by_kind"].items(), key=lambda kv: -kv[1])
@@ -107,5 +113,9 @@ def markdown() -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--keep", help="run into this (empty or new) folder and keep it")
     args = parser.parse_args()
-    print(markdown() if args.markdown else json.dumps({**run_study(), "profile": pretraining_step_profile()}, indent=2))
+    if args.markdown:
+        print(markdown(args.keep))
+    else:
+        print(json.dumps({**run_study(args.keep), "profile": pretraining_step_profile()}, indent=2))
