@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-BENCHMARKS = ["kl_step", "study"]
+BENCHMARKS = ["kl_step", "study", "generation", "judging", "sweeps"]
 """Run in this order; a section per script."""
 
 

@@ -28,3 +28,7 @@ class ModelError(EmlabError):
 
 class JudgeError(EmlabError):
     """A judge cannot run (missing credentials, too many failures...)."""
+
+
+class OutputError(EmlabError):
+    """An output cannot be written (read-only folder, disk full, a file where a folder should be...)."""

@@ -1,7 +1,12 @@
-"""Crash-safe file writes: atomic replace, and append-only JSONL with a tolerant reader."""
+"""Crash-safe file writes: atomic replace, and append-only JSONL with a tolerant reader.
+
+A write that fails (read-only folder, full disk, a file where a folder should be) raises an
+OutputError naming the path and what to do; the file it would have replaced is untouched.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -11,20 +16,54 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from emlab.errors import OutputError
+
+_ADVICE = {
+    errno.ENOSPC: "The disk is full: free space or choose an output folder on another disk",
+    errno.EDQUOT: "The disk quota is exceeded: free space or choose an output folder on another disk",
+    errno.EROFS: "The file system is read-only: choose a writable output folder",
+    errno.EACCES: "Permission denied: make the folder writable or choose another output folder",
+    errno.EPERM: "Permission denied: make the folder writable or choose another output folder",
+    errno.ENOTDIR: "A file stands where a folder is needed: move it or choose another output folder",
+    errno.EEXIST: "A file stands where a folder is needed: move it or choose another output folder",
+}
+
+
+@contextmanager
+def output_errors(path: str | Path) -> Iterator[None]:
+    """Turn an OSError raised while writing `path` into an OutputError that says what to do."""
+    try:
+        yield
+    except OSError as e:
+        advice = _ADVICE.get(e.errno, "Check that the output folder is writable and the disk has space")
+        raise OutputError(
+            f"cannot write {path}: {e.strerror or e}. {advice}; files written before are intact: fix this and rerun "
+            "(resumable commands continue where they stopped)."
+        ) from e
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """Create the folder `path` (and its parents) if needed; an OutputError says why not."""
+    path = Path(path)
+    with output_errors(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -55,16 +94,17 @@ def finite(obj: Any) -> Any:
 def append_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Append rows to a JSONL file and fsync, so a killed process loses at most a torn last line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
     if not payload:
         return
-    with open(path, "a", encoding="utf-8") as f:
-        if f.tell() > 0 and not _ends_with_newline(path):
-            f.write("\n")  # seal a torn last line left by a killed writer
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            if f.tell() > 0 and not _ends_with_newline(path):
+                f.write("\n")  # seal a torn last line left by a killed writer
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

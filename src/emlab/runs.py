@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from emlab.config import EmlabConfig
-from emlab.io import write_json_atomic
+from emlab.io import ensure_dir, write_json_atomic
 
 _LIBRARIES = ("torch", "transformers", "peft", "accelerate", "pydantic", "tokenizers", "openai", "vllm")
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
@@ -74,7 +74,7 @@ class RunDir:
     def __init__(self, root: str | Path, name: str, config: EmlabConfig) -> None:
         self.config = config
         self.path = run_path(root, name, config)
-        self.path.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.path)
         self._start = time.time()
         self.manifest: dict[str, Any] = {
             "name": name,

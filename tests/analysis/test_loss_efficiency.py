@@ -47,6 +47,21 @@ def test_loss_is_token_weighted_and_sweep_hits_base_and_trained_losses(model, ti
     assert abs(sum(batch_means) / len(batch_means) - tuned) > 1e-3
 
 
+def test_sweep_evaluates_each_multiplier_once(model, tiny_tokenizer, toy_data, lora_general):
+    evaluator = LossEvaluator(model, tiny_tokenizer, toy_data[0][:12], batch_size=6)  # 2 batches
+    passes = []
+    handle = model.register_forward_pre_hook(lambda mod, args: passes.append(1))
+    curve = efficiency_curve(evaluator, lora_general, "general", multipliers=[0.0, 0.5, 1.0, 1.5, 2.0])
+    assert len(passes) == 5 * 2  # m = 1 and the base (m = 0) are not evaluated again
+    passes.clear()
+    apart = efficiency_curve(evaluator, lora_general, "general", multipliers=[2.0, 0.5])
+    assert len(passes) == 4 * 2  # 0.5, 1, 2 and the base model
+    handle.remove()
+    assert curve.base_loss == evaluator.evaluate(None) == apart.base_loss  # m = 0 is the base model exactly
+    assert curve.loss_at_one == curve.losses[2] == apart.loss_at_one == evaluator.evaluate(lora_general)
+    assert apart.multipliers == [0.5, 2.0] and apart.losses == [curve.losses[1], curve.losses[4]]
+
+
 def test_reported_norm_includes_lora_scaling(model, tiny_tokenizer, toy_data, lora_general, steering):
     by_hand = math.sqrt(sum(float((4.0 / 2 * b.double() @ a.double()).pow(2).sum()) for a, b in lora_general.adapters.values()))
     evaluator = LossEvaluator(model, tiny_tokenizer, toy_data[0][:8])
@@ -59,16 +74,22 @@ def test_reported_norm_includes_lora_scaling(model, tiny_tokenizer, toy_data, lo
     assert curve.drop_per_norm_sq == pytest.approx((curve.base_loss - curve.loss_at_one) / by_hand**2)
 
 
-@pytest.mark.parametrize(("point", "layer"), [("embed", 0), ("layer", 1), ("mlp", 0)])
-def test_batched_steering_sweep_equals_one_at_a_time(model, tiny_tokenizer, toy_data, steering, point, layer):
+@pytest.mark.parametrize(("point", "layer", "rows_per_layer"), [("embed", 0, [48, 48]), ("layer", 0, [8, 48]), ("mlp", 0, [8, 48]), ("mlp", 1, [8, 8])])
+def test_batched_steering_sweep_equals_one_at_a_time(model, tiny_tokenizer, toy_data, steering, point, layer, rows_per_layer):
     solution = SteeringSolution(steering.v, point, layer, alpha=1.5)
     scaled = [solution.scaled(m) for m in DEFAULT_MULTIPLIERS]
     batched = LossEvaluator(model, tiny_tokenizer, toy_data[0][:20], batch_size=8, max_rows=48)  # 6 scales a pass
-    passes = []
-    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: passes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    assert any(bool((b["attention_mask"] == 0).any()) for b in batched.batches)  # padded: the tiled masks matter
+    passes, layer_rows = [], {0: [], 1: []}
+    hooks = [model.register_forward_hook(lambda mod, args, out: passes.append(out.logits.shape[0]))]
+    for i in layer_rows:  # rows through each decoder layer: only what follows the steered module is tiled
+        q_proj = model.model.layers[i].self_attn.q_proj
+        hooks.append(q_proj.register_forward_hook(lambda mod, args, out, i=i: layer_rows[i].append(args[0].shape[0])))
     got = batched.evaluate_many(scaled)
-    handle.remove()
+    for h in hooks:
+        h.remove()
     assert max(passes) == 48 and len(passes) < 21 * 3  # several scales per forward pass
+    assert [max(layer_rows[i]) for i in (0, 1)] == rows_per_layer
     loop = [batched.evaluate(s) for s in scaled]  # each through SteeringSolution.applied
     assert got == pytest.approx(loop, rel=1e-5)
     assert got[0] != pytest.approx(got[-1], rel=1e-3)  # the scales do change the loss

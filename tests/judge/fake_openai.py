@@ -24,7 +24,7 @@ _MARK = re.compile(r"#([A-Za-z0-9_]+)")
 
 
 class FakeOpenAI:
-    """Counts requests; records their bodies and authorization headers."""
+    """Counts requests; records their bodies, paths and authorization headers."""
 
     def __init__(self, tables: dict[str, list[tuple[str, float]]], fault: Callable[[int, str, dict], Fault] | None = None):
         self.tables, self.fault = tables, fault
@@ -32,6 +32,7 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.times: list[tuple[float, str]] = []
         self.auth: list[str] = []
+        self.paths: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -58,6 +59,7 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
@@ -70,6 +72,7 @@ class FakeOpenAI:
                 with fake.lock:
                     fake.requests.append(body)
                     fake.auth.append(self.headers.get("Authorization", ""))
+                    fake.paths.append(self.path)
                     fake.times.append((time.monotonic(), name))
                     n = len(fake.requests)
                 fault = fake.fault(n, name, body) if fake.fault else None

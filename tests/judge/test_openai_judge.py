@@ -118,6 +118,16 @@ def test_faults_are_retried_and_every_item_ends_scored_or_marked(make_judge):
     assert elapsed < 10
 
 
+def test_requests_take_the_chat_completions_route_of_openai_and_azure(make_judge, monkeypatch):
+    with FakeOpenAI(TABLES) as server:
+        make_judge(server, metrics=["aligned"]).judge(items_for(["a"]))
+        azure = make_judge(server, model="my-deployment", metrics=["aligned"], azure_api_version="2024-10-21", cache=False)
+        monkeypatch.setenv(URL_ENV, server.url.removesuffix("/v1"))  # Azure: the resource endpoint
+        azure.judge(items_for(["a"]))
+    assert server.paths == ["/v1/chat/completions", "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"]
+    assert server.requests[1]["model"] == "my-deployment" and server.requests[1]["top_logprobs"] == 20
+
+
 def test_401_stops_at_once_naming_the_env_var(make_judge):
     with FakeOpenAI(TABLES, lambda n, name, body: ("status", 401, {}, "bad key {auth}")) as server:
         judge = make_judge(server, concurrency=4)

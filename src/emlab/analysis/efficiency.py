@@ -92,16 +92,25 @@ def efficiency_curve(
     multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
     base_loss: float | None = None,
 ) -> EfficiencyCurve:
-    """Sweep `solution.scaled(m)` over `multipliers` (steering vectors batched per forward pass)."""
+    """Sweep `solution.scaled(m)` over `multipliers` (steering vectors batched per forward pass).
+
+    One evaluation per distinct multiplier: m = 1 (`loss_at_one`) is added only when absent,
+    and the base loss, when not given, is the loss at m = 0 (the solution scaled to nothing
+    is the base model) or, without m = 0, one more evaluation.
+    """
     norm = solution.norm()
     if norm == 0:
         raise EmlabError(f"solution {name!r} has norm 0: nothing to sweep.")
     ms = sorted(float(m) for m in multipliers)
     if not ms or ms[0] < 0:
         raise EmlabError(f"multipliers must be non-negative (the sweep is m in [0, 2]), got {list(multipliers)}.")
-    losses = evaluator.evaluate_many([solution.scaled(m) for m in [*ms, 1.0]])
-    base = evaluator.evaluate(None) if base_loss is None else base_loss
-    return EfficiencyCurve(name, norm, ms, [abs(m) * norm for m in ms], losses[:-1], losses[-1], base)
+    points = sorted({*ms, 1.0})
+    extra_base = base_loss is None and points[0] != 0.0
+    values = evaluator.evaluate_many([*(solution.scaled(m) for m in points), *([None] if extra_base else [])])
+    loss = dict(zip(points, values, strict=False))
+    if base_loss is None:
+        base_loss = values[-1] if extra_base else loss[0.0]
+    return EfficiencyCurve(name, norm, ms, [abs(m) * norm for m in ms], [loss[m] for m in ms], loss[1.0], base_loss)
 
 
 def compare_efficiency(

@@ -2,14 +2,15 @@
 
 A metric is a token-weighted mean: per batch, each solution adds its token sum and the
 batch adds its token count, so the result does not depend on how tokens fall into batches.
-Consecutive steering solutions at the same hook point are evaluated together: the batch is
-repeated K times and row block k gets vector k (equal to one-at-a-time up to float rounding).
+Consecutive steering solutions at the same hook point are evaluated together: row block k
+of one forward pass gets vector k (equal to one-at-a-time up to float rounding), and what
+precedes the steered module is computed once for all K.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -17,23 +18,69 @@ import torch
 from torch import nn
 
 from emlab.errors import EmlabError
-from emlab.models.modules import HookPoint, hook_module
+from emlab.models.modules import HookPoint, decoder_layers, hook_module
 from emlab.solutions import Solution, SteeringSolution
-from emlab.solutions.steering import add_to_output
 
 Batch = dict[str, torch.Tensor]
 
 
 @contextmanager
 def row_steering(model: nn.Module, point: HookPoint, layer: int, vectors: torch.Tensor, rows: int) -> Iterator[nn.Module]:
-    """Add vectors[k] # (K, d) to rows k*rows .. (k+1)*rows - 1 of the hooked module's output."""
-    delta = vectors.repeat_interleave(rows, dim=0).unsqueeze(1)  # (K*rows, 1, d)
-    delta = delta.to(next(model.parameters()).device)
-    handle = hook_module(model, point, layer).register_forward_hook(lambda mod, args, out: add_to_output(out, delta))
+    """Steer K copies of a batch of `rows` rows in one forward pass of that batch: rows
+    k*rows .. (k+1)*rows - 1 of the output get vectors[k] # (K, d).
+
+    The copies agree up to the steered module, so what precedes it runs once. 'embed' tiles
+    the model's input K times. 'layer' turns decoder layer `layer`'s output (B, T, d) into
+    (K*B, T, d) as it adds the vectors. 'mlp' gives the MLP's output a leading axis (K, B, T, d),
+    over which the layer's residual add broadcasts, and flattens the layer's output to
+    (K*B, T, d). Later decoder layers get their batch-sized inputs (the attention mask) tiled alike.
+    """
+    k = vectors.shape[0]
+    v = vectors.to(next(model.parameters()).device)[:, None, None, :]  # (K, 1, 1, d)
+
+    def tile(obj: Any) -> Any:
+        """Repeat K times along dim 0 every tensor (>= 2 dims) of `rows` rows in obj."""
+        if isinstance(obj, torch.Tensor):
+            return obj.repeat(k, *[1] * (obj.dim() - 1)) if obj.dim() >= 2 and obj.shape[0] == rows else obj
+        if isinstance(obj, tuple | list):
+            return type(obj)(tile(o) for o in obj)
+        if isinstance(obj, dict):
+            return {key: tile(value) for key, value in obj.items()}
+        return obj
+
+    def tile_inputs(mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return tile(args), tile(kwargs)
+
+    target = hook_module(model, point, layer)
+    if point == "embed":
+        hooks = [
+            model.register_forward_pre_hook(tile_inputs, with_kwargs=True),
+            target.register_forward_hook(lambda mod, args, out: _map_hidden(out, lambda h: (h.unflatten(0, (k, rows)) + v.to(h.dtype)).flatten(0, 1))),
+        ]
+    else:
+        block = decoder_layers(model)[layer]
+        if point == "layer":
+            hooks = [block.register_forward_hook(lambda mod, args, out: _map_hidden(out, lambda h: (h + v.to(h.dtype)).flatten(0, 1)))]
+        else:
+            hooks = [
+                target.register_forward_hook(lambda mod, args, out: _map_hidden(out, lambda h: h + v.to(h.dtype))),
+                block.register_forward_hook(lambda mod, args, out: _map_hidden(out, lambda h: h.flatten(0, 1))),
+            ]
+        hooks += [later.register_forward_pre_hook(tile_inputs, with_kwargs=True) for later in decoder_layers(model)[layer + 1 :]]
     try:
         yield model
     finally:
-        handle.remove()
+        for hook in hooks:
+            hook.remove()
+
+
+def _map_hidden(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """fn applied to a module's hidden states: a tensor output, or a tuple's first element."""
+    if isinstance(output, torch.Tensor):
+        return fn(output)
+    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        return (fn(output[0]), *output[1:])
+    raise TypeError(f"cannot steer a module output of type {type(output).__name__}")
 
 
 def solution_groups(solutions: Sequence[Solution | None], per_pass: int) -> list[list[int]]:
@@ -103,14 +150,12 @@ class BatchedEvaluator(ABC):
         return (sums / count).tolist()
 
     def _forward(self, batch: Batch, group: list[Solution | None]) -> torch.Tensor:
-        """Logits # (K*B, T, V) of the batch repeated once per solution of the group."""
-        k = len(group)
-        ids, mask = batch["input_ids"].repeat(k, 1), batch["attention_mask"].repeat(k, 1)
-        if k == 1:
+        """Logits # (K*B, T, V) of the batch under each solution of the group (row block k: solution k)."""
+        if len(group) == 1:
             ctx = group[0].applied(self.model) if group[0] is not None else nullcontext()
         else:
             first = group[0]
             vectors = torch.stack([s.vector for s in group])  # (K, d)
             ctx = row_steering(self.model, first.point, first.layer, vectors, batch["input_ids"].shape[0])
         with ctx:
-            return self.model(input_ids=ids, attention_mask=mask).logits
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits

@@ -67,10 +67,10 @@ def _message(m: Any, index: int, path: str | Path, line: int) -> dict[str, str]:
         raise DataError(path, line, f"{where} is a {type(m).__name__}, not an object", 'Write each turn as {"role": ..., "content": ...}.')
     unknown = sorted(set(m) - {"role", "content"})
     if unknown:
-        raise DataError(path, line, f"{where} has unknown key(s) {unknown}", "Keep only `role` and `content` in each turn.")
+        raise DataError(path, line, f"{where} has unknown key(s) {_short(unknown)}", "Keep only `role` and `content` in each turn.")
     role = m.get("role")
     if role not in ROLES:
-        raise DataError(path, line, f"{where} has role {role!r}", f"Use one of {list(ROLES)}.")
+        raise DataError(path, line, f"{where} has role {_short(role)}", f"Use one of {list(ROLES)}.")
     if "content" not in m:
         raise DataError(path, line, f"{where} ({role}) has no content", 'Add a "content" string.')
     content = m["content"]
@@ -79,6 +79,12 @@ def _message(m: Any, index: int, path: str | Path, line: int) -> dict[str, str]:
     if not content.strip():
         raise DataError(path, line, f"{where} ({role}) has empty content", "Fill the turn or drop it.")
     return {"role": role, "content": content}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters (a message must not quote a 10 MB field)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def write_chat_jsonl(path: str | Path, conversations: Sequence[Conversation]) -> None:

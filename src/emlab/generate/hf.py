@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from emlab.data.questions import Prompt
+from emlab.errors import EmlabError
 from emlab.generate.chat_tokens import prompt_token_ids, stop_token_ids
 from emlab.generate.plan import (
     GenerationSummary,
@@ -153,7 +154,13 @@ def generate_hf(
         bar = tqdm(total=len(pending), unit="sample", desc="generate", disable=not progress)
         for start in range(0, len(pending), sampling.batch_size):
             batch = pending[start : start + sampling.batch_size]
-            rows = _generate_batch(model, tokenizer, batch, [ids[s.prompt.prompt_id] for s in batch], config, sampling, stop_ids, pad_id, info)
+            try:
+                rows = _generate_batch(model, tokenizer, batch, [ids[s.prompt.prompt_id] for s in batch], config, sampling, stop_ids, pad_id, info)
+            except torch.OutOfMemoryError:
+                raise EmlabError(
+                    f"out of memory generating a batch of {len(batch)}: try batch_size (--batch-size) {max(1, len(batch) // 2)}; each "
+                    f"sample has its own seed, and the {summary.existing + start} answers already in {out_path} are kept."
+                ) from None
             append_jsonl(out_path, rows)
             bar.update(len(batch))
         bar.close()

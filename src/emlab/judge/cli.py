@@ -33,8 +33,12 @@ def judge_command(
         Path | None, typer.Option("--batch-output", help="OpenAI judges: read judgments from this finished Batch API output file.")
     ] = None,
     chunk_size: Annotated[int, typer.Option(help="Items judged between two appends to --out.")] = 512,
+    max_failure_rate: Annotated[
+        float | None, typer.Option(help="OpenAI judges: fail (exit 2) when more judgments than this fraction end in error. Default: the config's (0.05).")
+    ] = None,
 ) -> None:
     """Score generations with a judge (resumable; a repeated run sends no request for cached answers)."""
+    from emlab.config import validate_config
     from emlab.io import append_jsonl
     from emlab.judge.config import build_judge, load_judge_config
     from emlab.judge.openai_judge import OpenAIJudge
@@ -49,6 +53,8 @@ def judge_command(
     try:
         rows = read_generations(generations)
         cfg = load_judge_config(judge_config)
+        if max_failure_rate is not None:
+            cfg = validate_config({**cfg.model_dump(), "max_failure_rate": max_failure_rate}, type(cfg), source="--max-failure-rate")
         if batch_requests is not None or batch_output is not None:
             judge = build_judge(cfg)
             if not isinstance(judge, OpenAIJudge):
@@ -83,14 +89,25 @@ def score_command(
     denominator: Annotated[str | None, typer.Option(help="'all' (default) or 'coherent'.")] = None,
     domain_metric: Annotated[str | None, typer.Option(help="Domain-harm metric for the in-domain rate.")] = None,
     figures: Annotated[bool, typer.Option(help="Also draw the per-question and scatter figures.")] = True,
+    max_error_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Fail (exit 2) instead of reporting rates when more answers than this fraction lack a judgment.")
+    ] = 0.05,
 ) -> None:
     """EM, coherence, refusal (and in-domain) rates with bootstrap CIs, from judgments."""
+    from emlab.errors import DataError
     from emlab.metrics import compute_metrics, load_judgments, write_metrics
 
     try:
         cfg = _metrics_config(metrics_config, aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold,
                               denominator=denominator, domain_metric=domain_metric)
         result = compute_metrics(load_judgments(judgments), cfg)
+        failed, total = result.summary["n_excluded_errors"], result.summary["n_answers"]
+        if failed > max_error_rate * total:
+            raise DataError(
+                judgments, None, f"{failed} of {total} answers have a failed or missing judgment ({failed / total:.1%} > "
+                f"--max-error-rate {max_error_rate:.1%}), so rates on the rest could mislead",
+                "Rerun `emlab judge` to retry the failures, or raise --max-error-rate to report rates on the judged answers.",
+            )
         write_metrics(result, out_dir)
         if figures:
             from emlab.report.eval_figures import plot_aligned_vs_coherent, plot_em_per_question
@@ -102,7 +119,8 @@ def score_command(
     s = result.summary
     ci = s["em_rate_ci_samples"]
     typer.echo(f"EM rate {_pct(s['em_rate'])} (95% CI {_pct(ci[0])}-{_pct(ci[1])}, denominator {s['denominator']}); "
-               f"coherent {_pct(s['coherence_rate'])}, refusals {_pct(s['refusal_rate'])} -> {out_dir}")
+               f"coherent {_pct(s['coherence_rate'])}, refusals {_pct(s['refusal_rate'])}; "
+               f"{s['n_excluded_errors']} of {s['n_answers']} answers excluded for failed judgments -> {out_dir}")
 
 
 def judge_agreement_command(

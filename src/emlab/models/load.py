@@ -40,12 +40,14 @@ def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
             path,
             dtype=getattr(torch, config.dtype),
             attn_implementation=config.attn_implementation,
+            use_safetensors=True,  # never unpickle weights
             **kwargs,
         )
     except (OSError, ValueError) as e:
         raise ModelError(
             f"cannot load model {config.name_or_path!r}: {e}. Give a local directory, 'smollm2', "
-            "or a hub id (with HF_HUB_OFFLINE unset and network access)."
+            "or a hub id (with HF_HUB_OFFLINE unset and network access); weights load only from "
+            "safetensors files (re-save a .bin checkpoint with save_pretrained)."
         ) from None
     return model.eval(), tokenizer
 

@@ -36,11 +36,12 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise ModelError(f"cannot find the decoder layers of {type(base).__name__}; emlab supports Llama/Qwen/GPT-style models.")
 
 
-def check_layer(model: nn.Module, layer: int) -> None:
-    """Raise a ModelError naming the valid range when `layer` is past the model's last layer."""
+def check_layer(model: nn.Module, layer: int, field: str = "layer") -> None:
+    """Raise a ModelError naming the config `field` and the valid range when `layer` is past the
+    model's last layer."""
     n = len(decoder_layers(model))
     if not 0 <= layer < n:
-        raise ModelError(f"layer {layer} does not exist: this model has layers 0..{n - 1}. Pick a layer in that range.")
+        raise ModelError(f"{field}: layer {layer} does not exist: this model has layers 0..{n - 1}. Pick a layer in that range.")
 
 
 def hook_module(model: nn.Module, point: HookPoint, layer: int) -> nn.Module:

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from emlab.analysis.stats import summarise  # noqa: E402
+from emlab.io import atomic_path  # noqa: E402
 
 COLOURS = {"general": "tab:red", "narrow": "tab:blue", "random": "tab:gray"}
 
@@ -95,7 +96,7 @@ def plot_em_over_steps(curves: dict[str, dict[str, list[list[dict]]]], path: Pat
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from emlab.config import config_hash
-from emlab.io import write_json_atomic
+from emlab.io import ensure_dir, write_json_atomic
 
 RESULT = "result.json"
 
@@ -18,8 +18,7 @@ class Stages:
     """Stage folders `root/<name>-<hash of key>/` holding `result.json` once the stage is done."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = ensure_dir(root)
 
     def folder(self, name: str, key: Any) -> Path:
         """Where the stage `name` with this key keeps its outputs."""
@@ -34,7 +33,7 @@ class Stages:
         folder = self.folder(name, key)
         if (folder / RESULT).exists():
             return {**json.loads((folder / RESULT).read_text()), "reused": True}
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_dir(folder)
         start = time.time()
         result = {**fn(folder), "stage_seconds": time.time() - start}
         write_json_atomic(folder / RESULT, result)

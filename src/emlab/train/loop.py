@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,16 +77,15 @@ def train(
         project_dir=config.output_dir,
     )
     set_seed(config.seed)
-    run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
-    out = run_path(config.output_dir, config.name, config)
-    if model is None or tokenizer is None:
-        from emlab.models.load import load_model
-
-        model, tokenizer = load_model(config.model)
+    # everything that can reject the config or the data runs before the run folder exists
     train_data, heldout, ood_data = _data(config, train_data, ood_data)
     kl_on = config.kl.weight > 0
     if kl_on and not ood_data:
         raise EmlabError("kl.weight > 0 needs out-of-domain data: set data.ood to a chat JSONL file.")
+    if model is None or tokenizer is None:
+        from emlab.models.load import load_model
+
+        model, tokenizer = load_model(config.model)
 
     examples = encode_all(tokenizer, train_data, config.data.max_length, config.data.loss_on)
     ood_examples = encode_all(tokenizer, ood_data, config.data.max_length, "assistant" if config.kl.scope == "assistant" else "all") if kl_on else []
@@ -96,6 +95,8 @@ def train(
     trainable = make_trainable(model, config.solution, need_reference=kl_on)
     if init is not None:
         trainable.start_from(init)
+    run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
+    out = run_path(config.output_dir, config.name, config)
     params = trainable.named_parameters()
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
@@ -145,7 +146,7 @@ def train(
         sums = torch.zeros(2, dtype=torch.float64)  # sft and kl token sums of this process
         for k, (batch, ood) in enumerate(micro_batches):
             ctx = accelerator.no_sync(wrapped) if k < config.grad_accum - 1 else nullcontext()
-            with ctx:
+            with ctx, _out_of_memory_advice(config):
                 sft_sum, kl_sum = _micro_step(wrapped, trainable, batch, ood, pad_id, config, accelerator)
                 loss = sft_sum / counts[0] + lam * kl_sum / counts[1]
                 accelerator.backward(loss * accelerator.num_processes)  # DDP averages over processes
@@ -216,13 +217,7 @@ def _micro_step(
     the OOD rows together."""
     inputs = collate(batch + ood, pad_id)
     inputs = {k: v.to(accelerator.device) for k, v in inputs.items()}
-    try:
-        logits = wrapped(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits  # (B+O, T, V)
-    except torch.OutOfMemoryError:
-        raise EmlabError(
-            f"out of memory at batch_size {config.batch_size}: try batch_size {max(1, config.batch_size // 2)} "
-            f"with grad_accum {config.grad_accum * 2} (same effective batch)."
-        ) from None
+    logits = wrapped(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits  # (B+O, T, V)
     n = len(batch)
     sft = sft_loss(logits[:n], inputs["labels"][:n], reduction="sum")
     if not ood:
@@ -231,6 +226,18 @@ def _micro_step(
     base = trainable.base_logits(unwrap_training(wrapped), ood_inputs)
     positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], config.kl.scope)
     return sft, kl_loss(logits[n:], base, positions, config.kl.direction, reduction="sum")
+
+
+@contextmanager
+def _out_of_memory_advice(config: TrainConfig) -> Iterator[None]:
+    """Turn an out-of-memory error in a micro-step (forward, base logits, backward) into advice."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise EmlabError(
+            f"out of memory at batch_size {config.batch_size}: try batch_size {max(1, config.batch_size // 2)} "
+            f"with grad_accum {config.grad_accum * 2} (same effective batch)."
+        ) from None
 
 
 def _n_trained(batch: list[Encoded]) -> int:
@@ -263,8 +270,9 @@ def _data(
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows after `step` (written after the checkpoint a resumed run starts from)."""
-    rows = [r for r in read_jsonl(path) if r["step"] <= step]
+    """Drop the metric rows a resumed run writes again: those after `step`, the checkpoint it
+    starts from, or all of them when it starts from scratch (step 0 is evaluated again)."""
+    rows = [r for r in read_jsonl(path) if r["step"] <= step] if step > 0 else []
     if path.exists():
         write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 

@@ -57,11 +57,13 @@ def unwrap_training(model: nn.Module) -> nn.Module:
 class LoraTrainable(Trainable):
     def __init__(self, model: nn.Module, cfg: LoraConfig) -> None:
         for layer in cfg.layers or []:
-            check_layer(model, layer)
+            check_layer(model, layer, "solution.layers")
         names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         missing = [t for t in cfg.target_modules if t.rsplit(".", 1)[-1] not in names]
         if missing:
-            raise ModelError(f"LoRA target module(s) {missing} not in the model; its linear modules are {sorted(names)}.")
+            raise ModelError(
+                f"solution.target_modules: LoRA target module(s) {missing} not in the model; its linear modules are {sorted(names)}."
+            )
         peft_cfg = PeftLoraConfig(
             r=cfg.r,
             lora_alpha=cfg.alpha,
@@ -100,6 +102,8 @@ class LoraTrainable(Trainable):
 
 class SteeringTrainable(Trainable):
     def __init__(self, model: nn.Module, cfg: SteeringConfig) -> None:
+        if cfg.point != "embed":
+            check_layer(model, cfg.layer, "solution.layer")
         model.requires_grad_(False)
         self.vector = SteeringVector(model, cfg.point, cfg.layer, cfg.alpha)
         model.add_module("emlab_steering", self.vector)

@@ -1,0 +1,61 @@
+"""SIGKILL a forked worker at random points of its progress.
+
+The worker is a fork of the test process (torch already imported, so starting one costs
+milliseconds instead of a fresh interpreter's seconds); SIGKILL ends it as abruptly as a
+killed job: no exception handler, `finally` or atexit hook runs, and writes in flight are cut.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+
+
+def fork(target: Callable[[], object]) -> multiprocessing.Process:
+    """Start `target()` in a forked process (closures need no pickling)."""
+    process = multiprocessing.get_context("fork").Process(target=target, daemon=True)
+    process.start()
+    return process
+
+
+def run_to_end(target: Callable[[], object], timeout: float = 300) -> None:
+    """Run `target()` in a forked process and check that it finished cleanly."""
+    process = fork(target)
+    process.join(timeout)
+    assert process.exitcode == 0, f"worker ended with exit code {process.exitcode}"
+
+
+def kill_when(
+    target: Callable[[], object],
+    progress: Callable[[], float],
+    at: float,
+    rng: random.Random,
+    jitter: float = 0.03,
+    timeout: float = 300,
+) -> bool:
+    """Fork `target()`; SIGKILL it once `progress() >= at`, after a random 0-`jitter` seconds so
+    the kill can land anywhere, inside a write too. Returns True if it was killed, False if it
+    finished first."""
+    process = fork(target)
+    deadline = time.monotonic() + timeout
+    while process.is_alive() and progress() < at:
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.005)
+    process.join(rng.uniform(0.0, jitter))
+    if not process.is_alive():
+        assert process.exitcode == 0, f"worker failed with exit code {process.exitcode}"
+        return False
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    assert process.exitcode == -signal.SIGKILL
+    return True
+
+
+def random_points(seed: int, n: int, low: float, high: float) -> list[float]:
+    """`n` increasing random points in [low, high)."""
+    rng = random.Random(seed)
+    return sorted(rng.uniform(low, high) for _ in range(n))
