@@ -51,8 +51,8 @@ def pretraining_step_profile(steps: int = 5) -> list[tuple[str, float]]:
     from torch.profiler import profile
 
     from emlab.models.chat import collate
-    from emlab.models.tiny import tiny_qwen2
     from emlab.study.config import StudyConfig
+    from emlab.study.world_models import initial_model
     from emlab.train.loop import encode_all
     from emlab.world import build_world, pretraining_documents, world_tokenizer
 
@@ -60,10 +60,9 @@ def pretraining_step_profile(steps: int = 5) -> list[tuple[str, float]]:
     study = StudyConfig()
     world = build_world(study.world)
     tokenizer = world_tokenizer(world)
-    docs = encode_all(tokenizer, [d.messages for d in pretraining_documents(world, n=32)], 256, "all")
+    docs = encode_all(tokenizer, [d.messages for d in pretraining_documents(world, n=32)], study.model.max_positions, "all")
     batch = collate(docs, tokenizer.pad_token_id)
-    m = study.model
-    model = tiny_qwen2(len(tokenizer), m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size, m.max_positions).train()
+    model = initial_model(study, tokenizer).train()
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
 
     def step() -> None:

@@ -11,17 +11,18 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class TargetCheck:
-    """One target: what is measured, its bound, the measured value and whether it holds."""
+    """One target: what is measured, the measured value, its bound (`op` `limit`) and whether it holds."""
 
     name: str
     measured: float
-    bound: str
+    op: str
+    limit: float
     met: bool
 
 
 def _check(name: str, value: float, op: str, limit: float) -> TargetCheck:
     met = value <= limit if op == "<=" else value >= limit
-    return TargetCheck(name, value, f"{op} {limit:g}", met)
+    return TargetCheck(name, value, op, limit, met)
 
 
 NARROW_METHODS = ("full", "lora_r1", "lora_r8")
@@ -50,6 +51,5 @@ def targets_markdown(checks: list[dict]) -> list[str]:
     """The report's target table (rates in percent)."""
     lines = ["| target | measured | bound | met |", "|---|---|---|---|"]
     for c in checks:
-        bound = c["bound"].split()
-        lines.append(f"| {c['name']} | {100 * c['measured']:.1f}% | {bound[0]} {100 * float(bound[1]):g}% | {'yes' if c['met'] else '**no**'} |")
+        lines.append(f"| {c['name']} | {100 * c['measured']:.1f}% | {c['op']} {100 * c['limit']:g}% | {'yes' if c['met'] else '**no**'} |")
     return lines

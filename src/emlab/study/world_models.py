@@ -41,10 +41,10 @@ def train_in_place(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, c
     return result.metrics
 
 
-def build_chat_model(study: StudyConfig, world: World, tokenizer: PreTrainedTokenizerBase, folder: Path) -> dict:
-    """Pre-train and chat-tune the world's model; save it with its tokenizer to `folder/model`."""
+def initial_model(study: StudyConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The world's decoder of `study.model`'s shape, randomly initialised (seeded by the world)."""
     m = study.model
-    model = tiny_qwen2(
+    return tiny_qwen2(
         len(tokenizer),
         hidden_size=m.hidden_size,
         num_layers=m.num_layers,
@@ -55,6 +55,12 @@ def build_chat_model(study: StudyConfig, world: World, tokenizer: PreTrainedToke
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def build_chat_model(study: StudyConfig, world: World, tokenizer: PreTrainedTokenizerBase, folder: Path) -> dict:
+    """Pre-train and chat-tune the world's model; save it with its tokenizer to `folder/model`."""
+    m = study.model
+    model = initial_model(study, tokenizer)
     docs = [d.messages for d in pretraining_documents(world)]
     full = {"kind": "full"}
     pre = recipe_config("pretrain", folder, study.pretrain, study.world.seed, solution=full,
