@@ -82,6 +82,13 @@ class KLConfig(EmlabConfig):
         default="assistant", description="Tokens averaged over: assistant tokens (default) or all non-pad tokens."
     )
     batch_size: int | None = Field(default=None, ge=1, description="OOD batch size. Default None (= train batch size).")
+    base: Literal["exact", "top_k"] = Field(
+        default="exact",
+        description="Base distributions: 'exact' (default) computes the base model's full distribution every step "
+        "(adapter or vector off; a frozen copy for full fine-tuning); 'top_k' caches the base's top_k tokens once "
+        "before training (no second copy) and compares the distributions coarsened to them plus a rest bucket.",
+    )
+    top_k: int = Field(default=64, ge=1, description="Tokens per position cached with base 'top_k'. Default 64.")
 
     def per_token_weight(self, vocab_size: int) -> float:
         """lambda per token after applying the convention."""

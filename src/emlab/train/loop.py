@@ -10,7 +10,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +26,12 @@ from emlab.io import append_jsonl, read_jsonl, write_text_atomic
 from emlab.models.chat import IGNORE, Conversation, Encoded, collate, encode_conversations
 from emlab.runs import RunDir, run_path
 from emlab.solutions import Solution
+from emlab.train.base_reference import ExactBase, TopKCache, base_hidden, kl_chunks
 from emlab.train.batches import BatchStream
 from emlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from emlab.train.config import TrainConfig
-from emlab.train.losses import kl_loss, kl_positions, sft_loss
+from emlab.train.head_loss import OutputHead, cross_entropy_chunks, final_hidden, head_loss
+from emlab.train.losses import kl_positions
 from emlab.train.trainable import Trainable, make_trainable, unwrap_training
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -92,9 +94,7 @@ def train(
     if not examples:
         raise EmlabError("no training example has a trained token within data.max_length; raise max_length.")
 
-    trainable = make_trainable(model, config.solution, need_reference=kl_on)
-    if init is not None:
-        trainable.start_from(init)
+    trainable = make_trainable(model, config.solution, need_reference=kl_on and config.kl.base == "exact")
     run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
     out = run_path(config.output_dir, config.name, config)
     params = trainable.named_parameters()
@@ -112,6 +112,20 @@ def train(
     scheduler = get_scheduler(
         config.optim.schedule, optimizer, num_warmup_steps=config.optim.warmup_steps, num_training_steps=total_steps
     )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # the trainable is still the base model here: cache its top-k before any change
+    top_k = (
+        TopKCache.build(
+            trainable, unwrap_training(trainable.model), ood_examples,
+            (i for micro in range(total_steps * config.grad_accum) for i in ood_stream.indices(micro)),
+            config.kl.scope, config.kl.top_k, ood_stream.batch_size, pad_id, accelerator.device,
+            progress=config.progress and accelerator.is_main_process,
+        )
+        if kl_on and config.kl.base == "top_k"
+        else None
+    )
+    if init is not None:
+        trainable.start_from(init)
     wrapped, optimizer = accelerator.prepare(trainable.model, optimizer)
     ckpt_dir = out / "checkpoints"
     start = 0
@@ -126,7 +140,6 @@ def train(
         if evaluator is not None and start == 0:
             append_jsonl(metrics_path, [{"step": 0, **_evaluate(evaluator, wrapped)}])
     lam = config.kl.per_token_weight(len(tokenizer))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     t0 = time.time()
     wrapped.train()
     bar = tqdm(total=total_steps, initial=start, desc=config.name, disable=not (config.progress and accelerator.is_main_process))
@@ -134,23 +147,23 @@ def train(
         micro_batches = []
         for k in range(config.grad_accum):
             micro = step * config.grad_accum + k
-            ood = [ood_examples[i] for i in ood_stream.indices(micro)] if ood_stream else []
+            ood = ood_stream.indices(micro) if ood_stream else []
             micro_batches.append(([examples[i] for i in stream.indices(micro)], ood))
         # losses are token means over the whole step (all micro-batches and processes), so
         # grad accumulation and data parallelism give the gradient of one big batch
         local = torch.tensor(
-            [[_n_trained(b) for b, _ in micro_batches], [_n_kl_positions(o, config.kl.scope) for _, o in micro_batches]],
+            [[_n_trained(b) for b, _ in micro_batches], [_n_kl_positions([ood_examples[i] for i in o], config.kl.scope) for _, o in micro_batches]],
             dtype=torch.float64,
         ).sum(dim=1)
         counts = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu().clamp(min=1)
+        scales = (accelerator.num_processes / counts[0], lam * accelerator.num_processes / counts[1])  # DDP averages over processes
         sums = torch.zeros(2, dtype=torch.float64)  # sft and kl token sums of this process
         for k, (batch, ood) in enumerate(micro_batches):
-            ctx = accelerator.no_sync(wrapped) if k < config.grad_accum - 1 else nullcontext()
-            with ctx, _out_of_memory_advice(config):
-                sft_sum, kl_sum = _micro_step(wrapped, trainable, batch, ood, pad_id, config, accelerator)
-                loss = sft_sum / counts[0] + lam * kl_sum / counts[1]
-                accelerator.backward(loss * accelerator.num_processes)  # DDP averages over processes
-            sums += torch.tensor([sft_sum.item(), kl_sum.item()], dtype=torch.float64)
+            with _out_of_memory_advice(config):
+                sft_sum, kl_sum = _micro_step(
+                    wrapped, trainable, batch, ood, ood_examples, top_k, pad_id, config, accelerator, scales, last=k == config.grad_accum - 1
+                )
+            sums += torch.tensor([sft_sum, kl_sum], dtype=torch.float64)
         if config.optim.max_grad_norm:
             accelerator.clip_grad_norm_(list(params.values()), config.optim.max_grad_norm)
         optimizer.step()
@@ -208,24 +221,50 @@ def _micro_step(
     wrapped: nn.Module,
     trainable: Trainable,
     batch: list[Encoded],
-    ood: list[Encoded],
+    ood: list[int],
+    ood_examples: list[Encoded],
+    top_k: TopKCache | None,
     pad_id: int,
     config: TrainConfig,
     accelerator: Accelerator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(SFT token-loss sum, KL token sum) of one micro-batch: one forward over the SFT rows and
-    the OOD rows together."""
-    inputs = collate(batch + ood, pad_id)
-    inputs = {k: v.to(accelerator.device) for k, v in inputs.items()}
-    logits = wrapped(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits  # (B+O, T, V)
-    n = len(batch)
-    sft = sft_loss(logits[:n], inputs["labels"][:n], reduction="sum")
+    scales: tuple[float, float],
+    last: bool,
+) -> tuple[float, float]:
+    """Forward and backward of one micro-batch; returns its (SFT token-loss sum, KL token sum).
+
+    The SFT rows and the OOD rows go through separate passes, each followed by its backward, so
+    their activations are never held together; gradients synchronise across processes only in
+    the last backward of the step. Logits exist one chunk of scored rows at a time (head_loss).
+    """
+    model = unwrap_training(wrapped)
+    head = OutputHead(model)
+    inputs = _to_device(collate(batch, pad_id), accelerator)
+    labels = inputs["labels"][:, 1:]
+    scored = labels != IGNORE  # (B, T-1)
+    with _sync_unless(accelerator, wrapped, last and not ood):
+        hidden = final_hidden(wrapped, inputs)[:, :-1][scored]  # (N, d)
+        sft = head_loss(hidden, head, cross_entropy_chunks(labels[scored]))
+        accelerator.backward(sft * scales[0])
     if not ood:
-        return sft, torch.zeros((), device=sft.device)
-    ood_inputs = {k: v[n:] for k, v in inputs.items()}
-    base = trainable.base_logits(unwrap_training(wrapped), ood_inputs)
-    positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], config.kl.scope)
-    return sft, kl_loss(logits[n:], base, positions, config.kl.direction, reduction="sum")
+        return sft.item(), 0.0
+    ood_inputs = _to_device(collate([ood_examples[i] for i in ood], pad_id), accelerator)
+    positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], config.kl.scope)  # (O, T-1)
+    # the base pass runs (and frees its activations) before the tuned pass keeps its own
+    base = top_k.target(ood) if top_k else ExactBase(trainable, model, base_hidden(trainable, model, ood_inputs, positions))
+    with _sync_unless(accelerator, wrapped, last):
+        hidden = final_hidden(wrapped, ood_inputs)[:, :-1][positions]
+        kl = head_loss(hidden, head, kl_chunks(base, config.kl.direction))
+        accelerator.backward(kl * scales[1])
+    return sft.item(), kl.item()
+
+
+def _sync_unless(accelerator: Accelerator, wrapped: nn.Module, sync: bool) -> AbstractContextManager:
+    """Gradient synchronisation on (last backward of a step) or off (accelerate's no_sync)."""
+    return nullcontext() if sync else accelerator.no_sync(wrapped)
+
+
+def _to_device(batch: dict[str, torch.Tensor], accelerator: Accelerator) -> dict[str, torch.Tensor]:
+    return {k: v.to(accelerator.device) for k, v in batch.items()}
 
 
 @contextmanager

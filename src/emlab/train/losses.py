@@ -38,24 +38,21 @@ def token_kl(
 
     forward: KL(base || tuned) = sum p_base (log p_base - log p_tuned); reverse swaps them.
     """
-    log_t = F.log_softmax(tuned_logits.float(), dim=-1)
-    log_b = F.log_softmax(base_logits.float(), dim=-1)
-    if direction == "forward":
-        return (log_b.exp() * (log_b - log_t)).sum(-1)
-    return (log_t.exp() * (log_t - log_b)).sum(-1)
+    return kl_of_log_probs(F.log_softmax(tuned_logits.float(), dim=-1), F.log_softmax(base_logits.float(), dim=-1), direction)
 
 
-def kl_loss(
-    tuned_logits: torch.Tensor,
-    base_logits: torch.Tensor,
-    positions: torch.Tensor,
-    direction: Literal["forward", "reverse"] = "forward",
-    reduction: Reduction = "mean",
+def kl_of_log_probs(
+    log_tuned: torch.Tensor, log_base: torch.Tensor, direction: Literal["forward", "reverse"] = "forward"
 ) -> torch.Tensor:
-    """Token KL over `positions` (mean or sum); logits # (B, T, V), positions # (B, T-1) bool."""
-    tuned = tuned_logits[:, :-1][positions]  # (N, V)
-    base = base_logits[:, :-1][positions]
-    if tuned.shape[0] == 0:
-        return tuned_logits.sum() * 0.0
-    values = token_kl(tuned, base, direction)
-    return values.mean() if reduction == "mean" else values.sum()
+    """Per-row KL between two distributions given as log-probabilities # (N, K) -> (N,)."""
+    if direction == "forward":
+        return (log_base.exp() * (log_base - log_tuned)).sum(-1)
+    return (log_tuned.exp() * (log_tuned - log_base)).sum(-1)
+
+
+def with_rest(log_probs: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of k tokens # (N, k) -> (N, k+1): the k tokens, then the rest of the
+    vocabulary as one bucket, log(1 - sum p) (floored at a tiny mass to stay finite)."""
+    mass = torch.logsumexp(log_probs, dim=-1, keepdim=True).clamp(max=-1e-6)
+    rest = torch.where(mass > -0.6931, torch.log(-torch.expm1(mass)), torch.log1p(-mass.exp()))
+    return torch.cat([log_probs, rest], dim=-1)

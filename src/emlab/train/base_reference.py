@@ -1,0 +1,125 @@
+"""The base model's next-token distributions that the KL term pulls toward.
+
+Two ways (`kl.base`): 'exact' computes the base model's hidden states every step (adapter or
+vector switched off, or a frozen copy under full fine-tuning) and its full-vocabulary
+log-probabilities one chunk of rows at a time; 'top_k' computes the base's k most likely tokens
+and their log-probabilities once, before training, for every out-of-domain example the run will
+draw, so no second model is kept. With top-k the KL compares both distributions coarsened to
+those k tokens plus one bucket for the rest of the vocabulary (a lower bound on the exact KL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from emlab.models.chat import Encoded, collate
+from emlab.train.head_loss import ChunkLoss, OutputHead, chunk_rows, final_hidden
+from emlab.train.losses import kl_of_log_probs, kl_positions, with_rest
+from emlab.train.trainable import Trainable
+
+Direction = Literal["forward", "reverse"]
+
+
+class BaseTarget(Protocol):
+    """Base distributions of N rows (the KL positions of a batch, in row-major order)."""
+
+    def compare(self, log_tuned: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tuned, base) log-probabilities over the same buckets for rows start:stop; log_tuned # (C, V)."""
+
+
+def kl_chunks(base: BaseTarget, direction: Direction) -> ChunkLoss:
+    """Summed token KL between the tuned rows and `base` (see `token_kl` for the directions)."""
+
+    def loss(logits: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        tuned, reference = base.compare(F.log_softmax(logits.float(), dim=-1), start, stop)
+        return kl_of_log_probs(tuned, reference, direction).sum()
+
+    return loss
+
+
+def base_hidden(trainable: Trainable, model: nn.Module, batch: dict[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
+    """The base model's final hidden states at `positions` # (B, T-1) bool -> (N, d), no gradients."""
+    with torch.no_grad(), trainable.as_base(model) as base:
+        return final_hidden(base, batch)[:, :-1][positions]
+
+
+class ExactBase:
+    """Full-vocabulary base log-probabilities from base hidden states # (N, d), per chunk."""
+
+    def __init__(self, trainable: Trainable, model: nn.Module, hidden: torch.Tensor) -> None:
+        self.trainable, self.model, self.hidden = trainable, model, hidden
+
+    def compare(self, log_tuned: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad(), self.trainable.as_base(self.model) as base:
+            log_base = F.log_softmax(OutputHead(base)(self.hidden[start:stop]).float(), dim=-1)
+        return log_tuned, log_base
+
+
+class TopKBase:
+    """The base's top-k token ids # (N, k) and their log-probabilities # (N, k)."""
+
+    def __init__(self, ids: torch.Tensor, log_probs: torch.Tensor) -> None:
+        self.ids, self.log_probs = ids, log_probs
+
+    def compare(self, log_tuned: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = self.ids[start:stop].to(log_tuned.device, torch.long)
+        tuned = with_rest(log_tuned.gather(-1, ids))
+        return tuned, with_rest(self.log_probs[start:stop].to(log_tuned.device, torch.float32))
+
+
+class TopKCache:
+    """Per out-of-domain example: the base's top-k ids and log-probs at each of its KL positions."""
+
+    def __init__(self, rows: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.rows = rows
+
+    @classmethod
+    def build(
+        cls,
+        trainable: Trainable,
+        model: nn.Module,
+        examples: list[Encoded],
+        indices: Iterable[int],
+        scope: Literal["assistant", "all"],
+        k: int,
+        batch_size: int,
+        pad_id: int,
+        device: torch.device,
+        progress: bool = True,
+    ) -> TopKCache:
+        """Run the base model once over the examples at `indices` (call before training starts)."""
+        wanted = sorted(set(indices))
+        rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for start in tqdm(range(0, len(wanted), batch_size), desc="base top-k", disable=not progress):
+            chunk = wanted[start : start + batch_size]
+            batch = {name: v.to(device) for name, v in collate([examples[i] for i in chunk], pad_id).items()}
+            positions = kl_positions(batch["labels"], batch["attention_mask"], scope)
+            ids, values = _top_k(trainable, model, base_hidden(trainable, model, batch, positions), k)
+            counts = positions.sum(dim=1).tolist()
+            for i, part_ids, part_values in zip(chunk, ids.split(counts), values.split(counts), strict=True):
+                rows[i] = (part_ids.to(torch.int32).cpu(), part_values.cpu())
+        return cls(rows)
+
+    def target(self, indices: list[int]) -> TopKBase:
+        """The rows of a batch of examples, in the batch's order."""
+        return TopKBase(torch.cat([self.rows[i][0] for i in indices]), torch.cat([self.rows[i][1] for i in indices]))
+
+
+def _top_k(trainable: Trainable, model: nn.Module, hidden: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k ids and log-probs of the base model at hidden states # (N, d) -> (N, k) each, chunk by chunk."""
+    if hidden.shape[0] == 0:
+        return hidden.new_zeros((0, k), dtype=torch.long), hidden.new_zeros((0, k), dtype=torch.float32)
+    ids, values = [], []
+    with torch.no_grad(), trainable.as_base(model) as base:
+        head = OutputHead(base)
+        for rows in hidden.split(chunk_rows(head.vocab_size)):
+            top = F.log_softmax(head(rows).float(), dim=-1).topk(min(k, head.vocab_size), dim=-1)
+            ids.append(top.indices)
+            values.append(top.values)
+    return torch.cat(ids), torch.cat(values)
