@@ -1,8 +1,9 @@
-"""The paper's three lines of evidence for one (general, narrow) pair of world solutions."""
+"""The paper's three lines of evidence for one (general, narrow) pair of solutions (world or real model)."""
 
 from __future__ import annotations
 
 import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emlab.analysis import (
     KLEvaluator,
@@ -12,10 +13,11 @@ from emlab.analysis import (
     pretraining_importance,
     text_batches,
 )
+from emlab.models.chat import Conversation
 from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
-from emlab.solutions import load_solution
-from emlab.study.config import StudyConfig
+from emlab.solutions import Solution, load_solution
+from emlab.study.config import AnalysisConfig, StudyConfig
 from emlab.world import World, narrow_conversations, pretraining_documents, pretraining_text
 
 
@@ -23,16 +25,38 @@ def analyse_pair(study: StudyConfig, world: World, model_dir: str, general_dir: 
     """Efficiency (loss vs norm), stability (loss under orthogonal noise) and importance (KL on
     pre-training text vs norm) of the general (no KL) and narrow (KL) solutions of one seed."""
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
-    solutions = {"general": load_solution(general_dir), "narrow": load_solution(narrow_dir)}
     heldout = narrow_conversations(world, study.trained_domain, split="heldout")
-    losses = LossEvaluator(model, tokenizer, heldout, batch_size=32, max_length=study.model.max_positions)
-    grid = study.analysis
+    docs = pretraining_documents(world, n=study.analysis.importance_documents, seed=10_000 + seed)
+    return compare_solutions(
+        model, tokenizer, load_solution(general_dir), load_solution(narrow_dir), heldout,
+        pretraining_text(docs, tokenizer), study.analysis, seed, max_length=study.model.max_positions,
+    )
+
+
+def compare_solutions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    general: Solution,
+    narrow: Solution,
+    heldout: list[Conversation],
+    texts: list[str],
+    grid: AnalysisConfig,
+    seed: int,
+    max_length: int,
+    batch_size: int = 32,
+    seq_len: int = 128,
+    max_rows: int = 64,
+) -> dict:
+    """The three analyses of a (general, narrow) pair on held-out narrow conversations (loss)
+    and pre-training `texts` (KL, chunks of `seq_len` tokens), with the grids of `grid`;
+    `batch_size` conversations or chunks per batch, at most `max_rows` rows per forward pass."""
+    solutions = {"general": general, "narrow": narrow}
+    losses = LossEvaluator(model, tokenizer, heldout, batch_size=batch_size, max_length=max_length, max_rows=max_rows)
     efficiency = compare_efficiency(losses, solutions, multipliers=np.linspace(0.0, 2.0, grid.multipliers).tolist(), random_seed=seed)
     stability = compare_stability(losses, solutions, eps=grid.eps, seeds=range(grid.noise_seeds))
-    docs = pretraining_documents(world, n=grid.importance_documents, seed=10_000 + seed)
-    texts = pretraining_text(docs, tokenizer)
-    kl = KLEvaluator(model, text_batches(tokenizer, texts, seq_len=128, batch_size=32, max_chunks=grid.importance_documents))
-    general_norm = solutions["general"].norm()
+    batches = text_batches(tokenizer, texts, seq_len=seq_len, batch_size=batch_size, max_chunks=grid.importance_documents)
+    kl = KLEvaluator(model, batches, max_rows=max_rows)
+    general_norm = general.norm()
     norms = [f * general_norm for f in grid.importance_fractions]
     importance = pretraining_importance(kl, solutions, norms=norms, random_seeds=(seed,))
     half = grid.eps.index(0.5)
@@ -43,7 +67,7 @@ def analyse_pair(study: StudyConfig, world: World, model_dir: str, general_dir: 
         "importance": importance.to_json(),
         "summary": {
             "norm_general": general_norm,
-            "norm_narrow": solutions["narrow"].norm(),
+            "norm_narrow": narrow.norm(),
             "base_loss": efficiency.base_loss,
             "loss_general": efficiency.curve("general").loss_at_one,
             "loss_narrow": efficiency.curve("narrow").loss_at_one,
@@ -51,8 +75,14 @@ def analyse_pair(study: StudyConfig, world: World, model_dir: str, general_dir: 
             "loss_per_norm_sq": {c.name: c.loss_per_norm_sq for c in efficiency.curves},
             "min_loss": {c.name: min(c.losses) for c in efficiency.curves},
             "relative_loss_increase_eps_0.5": {
-                c.name: float(np.nanmean(np.array(c.relative)[:, half])) for c in stability.curves
+                c.name: _finite_mean(np.array(c.relative)[:, half]) for c in stability.curves
             },
             "kl_at_general_norm": {name: float(np.mean(np.array(rows)[:, at_general])) for name, rows in importance.kl.items()},
         },
     }
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    """Mean of the finite values (NaN, without numpy's warning, when there is none)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
