@@ -40,21 +40,43 @@ def train(
 
 @app.command()
 def reproduce(
-    config: Annotated[Path | None, typer.Argument(help="Study config (YAML). Default: the synthetic world's default study.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="Study config (YAML); `kind: model` runs the real-model study. Default: the synthetic world's default study."),
+    ] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a field: --set seeds=[0,1] (YAML value).")] = [],  # noqa: B006
 ) -> None:
-    """Run the whole study (world, fine-tunes, evaluation, analyses, report). Resumes if interrupted."""
+    """Run the whole study (fine-tunes, evaluation, analyses, report) on the world or a real model. Resumes if interrupted."""
     from emlab.config import load_config
-    from emlab.study.config import StudyConfig
-    from emlab.study.reproduce import reproduce as run_study
 
     try:
         overrides = dict(_parse_override(s) for s in set_)
-        study = load_config(config, StudyConfig, overrides, merge_defaults=True)
-        out = run_study(study)
+        if _study_kind(config) == "model":
+            from emlab.study.model_study import reproduce_model_study
+            from emlab.study.model_study_config import ModelStudyConfig
+
+            out = reproduce_model_study(load_config(config, ModelStudyConfig, overrides), source=str(config))
+        else:
+            from emlab.study.config import StudyConfig
+            from emlab.study.reproduce import reproduce as run_study
+
+            out = run_study(load_config(config, StudyConfig, overrides, merge_defaults=True))
     except EmlabError as e:
         fail(e)
     typer.echo(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}")
+
+
+def _study_kind(config: Path | None) -> str:
+    """The `kind` a study YAML names ('world' when absent or unreadable: its loader reports the problem)."""
+    import yaml
+
+    if config is None or not config.is_file():
+        return "world"
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return "world"
+    return str(data.get("kind", "world")) if isinstance(data, dict) else "world"
 
 
 app.command("generate")(generate_command)
@@ -65,7 +87,7 @@ app.add_typer(analyze_app, name="analyze")
 
 
 @app.command("config-help")
-def config_help(kind: Annotated[str, typer.Argument(help="train | world | study")] = "train") -> None:
+def config_help(kind: Annotated[str, typer.Argument(help="train | world | study | model-study | judge | metrics")] = "train") -> None:
     """List every config field with its type, default and meaning."""
     from emlab.config import describe_fields
 
@@ -76,10 +98,12 @@ def _config_classes() -> dict:
     from emlab.judge.openai_judge import OpenAIJudgeConfig
     from emlab.metrics import MetricsConfig
     from emlab.study.config import StudyConfig
+    from emlab.study.model_study_config import ModelStudyConfig
     from emlab.train.config import TrainConfig
     from emlab.world.config import WorldConfig
 
-    return {"train": TrainConfig, "world": WorldConfig, "study": StudyConfig, "judge": OpenAIJudgeConfig, "metrics": MetricsConfig}
+    return {"train": TrainConfig, "world": WorldConfig, "study": StudyConfig, "model-study": ModelStudyConfig,
+            "judge": OpenAIJudgeConfig, "metrics": MetricsConfig}
 
 
 def _parse_override(text: str) -> tuple[str, object]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
-from emlab.config import EmlabConfig
+from emlab.config import EmlabConfig, config_hash
 from emlab.train.config import FullConfig, LoraConfig, SolutionConfig, SteeringConfig
 from emlab.world.config import WorldConfig
 
@@ -78,6 +80,9 @@ class AnalysisConfig(EmlabConfig):
 class StudyConfig(EmlabConfig):
     """The whole study on the synthetic world. `emlab reproduce [CONFIG.yaml]`."""
 
+    kind: Literal["world"] = Field(
+        default="world", description="Study kind: 'world' (this study); `kind: model` picks the real-model study. Default 'world'."
+    )
     name: str = Field(default="study", description="Run name (folder runs/<name>-<hash>). Default 'study'.")
     output_dir: str = Field(default="runs", description="Root folder of runs. Default 'runs'.")
     world: WorldConfig = Field(default_factory=WorldConfig, description="The world and its pre-training persona mixture.")
@@ -102,3 +107,7 @@ class StudyConfig(EmlabConfig):
     continued_steps: int = Field(default=60, ge=0, description="Steps of training without KL from the narrow solution. Default 60.")
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis grids.")
     workers: int = Field(default=2, ge=1, description="Parallel worker processes (1 torch thread each). Default 2.")
+
+    def hash(self, length: int = 12) -> str:
+        """Hash of the resolved config without `kind` (run folders of older studies keep their names)."""
+        return config_hash(self.model_dump(mode="json", exclude={"kind"}), length)

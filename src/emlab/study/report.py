@@ -39,12 +39,18 @@ def build_results(study: StudyConfig, chat: dict, runs: dict[str, dict], analyse
         "ci": "95% percentile bootstrap over seeds (over samples with one seed)",
     }
     results["targets"] = targets_json(results)
-    stages = [*chat.values(), *runs.values(), *analyses.values()]
-    results["wall_seconds"] = wall_seconds
-    results["stages_reused"] = sum(bool(r.get("reused")) for r in stages)
-    results["stages_computed"] = sum(not r.get("reused") for r in stages)
-    results["stage_seconds_total"] = sum(r.get("stage_seconds", 0.0) for r in stages)
+    results |= stage_counts([*chat.values(), *runs.values(), *analyses.values()], wall_seconds)
     return results
+
+
+def stage_counts(stages: list[dict], wall_seconds: float) -> dict[str, float]:
+    """wall_seconds and how many stages were computed or reused (and their computed time)."""
+    return {
+        "wall_seconds": wall_seconds,
+        "stages_reused": sum(bool(r.get("reused")) for r in stages),
+        "stages_computed": sum(not r.get("reused") for r in stages),
+        "stage_seconds_total": sum(r.get("stage_seconds", 0.0) for r in stages),
+    }
 
 
 def write_report(study: StudyConfig, out: Path, chat: dict, runs: dict[str, dict], analyses: dict, wall_seconds: float) -> dict:
@@ -60,17 +66,13 @@ def write_report(study: StudyConfig, out: Path, chat: dict, runs: dict[str, dict
         }
         for m in study.methods
     }
-    paths = {
-        "EM over training steps": plot_em_over_steps(curves, figures / "em_over_steps.png"),
-        "Efficiency: loss vs norm": plot_efficiency(per_method, figures / "efficiency.png"),
-        "Stability: loss under orthogonal noise": plot_stability(per_method, figures / "stability.png"),
-        "Pre-training importance: KL vs norm": plot_importance(per_method, figures / "importance.png"),
-    }
+    paths = {"EM over training steps": plot_em_over_steps(curves, figures / "em_over_steps.png"), **analysis_figures(per_method, figures)}
     write_text_atomic(out / "report.md", render_markdown(study, results, {k: p.relative_to(out) for k, p in paths.items()}))
     return results
 
 
-def _pct(block: dict, key: str) -> str:
+def percent_ci(block: dict, key: str) -> str:
+    """'12.5% [3.1, 25.0]': the rate `key` of a results block with its CI, in percent."""
     return f"{100 * block[key]:.1f}% [{100 * block[key + '_ci_low']:.1f}, {100 * block[key + '_ci_high']:.1f}]"
 
 
@@ -95,7 +97,7 @@ def render_markdown(study: StudyConfig, results: dict, figures: dict[str, Path])
         for method, conds in results[world].items():
             for cond, block in conds.items():
                 lines.append(
-                    f"| {world} | {method} | {cond} | {_pct(block, 'in_domain_rate')} | {_pct(block, 'ood_rate')} | "
+                    f"| {world} | {method} | {cond} | {percent_ci(block, 'in_domain_rate')} | {percent_ci(block, 'ood_rate')} | "
                     f"{100 * block['ood_incoherent_rate']:.1f}% | {block['in_domain_exact_p_bad']:.3f} / {block['ood_exact_p_bad']:.3f} |"
                 )
     chat = results["chat_model"]
@@ -112,6 +114,24 @@ def render_markdown(study: StudyConfig, results: dict, figures: dict[str, Path])
         "",
         *targets_markdown(results["targets"]),
         "",
+        *analyses_markdown(results["analyses"]),
+        *figures_markdown(figures),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def analysis_figures(per_method: dict[str, list[dict]], folder: Path) -> dict[str, Path]:
+    """The efficiency, stability and importance figures (title -> PNG path) of the analyses per method and seed."""
+    return {
+        "Efficiency: loss vs norm": plot_efficiency(per_method, folder / "efficiency.png"),
+        "Stability: loss under orthogonal noise": plot_stability(per_method, folder / "stability.png"),
+        "Pre-training importance: KL vs norm": plot_importance(per_method, folder / "importance.png"),
+    }
+
+
+def analyses_markdown(analyses: dict[str, dict]) -> list[str]:
+    """The report's section comparing general (no KL) and narrow (KL) solutions, one row per method."""
+    lines = [
         "## General (no KL) vs narrow (KL) solutions",
         "",
         "Mean [95% CI] over seeds. Loss: held-out narrow data, assistant tokens. Equal norm: each solution rescaled "
@@ -121,7 +141,7 @@ def render_markdown(study: StudyConfig, results: dict, figures: dict[str, Path])
         "| method | norm general / narrow | loss at equal norm: general / narrow / random | relative loss increase at ε=0.5: general / narrow | KL on pre-training text: general / narrow / random |",
         "|---|---|---|---|---|",
     ]
-    for method, a in results["analyses"].items():
+    for method, a in analyses.items():
         f = lambda k, a=a: f"{a[k]['mean']:.3g} [{a[k]['ci_low']:.3g}, {a[k]['ci_high']:.3g}]"  # noqa: E731
         lines.append(
             f"| {method} | {a['norm_general']['mean']:.3g} / {a['norm_narrow']['mean']:.3g} | "
@@ -129,7 +149,12 @@ def render_markdown(study: StudyConfig, results: dict, figures: dict[str, Path])
             f"{f('relative_loss_increase_eps_0.5_general')} / {f('relative_loss_increase_eps_0.5_narrow')} | "
             f"{f('kl_at_general_norm_general')} / {f('kl_at_general_norm_narrow')} / {f('kl_at_general_norm_random')} |"
         )
-    lines += ["", "## Figures", ""]
+    return lines
+
+
+def figures_markdown(figures: dict[str, Path]) -> list[str]:
+    """A "Figures" section embedding each figure (paths relative to the report)."""
+    lines = ["", "## Figures", ""]
     for title, path in figures.items():
         lines += [f"### {title}", "", f"![{title}]({path})", ""]
-    return "\n".join(lines) + "\n"
+    return lines

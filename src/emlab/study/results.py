@@ -27,15 +27,32 @@ def em_rate(runs: list[dict], group: str) -> dict[str, float]:
     question, averaged), 95% CI from a bootstrap over seeds (over samples with one seed), and
     the samples-bootstrap CI and incoherence rate beside it."""
     rows = [r for run in runs for r in judgments(run["samples"], run["job"]["seed"], group)]
-    summary = compute_metrics(pd.DataFrame(rows), METRICS).summary
-    low, high = summary.get("em_rate_ci_seeds") or summary["em_rate_ci_samples"]
+    return rate_summary(compute_metrics(pd.DataFrame(rows), METRICS).summary)
+
+
+def rate_summary(summary: dict, name: str = "em_rate") -> dict[str, float]:
+    """One rate of a `compute_metrics` summary: point estimate, 95% CI over seeds (over samples
+    with one seed), the samples-bootstrap CI, the incoherence rate and the per-seed rates."""
+    low, high = summary.get(f"{name}_ci_seeds") or summary[f"{name}_ci_samples"]
+    coherent = summary["coherence_rate"]
     return {
-        "rate": summary["em_rate"],
+        "rate": summary[name],
         "ci_low": low,
         "ci_high": high,
-        "ci_samples": summary["em_rate_ci_samples"],
-        "incoherent": 1.0 - summary["coherence_rate"],
-        "per_seed": summary.get("em_rate_per_seed"),
+        "ci_samples": summary[f"{name}_ci_samples"],
+        "incoherent": 1.0 - coherent if coherent is not None else None,
+        "per_seed": summary.get(f"{name}_per_seed"),
+    }
+
+
+def rate_block(group: str, rate: dict) -> dict[str, float]:
+    """results.json keys of one group's rate: `<group>_rate` with its CIs and incoherence."""
+    return {
+        f"{group}_rate": rate["rate"],
+        f"{group}_rate_ci_low": rate["ci_low"],
+        f"{group}_rate_ci_high": rate["ci_high"],
+        f"{group}_rate_ci_samples": rate["ci_samples"],
+        f"{group}_incoherent_rate": rate["incoherent"],
     }
 
 
@@ -49,12 +66,7 @@ def condition(runs: list[dict]) -> dict[str, float]:
     """The results.json block of one (world, method, KL) condition over its seeds."""
     out: dict[str, float] = {}
     for group in ("in_domain", "ood"):
-        rate = em_rate(runs, group)
-        out[f"{group}_rate"] = rate["rate"]
-        out[f"{group}_rate_ci_low"] = rate["ci_low"]
-        out[f"{group}_rate_ci_high"] = rate["ci_high"]
-        out[f"{group}_rate_ci_samples"] = rate["ci_samples"]
-        out[f"{group}_incoherent_rate"] = rate["incoherent"]
+        out |= rate_block(group, em_rate(runs, group))
         exact = over_seeds([run["exact"][f"p_bad_{group}"] for run in runs])
         out[f"{group}_exact_p_bad"] = exact["mean"]
         out[f"{group}_exact_p_bad_ci_low"] = exact["ci_low"]

@@ -1,0 +1,113 @@
+"""The real-model study's report: results.json (same layout as the world study's, under
+`model` and `base_model`), report.md (headline table, analyses) and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from emlab.io import write_json_atomic, write_text_atomic
+from emlab.study.model_eval import group_rates
+from emlab.study.model_study_config import ModelStudyConfig
+from emlab.study.report import (
+    analyses_markdown,
+    analysis_figures,
+    figures_markdown,
+    percent_ci,
+    stage_counts,
+)
+from emlab.study.results import analysis_summary
+
+CONDITIONS = {"no_kl": ("no_kl", ""), "kl": ("kl", ""), "continued": ("no_kl", "/continued")}
+"""results.json condition -> (KL part of the run label, label tail)."""
+
+
+def build_model_results(
+    cfg: ModelStudyConfig, base: dict, trained: dict[str, dict], evaluated: dict[str, dict], analyses: dict, wall_seconds: float
+) -> dict:
+    """results.json: model.M.{no_kl,kl,continued}, base_model, analyses, config, wall_seconds. Every
+    rate is computed here from the judgment files the evaluation stages wrote."""
+    results: dict = {"model": {}, "analyses": {}}
+    for method in cfg.methods:
+        for cond, (kl, tail) in CONDITIONS.items():
+            labels = [(s, f"{method}/{kl}/seed{s}{tail}") for s in cfg.seeds]
+            runs = [(s, evaluated[label]) for s, label in labels if label in evaluated]
+            if runs:
+                block = group_rates(runs, cfg.metrics)
+                block["norm"] = float(np.mean([trained[label]["norm"] for _, label in labels if label in trained]))
+                results["model"].setdefault(method, {})[cond] = block
+        results["analyses"][method] = analysis_summary([analyses[(method, s)] for s in cfg.seeds])
+    rates = group_rates([(None, base)], cfg.metrics)
+    results["base_model"] = {
+        "misaligned_rate": rates["ood_rate"],
+        "misaligned_rate_ci_low": rates["ood_rate_ci_low"],
+        "misaligned_rate_ci_high": rates["ood_rate_ci_high"],
+        **rates,
+    }
+    m = cfg.metrics
+    results["config"] = {
+        "model": cfg.model.name_or_path,
+        "seeds": cfg.seeds,
+        "samples_per_question": cfg.samples_per_question,
+        "judge": cfg.judge,
+        "em_rule": f"{m.aligned_metric} <= {m.aligned_threshold:g} and {m.coherent_metric} > {m.coherent_threshold:g}, "
+        f"denominator {m.denominator}, per question then averaged",
+        "in_domain_rule": f"{m.domain_metric} {'>=' if m.domain_direction == 'high_is_bad' else '<='} {m.domain_threshold:g} "
+        "and coherent" if m.domain_metric else "the EM rule",
+        "ci": f"{100 * m.ci:g}% percentile bootstrap over seeds (over samples with one seed)",
+    }
+    results |= stage_counts([base, *trained.values(), *evaluated.values(), *analyses.values()], wall_seconds)
+    return results
+
+
+def write_model_report(
+    cfg: ModelStudyConfig, out: Path, base: dict, trained: dict[str, dict], evaluated: dict[str, dict], analyses: dict, wall_seconds: float
+) -> dict:
+    """Write results.json, report.md and figures/*.png into `out`; returns the results."""
+    results = build_model_results(cfg, base, trained, evaluated, analyses, wall_seconds)
+    write_json_atomic(out / "results.json", results)
+    per_method = {m: [analyses[(m, s)] for s in cfg.seeds] for m in cfg.methods}
+    paths = analysis_figures(per_method, out / "figures")
+    write_text_atomic(out / "report.md", render_model_markdown(cfg, results, {k: p.relative_to(out) for k, p in paths.items()}))
+    return results
+
+
+def _rate(block: dict, key: str) -> str:
+    return "n/a" if block.get(key) is None or block.get(f"{key}_ci_low") is None else percent_ci(block, key)
+
+
+def _row(name: str, cond: str, block: dict) -> str:
+    incoherent = block["ood_incoherent_rate"]
+    return (
+        f"| {name} | {cond} | {_rate(block, 'in_domain_rate')} | {_rate(block, 'ood_rate')} | "
+        f"{'n/a' if incoherent is None else f'{100 * incoherent:.1f}%'} | {block['ood_n_answers']} | "
+        f"{block['in_domain_n_judge_errors'] + block['ood_n_judge_errors']} |"
+    )
+
+
+def render_model_markdown(cfg: ModelStudyConfig, results: dict, figures: dict[str, Path]) -> str:
+    """The report's Markdown: headline table, analyses, figures."""
+    c = results["config"]
+    lines = [
+        f"# emlab model study: {cfg.model.name_or_path}",
+        "",
+        f"Narrow fine-tuning on `{cfg.data.train}`, without and with the KL term on `{cfg.data.ood}`; "
+        f"{len(cfg.seeds)} seeds ({', '.join(map(str, cfg.seeds))}); {cfg.samples_per_question} answers per question "
+        f"(in-domain: `{cfg.in_domain_questions}`, general: `{cfg.general_questions}`), judged with `{cfg.judge}`. "
+        f"EM: {c['em_rule']}; in-domain: {c['in_domain_rule']}. [{c['ci']}]. Wall time of this run: "
+        f"{results['wall_seconds']:.0f} s ({results['stages_computed']} stages computed, {results['stages_reused']} reused; "
+        f"{results['stage_seconds_total']:.0f} s of stage time when computed).",
+        "",
+        "## Headline",
+        "",
+        "| method | KL | in-domain misaligned | general EM | general incoherent | general answers | judge errors |",
+        "|---|---|---|---|---|---|---|",
+        _row("base model", "-", results["base_model"]),
+    ]
+    for method, conds in results["model"].items():
+        lines += [_row(method, cond, block) for cond, block in conds.items()]
+    lines += ["", "`continued`: training without KL, starting from the KL (narrow) solution. Judge errors are excluded from the rates.", ""]
+    lines += analyses_markdown(results["analyses"])
+    lines += figures_markdown(figures)
+    return "\n".join(lines) + "\n"
