@@ -33,7 +33,10 @@ VARIANTS = {
     "full_sft": ("full", None),
     "full_kl": ("full", "exact"),
     "full_kl_top_k": ("full", "top_k"),
+    "lora_kl_top_k": ("lora", "top_k"),  # on the command line only: --variant lora_sft --variant lora_kl_top_k
 }
+SECTION_VARIANTS = ["lora_sft", "lora_kl", "lora_reference", "full_sft", "full_kl", "full_kl_top_k"]
+"""The variants of the RESULTS.md section."""
 BATCH = 8
 
 
@@ -181,7 +184,7 @@ def markdown() -> str:
     lora_rows, full_rows = [], []
     for model, steps, repeats in (("tiny", 12, 3), ("smollm2", 4, 2)):
         label = "tiny" if model == "tiny" else "SmolLM2-135M"
-        r = measure(model, steps, list(VARIANTS), repeats)
+        r = measure(model, steps, SECTION_VARIANTS, repeats)
         sft, kl, ref = r["lora_sft"], r["lora_kl"], r["lora_reference"]
         lora_rows.append(
             f"| {label} | {sft['step_seconds']:.3f} / {kl['step_seconds']:.3f} / {ref['step_seconds']:.3f} s "

@@ -75,7 +75,7 @@ def _ood_drift(model, solution, tokenizer, ood) -> float:
     return float(token_kl(tuned[:, :-1][scored], base[:, :-1][scored]).mean())
 
 
-@pytest.mark.parametrize(("kind", "base"), [("lora", "exact"), ("full", "exact"), ("full", "top_k")])
+@pytest.mark.parametrize(("kind", "base"), [("lora", "exact"), ("lora", "top_k"), ("full", "exact"), ("full", "top_k")])
 def test_kl_term_pins_out_of_domain_behaviour(tmp_path, tiny_tokenizer, toy_data, kind, base):
     from emlab.models.tiny import tiny_qwen2
 
@@ -179,3 +179,19 @@ def test_batches_depend_only_on_seed_and_step_and_group_by_length():
     assert spread < 0.2 * plain_spread
     two = [BatchStream(500, 4, seed=1, world_size=2, rank=r, lengths=lengths) for r in (0, 1)]
     assert two[0].indices(5) + two[1].indices(5) == a.indices(5)  # ranks split the same global batch
+
+
+def test_top_k_cache_holds_the_base_model_even_when_training_starts_elsewhere(tmp_path, tiny_tokenizer, toy_data):
+    """Continued training (init) with kl.base top_k: the cached distributions are the base model's,
+    so with every token cached the first step's KL equals the exact KL toward the base."""
+    from emlab.models.tiny import tiny_qwen2
+
+    def run(name, kl, init=None):
+        model = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
+        return train(_cfg(tmp_path, "lora", name=name, kl=kl, max_steps=3), model, tiny_tokenizer, *toy_data, init=init)
+
+    start = run("start", {"weight": 0.0}).solution
+    exact = run("exact", {"weight": 1.0}, init=start)
+    cached = run("cached", {"weight": 1.0, "base": "top_k", "top_k": 100_000}, init=start)
+    assert exact.metrics[0]["kl"] > 1e-3  # the run starts away from the base
+    assert cached.metrics[0]["kl"] == pytest.approx(exact.metrics[0]["kl"], rel=1e-3)
