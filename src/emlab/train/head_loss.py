@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emlab.errors import ModelError
+
 ChunkLoss = Callable[[torch.Tensor, int, int], torch.Tensor]
 """(logits of rows start:stop # (C, V), start, stop) -> the summed loss of those rows (a scalar)."""
 
@@ -45,17 +47,37 @@ class OutputHead:
     the final logit soft-capping of models that have one (Gemma 2)."""
 
     def __init__(self, model: nn.Module) -> None:
+        config = model.config
         self.module = model.get_output_embeddings()
-        self.cap = getattr(model.config, "final_logit_softcapping", None)
+        self.cap = getattr(config, "final_logit_softcapping", None)
+        # Cohere multiplies its logits by logit_scale, Granite divides them by logits_scaling
+        self.scale = getattr(config, "logit_scale", None) or 1.0 / (getattr(config, "logits_scaling", None) or 1.0)
         self.vocab_size = int(self.module.out_features)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.module(hidden)
+        if self.scale != 1.0:
+            logits = logits * self.scale
         return self.cap * torch.tanh(logits / self.cap) if self.cap else logits
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Its trainable parameters (the head's weight under full fine-tuning, tied or not)."""
         return [p for p in self.module.parameters() if p.requires_grad]
+
+
+def check_output_head(model: nn.Module) -> None:
+    """Raise ModelError unless OutputHead reproduces the model's own logits (a 4-token probe):
+    a model that transforms its logits in some other way would train on wrong losses."""
+    ids = torch.arange(4, device=next(model.parameters()).device).unsqueeze(0) % OutputHead(model).vocab_size
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, use_cache=False)
+        ours = OutputHead(model)(out.hidden_states[-1]).float()
+    theirs = out.logits.float()
+    if not torch.allclose(ours, theirs, rtol=1e-2, atol=1e-2 * float(theirs.abs().max()) + 1e-6):
+        raise ModelError(
+            f"{type(model).__name__}: its logits are not its output head's (times logit_scale / logits_scaling, "
+            "soft-capped): emlab's chunked losses do not know this model's logit transform; please report it."
+        )
 
 
 def head_loss(hidden: torch.Tensor, head: OutputHead, chunk_loss: ChunkLoss) -> torch.Tensor:

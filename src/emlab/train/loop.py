@@ -30,7 +30,13 @@ from emlab.train.base_reference import ExactBase, TopKCache, base_hidden, kl_chu
 from emlab.train.batches import BatchStream
 from emlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from emlab.train.config import TrainConfig
-from emlab.train.head_loss import OutputHead, cross_entropy_chunks, final_hidden, head_loss
+from emlab.train.head_loss import (
+    OutputHead,
+    check_output_head,
+    cross_entropy_chunks,
+    final_hidden,
+    head_loss,
+)
 from emlab.train.losses import kl_positions
 from emlab.train.trainable import Trainable, make_trainable, unwrap_training
 
@@ -95,6 +101,8 @@ def train(
         raise EmlabError("no training example has a trained token within data.max_length; raise max_length.")
 
     trainable = make_trainable(model, config.solution, need_reference=kl_on and config.kl.base == "exact")
+    with _out_of_memory_advice(config):
+        check_output_head(unwrap_training(trainable.model))
     run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
     out = run_path(config.output_dir, config.name, config)
     params = trainable.named_parameters()
