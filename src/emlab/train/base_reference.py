@@ -90,10 +90,11 @@ class TopKCache:
         k: int,
         batch_size: int,
         pad_id: int,
-        device: torch.device,
         progress: bool = True,
     ) -> TopKCache:
-        """Run the base model once over the examples at `indices` (call before training starts)."""
+        """Run the base model once over the examples at `indices`, on the model's device (call
+        before training starts)."""
+        device = next(model.parameters()).device
         wanted = sorted(set(indices))
         rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for start in tqdm(range(0, len(wanted), batch_size), desc="base top-k", disable=not progress):

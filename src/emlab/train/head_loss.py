@@ -65,13 +65,13 @@ class OutputHead:
         return [p for p in self.module.parameters() if p.requires_grad]
 
 
-def check_output_head(model: nn.Module) -> None:
-    """Raise ModelError unless OutputHead reproduces the model's own logits (a 4-token probe):
-    a model that transforms its logits in some other way would train on wrong losses."""
-    ids = torch.arange(4, device=next(model.parameters()).device).unsqueeze(0) % OutputHead(model).vocab_size
+def check_output_head(model: nn.Module, head: OutputHead, device: torch.device | str) -> None:
+    """Raise ModelError unless `head` reproduces `model`'s own logits on a 4-token probe: a model
+    that transforms its logits in some other way would train on wrong losses."""
+    ids = torch.arange(4, device=device).unsqueeze(0) % head.vocab_size
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, use_cache=False)
-        ours = OutputHead(model)(out.hidden_states[-1]).float()
+        ours = head(out.hidden_states[-1]).float()
     theirs = out.logits.float()
     if not torch.allclose(ours, theirs, rtol=1e-2, atol=1e-2 * float(theirs.abs().max()) + 1e-6):
         raise ModelError(

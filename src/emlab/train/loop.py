@@ -101,8 +101,6 @@ def train(
         raise EmlabError("no training example has a trained token within data.max_length; raise max_length.")
 
     trainable = make_trainable(model, config.solution, need_reference=kl_on and config.kl.base == "exact")
-    with _out_of_memory_advice(config):
-        check_output_head(unwrap_training(trainable.model))
     run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
     out = run_path(config.output_dir, config.name, config)
     params = trainable.named_parameters()
@@ -122,19 +120,21 @@ def train(
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # the trainable is still the base model here: cache its top-k before any change
-    top_k = (
-        TopKCache.build(
+    top_k = None
+    if kl_on and config.kl.base == "top_k":
+        if accelerator.num_processes == 1:  # placed as prepare() would place it, so the cache builds on the accelerator
+            trainable.model.to(accelerator.device)
+        top_k = TopKCache.build(
             trainable, unwrap_training(trainable.model), ood_examples,
             (i for micro in range(total_steps * config.grad_accum) for i in ood_stream.indices(micro)),
-            config.kl.scope, config.kl.top_k, ood_stream.batch_size, pad_id, accelerator.device,
+            config.kl.scope, config.kl.top_k, ood_stream.batch_size, pad_id,
             progress=config.progress and accelerator.is_main_process,
         )
-        if kl_on and config.kl.base == "top_k"
-        else None
-    )
     if init is not None:
         trainable.start_from(init)
     wrapped, optimizer = accelerator.prepare(trainable.model, optimizer)
+    with _out_of_memory_advice(config):  # through the prepared model: it runs where training runs (DDP, FSDP, DeepSpeed)
+        check_output_head(wrapped, OutputHead(unwrap_training(wrapped)), accelerator.device)
     ckpt_dir = out / "checkpoints"
     start = 0
     latest = latest_checkpoint(ckpt_dir)

@@ -83,8 +83,8 @@ class LoraTrainable(Trainable):
 
     @contextmanager
     def as_base(self, model: nn.Module) -> Iterator[nn.Module]:
-        # peft's disable_adapter() context checks the whole model's status on each use (~20 ms);
-        # switching the adapter layers directly costs microseconds
+        # peft's disable_adapter() context also checks the whole model's status on each use; switching
+        # the adapter layers directly costs about half (~11 ms for SmolLM2's 210 adapted layers)
         for layer in self.adapter_layers:
             layer.enable_adapters(False)
         try:
