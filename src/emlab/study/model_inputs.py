@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from emlab.analysis.text import OFFLINE, pydoc_texts, read_texts
+from emlab.analysis.text import OFFLINE, load_texts
 from emlab.data.chat import read_chat_jsonl, split_heldout
 from emlab.data.questions import Prompt, expand, load_question_set, shipped_question_sets
 from emlab.errors import ConfigError
@@ -53,12 +53,10 @@ def pretraining_documents(sources: list[str], n: int) -> list[str]:
     """The first `n` documents of the sources: a .txt file holds one document per non-empty line."""
     docs: list[str] = []
     for source in sources:
-        if source == OFFLINE:
-            docs += pydoc_texts()
-        elif Path(source).suffix == ".txt":
+        if Path(source).suffix == ".txt":
             docs += [line for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
         else:
-            docs += read_texts(source)
+            docs += load_texts(source, n)
         if len(docs) >= n:
             break
     return docs[:n]
