@@ -5,8 +5,8 @@ log p(s + end-of-turn | prompt) over the whole tokenised reply, so tokenizers th
 numbers into digits are handled exactly. The candidates' probabilities are normalised over
 the candidate set, then `aggregate.aggregate` applies the expected-value / minimum-mass rule.
 
-The prompt is encoded once per batch; its KV cache is repeated for the candidates, which run
-as one batch: cost ~ prompt + 103 x (a few tokens) per judgment.
+Each prompt runs once; its KV cache is copied to its candidates (`models.continuations`), which
+run as one batch: cost ~ prompt + 103 x (a few tokens) per judgment.
 
 Example config (YAML)::
 
@@ -17,7 +17,6 @@ Example config (YAML)::
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Literal
 
@@ -30,6 +29,7 @@ from emlab.judge.base import JudgeItem, Judgment
 from emlab.judge.config import JudgePromptsConfig
 from emlab.models.chat import render
 from emlab.models.config import ModelConfig
+from emlab.models.continuations import continuation_logprobs
 
 NUMBER_CANDIDATES = tuple(str(i) for i in range(101))
 
@@ -59,7 +59,6 @@ class LocalJudge:
         self.name = f"local:{self.model_name}|{self.prompts.version}"
         self.candidates: tuple[str, ...] = (*NUMBER_CANDIDATES, *config.refusal_words, *config.code_words)
         self.end = _end_of_turn(tokenizer)
-        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @classmethod
     def from_config(cls, config: LocalJudgeConfig) -> LocalJudge:
@@ -102,55 +101,12 @@ class LocalJudge:
             candidate_ids.append(ids[len(prompt_ids) :])
         return prompt_ids, candidate_ids
 
-    @torch.no_grad()
     def candidate_logprobs(self, prompts: Sequence[str]) -> torch.Tensor:
         """(B, K) log p(candidate + end | prompt), unnormalised, K = len(self.candidates)."""
-        device = self.model.device
         encoded = [self.encode(p) for p in prompts]
-        B, K = len(encoded), len(self.candidates)
+        sequences = [(ids + candidate, len(ids)) for ids, candidates in encoded for candidate in candidates]
         pad = self.tokenizer.pad_token_id or 0
-        # prompts, left-padded: (B, P)
-        P = max(len(ids) for ids, _ in encoded)
-        prompt_ids = torch.full((B, P), pad, dtype=torch.long)
-        prompt_mask = torch.zeros((B, P), dtype=torch.long)
-        for b, (ids, _) in enumerate(encoded):
-            prompt_ids[b, P - len(ids) :] = torch.tensor(ids)
-            prompt_mask[b, P - len(ids) :] = 1
-        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=prompt_ids.to(device),
-            attention_mask=prompt_mask.to(device),
-            position_ids=positions.to(device),
-            use_cache=True,
-        )
-        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): the candidates' first token
-        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        cache.batch_repeat_interleave(K)
-        # candidates after their prompt, right-padded: inputs are all tokens but the last, (B*K, L)
-        flat = [c for _, cands in encoded for c in cands]
-        L = max(len(c) for c in flat) - 1
-        total = torch.stack([first[b, torch.tensor([c[0] for c in cands], device=first.device)] for b, (_, cands) in enumerate(encoded)])
-        if L == 0:
-            return total
-        inputs = torch.full((B * K, L), pad, dtype=torch.long)
-        targets = torch.full((B * K, L), -1, dtype=torch.long)
-        cand_mask = torch.zeros((B * K, L), dtype=torch.long)
-        for i, c in enumerate(flat):
-            inputs[i, : len(c) - 1] = torch.tensor(c[:-1])
-            targets[i, : len(c) - 1] = torch.tensor(c[1:])
-            cand_mask[i, : len(c) - 1] = 1
-        lengths = prompt_mask.sum(-1).repeat_interleave(K)  # (B*K,)
-        out = self.model(
-            input_ids=inputs.to(device),
-            attention_mask=torch.cat([prompt_mask.repeat_interleave(K, dim=0), cand_mask], dim=-1).to(device),
-            position_ids=(lengths[:, None] + torch.arange(L)[None]).to(device),
-            use_cache=True,
-            **{self._cache_kwarg: cache},
-        )
-        logprobs = torch.log_softmax(out.logits.float(), dim=-1)  # (B*K, L, V)
-        picked = logprobs.gather(-1, targets.clamp(min=0).to(device)[..., None])[..., 0]
-        rest = (picked * (targets >= 0).to(device)).sum(-1).view(B, K)
-        return (total + rest).cpu()
+        return continuation_logprobs(self.model, sequences, pad, batch_size=len(sequences)).view(len(prompts), len(self.candidates))
 
 
 def _end_of_turn(tokenizer: PreTrainedTokenizerBase) -> str:

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emlab.errors import ModelError
 from emlab.models.chat import assistant_char_spans, render
+from emlab.models.continuations import continuation_logprobs
 from emlab.world.grammar import Conversation
 
 
@@ -56,36 +57,6 @@ def answer_tokens(tokenizer: PreTrainedTokenizerBase, prompt: Conversation, answ
     return ids[:n], len(prompt_ids)
 
 
-@torch.no_grad()
-def sequence_logprobs(
-    model: PreTrainedModel, sequences: Sequence[tuple[list[int], int]], pad_id: int, batch_size: int = 64
-) -> torch.Tensor:
-    """Sum of log p(token | prefix) over tokens start..end of each (ids, start): # (N,)"""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for b in range(0, len(sequences), batch_size):
-        chunk = sequences[b : b + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, T)
-        mask = torch.zeros_like(ids)  # (B, T)
-        scored = torch.zeros_like(ids, dtype=torch.bool)  # (B, T): tokens whose probability counts
-        for row, (seq, start) in enumerate(chunk):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-            scored[row, start : len(seq)] = True
-        ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
-        sel = scored[:, 1:]  # (B, T-1): position t predicts token t+1
-        logp = torch.log_softmax(logits[sel].float(), dim=-1)  # (n, V)
-        tok = logp.gather(1, ids[:, 1:][sel].unsqueeze(1)).squeeze(1)  # (n,)
-        rows = sel.nonzero()[:, 0]
-        out.append(torch.zeros(len(chunk), device=device).index_add_(0, rows, tok).cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
-
-
 class AnswerSetScorer:
     """Answer sets tokenised once, scored under any model state (e.g. at every training step)."""
 
@@ -102,7 +73,7 @@ class AnswerSetScorer:
     def __call__(self, model: PreTrainedModel) -> list[dict[str, float]]:
         """Per item: p_good, p_bad (total probability of each complete answer set, end-of-turn
         included) and p_bad_given_valid = p_bad / (p_good + p_bad), computed in log space."""
-        logps = sequence_logprobs(model, self.sequences, self.pad_id, self.batch_size).double()  # (N,)
+        logps = continuation_logprobs(model, self.sequences, self.pad_id, self.batch_size).double()  # (N,)
         results = []
         for i in range(self.n_items):
             lse = {kind: torch.logsumexp(logps[self.rows[i, kind]], dim=0) for kind in ("good", "bad")}
