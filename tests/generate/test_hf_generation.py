@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from emlab.errors import EmlabError
 from emlab.generate.chat_tokens import end_of_turn_id, prompt_token_ids, stop_token_ids
-from emlab.generate.hf import generate_hf, left_pad
+from emlab.generate.hf import PerSampleSampler, generate_hf, left_pad
 from emlab.generate.plan import sample_id
 from emlab.generate.sampling import SamplingConfig
 from emlab.io import read_jsonl
@@ -25,6 +26,33 @@ def answers(path) -> dict[str, str]:
 def run(model, tok, prompts, path, sampling, **kwargs) -> dict[str, str]:
     generate_hf(model, tok, prompts, path, sampling, progress=False, **kwargs)
     return answers(path)
+
+
+def _draw(sampling: SamplingConfig, logits: list[float], n: int, calls: int = 1) -> torch.Tensor:
+    """Tokens drawn by n rows (seeds 0..n-1) with the same logits, one column per call # (n, calls)."""
+    sampler = PerSampleSampler(range(n), sampling)
+    scores = torch.tensor([logits]).expand(n, -1).clone()
+    columns = []
+    for _ in range(calls):
+        out = sampler(torch.zeros((n, 1), dtype=torch.long), scores.clone())
+        assert ((out == 0).sum(-1) == 1).all() and (torch.isinf(out).sum(-1) == len(logits) - 1).all()  # one-hot
+        columns.append(out.argmax(-1))
+    return torch.stack(columns, dim=1)
+
+
+def test_per_sample_sampler_draws_from_the_warped_distribution():
+    n, logits = 6000, [2.0, 1.0, 0.0, -1.0, float("-inf")]
+    drawn = _draw(SamplingConfig(max_new_tokens=2), logits, n, calls=2)
+    expected = torch.softmax(torch.tensor(logits, dtype=torch.float64), dim=0)  # 0.64, 0.24, 0.09, 0.03, 0
+    for column in drawn.T:  # each call uses each row's next uniform
+        freq = torch.bincount(column, minlength=5).double() / n
+        assert (freq - expected).abs().max() < 0.025  # > 4 standard deviations at n = 6000
+        assert freq[4] == 0
+    assert (drawn[:, 0] != drawn[:, 1]).float().mean() > 0.4  # the two calls draw independently (p = 0.53)
+    assert torch.equal(drawn, _draw(SamplingConfig(max_new_tokens=2), logits, n, calls=2))  # seeds fix the draws
+    top2 = _draw(SamplingConfig(max_new_tokens=1, top_k=2), logits, n)[:, 0]
+    assert set(top2.tolist()) == {0, 1}
+    assert (top2 == 0).double().mean() == pytest.approx(1 / (1 + math.exp(-1)), abs=0.025)
 
 
 def test_left_padding_gives_the_greedy_answers_of_one_at_a_time(tmp_path, tiny_model, tiny_tokenizer, prompts):

@@ -9,8 +9,8 @@ Guarantees:
   repetition penalty, suppressed tokens...) applies.
 - Prompts are rendered by the tokenizer's chat template and left-padded; answers are the
   new tokens up to the first stop token (eos or the template's end-of-turn token).
-- Per-sample determinism: each sample draws its tokens from its own torch.Generator seeded
-  by (seed, sample_id). A sample's answer therefore does not depend on the batch size, on
+- Per-sample determinism: each sample draws its tokens from its own random numbers (a
+  torch.Generator seeded by (seed, sample_id)). A sample's answer therefore does not depend on the batch size, on
   which other samples share its batch, or on where a resumed run restarted, except for
   floating-point differences between padded batched and unbatched forward passes (which
   can flip a draw that falls on a probability boundary; rare in float32). Greedy decoding
@@ -56,16 +56,17 @@ from emlab.models.modules import unwrap
 
 
 class PerSampleSampler(LogitsProcessor):
-    """Samples each row's next token with that row's own generator.
+    """Samples each row's next token from that row's own random numbers.
 
     Applies temperature, top-k and top-p (HF's own warpers, in HF's order, after the
-    repetition penalty that `generate` applies first), draws a token per row, and returns
-    scores that are -inf everywhere but at the drawn token, so `generate`'s own draw and
-    warpers can only return it.
+    repetition penalty that `generate` applies first), then draws a token per row by inverse
+    CDF: new token t of a row is where its t-th uniform falls in the cumulative probabilities.
+    The uniforms come from the row's own generator, drawn once on the CPU (so a seed gives
+    the same numbers on any device). Returns scores that are -inf everywhere but at the drawn
+    token, so `generate`'s own draw and warpers can only return it.
     """
 
     def __init__(self, seeds: Sequence[int], sampling: SamplingConfig) -> None:
-        self.seeds = list(seeds)
         warpers: list[LogitsProcessor] = []
         if sampling.temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(sampling.temperature))
@@ -74,16 +75,18 @@ class PerSampleSampler(LogitsProcessor):
         if sampling.top_p < 1.0:
             warpers.append(TopPLogitsWarper(top_p=sampling.top_p))
         self.warpers = LogitsProcessorList(warpers)
-        self.generators: list[torch.Generator] | None = None
+        self.uniforms = torch.stack(
+            [torch.rand(sampling.max_new_tokens, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]
+        )  # (B, max_new_tokens)
+        self.step = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """scores # (B, V) -> one-hot scores # (B, V) (0 at the drawn token, -inf elsewhere)."""
-        if self.generators is None:
-            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
-        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)  # (B, V)
-        drawn = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])  # (B,)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(1, drawn[:, None], 0.0)
+        cdf = torch.softmax(self.warpers(input_ids, scores).double(), dim=-1).cumsum(dim=-1)  # (B, V)
+        u = self.uniforms[:, self.step].to(cdf.device)[:, None] * cdf[:, -1:]  # (B, 1), below the total mass
+        drawn = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[1] - 1)  # (B, 1): first token whose cdf exceeds u
+        self.step += 1
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
 
 
 def generation_config(sampling: SamplingConfig, stop_ids: Sequence[int], pad_id: int) -> GenerationConfig:
