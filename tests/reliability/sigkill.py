@@ -11,13 +11,25 @@ import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 
+from tqdm import tqdm as std_tqdm
+from tqdm.auto import tqdm as auto_tqdm
+
 
 def fork(target: Callable[[], object]) -> multiprocessing.Process:
-    """Start `target()` in a forked process (closures need no pickling)."""
-    process = multiprocessing.get_context("fork").Process(target=target, daemon=True)
+    """Start `target()` in a forked process (closures need no pickling). Its progress bars
+    take a lock of their own: tqdm's default lock is shared with forks, and a fork killed
+    while drawing a bar would leave it held for every other process."""
+
+    def run() -> None:
+        for bar_class in {std_tqdm, auto_tqdm}:
+            bar_class.set_lock(threading.RLock())
+        target()
+
+    process = multiprocessing.get_context("fork").Process(target=run, daemon=True)
     process.start()
     return process
 

@@ -1,10 +1,12 @@
-"""Run independent study tasks in worker processes (one torch thread each) with a progress bar."""
+"""Run the study's tasks in worker processes (one torch thread each), each as soon as the
+tasks it needs are done, with a progress bar."""
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,13 +29,24 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 
+@dataclass(frozen=True)
+class Task:
+    """`fn(*args)` (picklable, returns a dict), named by `key`; among ready tasks the one with
+    the largest `cost` starts first, so that long tasks do not trail at the end."""
+
+    key: Hashable
+    fn: Callable[..., dict]
+    args: tuple[Any, ...]
+    cost: float = 1.0
+
+
 class Workers:
     """A pool of `n` spawned processes kept for the whole study (workers import torch once);
     with n == 1 tasks run in this process."""
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self._pool: Executor | None = None
+        self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> Workers:
         if self.n > 1:
@@ -45,18 +58,27 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def map(self, fn: Callable[..., dict], tasks: Sequence[tuple[Any, ...]], desc: str) -> list[dict]:
-        """[fn(*task) for task in tasks], in task order."""
-        bar = tqdm(total=len(tasks), desc=desc)
-        results: list[Any] = [None] * len(tasks)
-        if self._pool is None:
-            for i, task in enumerate(tasks):
-                results[i] = fn(*task)
-                bar.update(1)
-        else:
-            futures = {self._pool.submit(fn, *task): i for i, task in enumerate(tasks)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
+    def run(self, start: Iterable[Task], then: Callable[[Task, dict], Iterable[Task]], total: int, desc: str) -> None:
+        """Run `start` and every task that `then(task, result)` returns once `task` is done
+        (`then` sees each result in this process), at most n at a time."""
+        ready = list(start)
+        running: dict[Future, Task] = {}
+        bar = tqdm(total=total, desc=desc)
+        while ready or running:
+            while ready and len(running) < self.n:
+                task = max(ready, key=lambda t: t.cost)
+                ready.remove(task)
+                running[self._start(task)] = task
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = running.pop(future)
+                ready.extend(then(task, future.result()))
                 bar.update(1)
         bar.close()
-        return results
+
+    def _start(self, task: Task) -> Future:
+        if self._pool is not None:
+            return self._pool.submit(task.fn, *task.args)
+        future: Future = Future()
+        future.set_result(task.fn(*task.args))
+        return future

@@ -5,7 +5,8 @@
 
 Stages (each cached by the hash of what it depends on): chat models of the world and of the
 control world -> narrow fine-tunes (methods x KL on/off x seeds) -> continued training without
-KL from the narrow solutions -> parameter-space analyses -> report.
+KL from the narrow solutions, and parameter-space analyses -> report. Each stage starts as
+soon as the stages it needs are done, on `workers` processes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from emlab.runs import RunDir
 from emlab.study.analyses import analyse_pair
 from emlab.study.config import StudyConfig
 from emlab.study.finetune import FinetuneJob, finetune
-from emlab.study.parallel import Workers, quiet_transformers
+from emlab.study.parallel import Task, Workers, quiet_transformers
 from emlab.study.report import write_report
 from emlab.study.sampling import world_sample_rates
 from emlab.study.stages import Stages
@@ -100,41 +101,75 @@ def analysis_task(study: StudyConfig, method: str, seed: int, general: dict, nar
     return Stages(root).run(f"analysis_{method}_seed{seed}", key, run)
 
 
+ANALYSIS_COST = 150
+"""An analysis costs about as much as 150 fine-tuning steps (scheduling weight; measured on the default world)."""
+
+
+def finetune_jobs(study: StudyConfig) -> list[FinetuneJob]:
+    """Every fine-tune of the study but continued training: methods x KL off/on x seeds in the
+    world, methods of `control_methods` without KL in the control world."""
+    return [
+        FinetuneJob(w, method, kl, seed)
+        for w in WORLDS
+        for method in (study.methods if w == "world" else study.control_methods)
+        for kl in ((False, True) if w == "world" else (False,))
+        for seed in study.seeds
+    ]
+
+
+class StudyTasks:
+    """The study as tasks, each started once what it needs is done: chat model -> its world's
+    fine-tunes -> (KL run) continued training, and (both runs of a method and seed) analysis."""
+
+    def __init__(self, study: StudyConfig, root: str) -> None:
+        self.study, self.root = study, root
+        self.chat: dict[str, dict] = {}
+        self.runs: dict[str, dict] = {}
+        self.analyses: dict[tuple[str, int], dict] = {}
+        self.jobs = finetune_jobs(study)
+        self.total = len(WORLDS) + len(self.jobs) + len(study.methods) * len(study.seeds) * (2 if study.continued_steps else 1)
+
+    def start(self) -> list[Task]:
+        return [Task(("chat", w), chat_model_task, (self.study, w, self.root), cost=float("inf")) for w in WORLDS]
+
+    def _finetune(self, job: FinetuneJob) -> Task:
+        steps = job.steps or self.study.methods[job.method].recipe.steps
+        return Task(("finetune", job), finetune_task, (self.study, job, self.chat[job.world]["model_dir"], self.root), steps * (2 if job.kl else 1))
+
+    def then(self, task: Task, result: dict) -> list[Task]:
+        """Store `result`; return the tasks it makes ready."""
+        kind, what = task.key
+        if kind == "chat":
+            self.chat[what] = result
+            return [self._finetune(j) for j in self.jobs if j.world == what]
+        if kind == "analysis":
+            self.analyses[what] = result
+            return []
+        job: FinetuneJob = what
+        self.runs[job.label] = result
+        if job.world != "world" or job.init:
+            return []
+        new = []
+        if job.kl and self.study.continued_steps:
+            new.append(self._finetune(FinetuneJob("world", job.method, False, job.seed, init=result["solution_dir"], steps=self.study.continued_steps)))
+        pair = [self.runs.get(f"world/{job.method}/{c}/seed{job.seed}") for c in ("no_kl", "kl")]
+        if all(pair):
+            args = (self.study, job.method, job.seed, *pair, self.chat["world"]["model_dir"], self.root)
+            new.append(Task(("analysis", (job.method, job.seed)), analysis_task, args, ANALYSIS_COST))
+        return new
+
+
 def reproduce(study: StudyConfig) -> Path:
     """Run (or resume) the study; returns the run directory holding report.md and results.json."""
     start = time.time()
     quiet_transformers()
     run = RunDir(study.output_dir, study.name, study)
-    root = str(run.path / "stages")
+    tasks = StudyTasks(study, str(run.path / "stages"))
     with Workers(study.workers) as workers:
-        chat = dict(zip(WORLDS, workers.map(chat_model_task, [(study, w, root) for w in WORLDS], "chat models"), strict=True))
-        run.time_stage("chat_models", time.time() - start)
-        jobs = [
-            FinetuneJob(w, method, kl, seed)
-            for w in WORLDS
-            for method in (study.methods if w == "world" else study.control_methods)
-            for kl in ((False, True) if w == "world" else (False,))
-            for seed in study.seeds
-        ]
-        done = workers.map(finetune_task, [(study, j, chat[j.world]["model_dir"], root) for j in jobs], "fine-tunes")
-        runs = {j.label: r for j, r in zip(jobs, done, strict=True)}
-        run.time_stage("fine_tunes", time.time() - start)
-        continued_jobs = [
-            FinetuneJob("world", m, False, s, init=runs[f"world/{m}/kl/seed{s}"]["solution_dir"], steps=study.continued_steps)
-            for m in study.methods
-            for s in study.seeds
-        ] if study.continued_steps else []
-        continued = workers.map(
-            finetune_task, [(study, j, chat["world"]["model_dir"], root) for j in continued_jobs], "continued training"
-        )
-        runs |= {j.label: r for j, r in zip(continued_jobs, continued, strict=True)}
-        pairs = [(m, s) for m in study.methods for s in study.seeds]
-        analyses = workers.map(
-            analysis_task,
-            [(study, m, s, runs[f"world/{m}/no_kl/seed{s}"], runs[f"world/{m}/kl/seed{s}"], chat["world"]["model_dir"], root) for m, s in pairs],
-            "analyses",
-        )
-        run.time_stage("analyses", time.time() - start)
-    write_report(study, run.path, chat, runs, dict(zip(pairs, analyses, strict=True)), wall_seconds=time.time() - start)
+        workers.run(tasks.start(), tasks.then, tasks.total, "study")
+    run.time_stage("tasks", time.time() - start)
+    pairs = [(m, s) for m in study.methods for s in study.seeds]
+    analyses = {p: tasks.analyses[p] for p in pairs}
+    write_report(study, run.path, tasks.chat, tasks.runs, analyses, wall_seconds=time.time() - start)
     run.time_stage("total", time.time() - start)
     return run.path
