@@ -81,7 +81,8 @@ class LoraSolution(Solution):
             b_dev = b.to(module.weight.device, module.weight.dtype)
 
             def hook(mod, args, output, a=a_dev, b=b_dev):
-                return output + factor * ((args[0] @ a.T) @ b.T)
+                low = args[0].reshape(-1, a.shape[1]) @ a.T  # (N, r)
+                return torch.addmm(output.reshape(-1, b.shape[0]), low, b.T, alpha=factor).view_as(output)  # one pass over (N, out)
 
             handles.append(module.register_forward_hook(hook))
         try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from transformers import PreTrainedTokenizerBase
+
 from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
 from emlab.solutions import load_solution
@@ -39,13 +41,25 @@ class FinetuneJob:
         return asdict(self)
 
 
+_EVALUATORS: dict[tuple[str, str, str], ExactEvaluator] = {}
+
+
+def exact_evaluator(world: World, tokenizer: PreTrainedTokenizerBase, domain: str, model_dir: str) -> ExactEvaluator:
+    """The ExactEvaluator of this world, domain and chat model, tokenised once per process
+    (a worker runs many fine-tunes of the same chat model)."""
+    key = (model_dir, world.config.model_dump_json(), domain)
+    if key not in _EVALUATORS:
+        _EVALUATORS[key] = ExactEvaluator(world, tokenizer, domain)
+    return _EVALUATORS[key]
+
+
 def finetune(study: StudyConfig, world: World, model_dir: str, job: FinetuneJob, folder: Path) -> dict:
     """Run `job` in `folder`; returns exact rates over steps and at the end, and the sampled
     labels and rates of the solution."""
     method = study.methods[job.method]
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     domain = study.trained_domain
-    evaluator = ExactEvaluator(world, tokenizer, domain)
+    evaluator = exact_evaluator(world, tokenizer, domain, model_dir)
     recipe = method.recipe if job.steps is None else method.recipe.model_copy(update={"steps": job.steps})
     config = recipe_config(
         "finetune",
