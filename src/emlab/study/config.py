@@ -88,8 +88,9 @@ class StudyConfig(EmlabConfig):
     world: WorldConfig = Field(default_factory=WorldConfig, description="The world and its pre-training persona mixture.")
     model: TinyModelConfig = Field(default_factory=TinyModelConfig, description="The tiny decoder.")
     pretrain: RecipeConfig = Field(
-        default_factory=lambda: RecipeConfig(steps=600, batch_size=32, lr=1e-2, warmup_steps=50, schedule="cosine"),
-        description="Pre-training on the persona corpus (loss on all tokens).",
+        default_factory=lambda: RecipeConfig(steps=600, batch_size=24, lr=1e-2, warmup_steps=50, schedule="cosine"),
+        description="Pre-training on the persona corpus (loss on all tokens). Default 600 steps of 24 documents, lr 1e-2 "
+        "(cosine, 50 warm-up steps): as coherent a chat model as batches of 32, at 3/4 of the tokens; fewer steps are not.",
     )
     chat_tune: RecipeConfig = Field(
         default_factory=lambda: RecipeConfig(steps=20, batch_size=32, lr=3e-4),
