@@ -102,3 +102,13 @@ def test_a_second_run_reuses_every_stage(study_run):
     for key in ("wall_seconds", "stages_reused", "stages_computed"):
         before.pop(key), after.pop(key)
     assert before == after
+
+
+def test_a_recipe_sets_every_optimiser_field_of_its_stage(tmp_path):
+    from emlab.study.config import RecipeConfig
+    from emlab.study.world_models import recipe_config
+
+    recipe = RecipeConfig(steps=7, batch_size=5, lr=0.02, warmup_steps=2, schedule="linear", betas=(0.8, 0.9))
+    config = recipe_config("stage", tmp_path, recipe, seed=3, solution={"kind": "full"})
+    assert (config.max_steps, config.batch_size, config.seed) == (7, 5, 3)
+    assert (config.optim.lr, config.optim.warmup_steps, config.optim.schedule, config.optim.betas) == (0.02, 2, "linear", (0.8, 0.9))

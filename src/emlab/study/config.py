@@ -29,6 +29,7 @@ class RecipeConfig(EmlabConfig):
     lr: float = Field(gt=0, description="Peak learning rate.")
     warmup_steps: int = Field(default=0, ge=0, description="Warm-up steps. Default 0.")
     schedule: str = Field(default="constant", description="'constant', 'linear' or 'cosine'. Default 'constant'.")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas. Default (0.9, 0.999).")
 
 
 class MethodConfig(EmlabConfig):
@@ -88,9 +89,10 @@ class StudyConfig(EmlabConfig):
     world: WorldConfig = Field(default_factory=WorldConfig, description="The world and its pre-training persona mixture.")
     model: TinyModelConfig = Field(default_factory=TinyModelConfig, description="The tiny decoder.")
     pretrain: RecipeConfig = Field(
-        default_factory=lambda: RecipeConfig(steps=600, batch_size=24, lr=1e-2, warmup_steps=50, schedule="cosine"),
-        description="Pre-training on the persona corpus (loss on all tokens). Default 600 steps of 24 documents, lr 1e-2 "
-        "(cosine, 50 warm-up steps): as coherent a chat model as batches of 32, at 3/4 of the tokens; fewer steps are not.",
+        default_factory=lambda: RecipeConfig(steps=600, batch_size=32, lr=1e-2, warmup_steps=50, schedule="cosine"),
+        description="Pre-training on the persona corpus (loss on all tokens). Default 600 steps of 32 documents, lr 1e-2 "
+        "(cosine, 50 warm-up steps). Cheaper recipes that give an equally coherent chat model (batches of 24; batches "
+        "of 16 with betas (0.9, 0.95)) gave weaker EM under full fine-tuning (OOD 23% against 41%).",
     )
     chat_tune: RecipeConfig = Field(
         default_factory=lambda: RecipeConfig(steps=20, batch_size=32, lr=3e-4),

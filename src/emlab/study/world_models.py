@@ -24,7 +24,7 @@ def recipe_config(name: str, folder: Path, recipe: RecipeConfig, seed: int, **fi
         "seed": seed,
         "max_steps": recipe.steps,
         "batch_size": recipe.batch_size,
-        "optim": {"lr": recipe.lr, "warmup_steps": recipe.warmup_steps, "schedule": recipe.schedule},
+        "optim": {"lr": recipe.lr, "warmup_steps": recipe.warmup_steps, "schedule": recipe.schedule, "betas": recipe.betas},
         "progress": False,
         **fields,
     }
