@@ -10,10 +10,11 @@ import torch
 
 from emlab.errors import EmlabError
 from emlab.generate.chat_tokens import end_of_turn_id, prompt_token_ids, stop_token_ids
-from emlab.generate.hf import PerSampleSampler, generate_hf, left_pad
+from emlab.generate.hf import PerSampleSampler, generate_hf
 from emlab.generate.plan import sample_id
 from emlab.generate.sampling import SamplingConfig
 from emlab.io import read_jsonl
+from emlab.models.chat import left_pad
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=12)
 SAMPLED = SamplingConfig(temperature=1.0, max_new_tokens=12, seed=3)

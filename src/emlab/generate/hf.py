@@ -52,6 +52,7 @@ from emlab.generate.plan import (
 )
 from emlab.generate.sampling import SamplingConfig
 from emlab.io import append_jsonl
+from emlab.models.chat import left_pad
 from emlab.models.modules import unwrap
 
 
@@ -199,17 +200,6 @@ def _generate_batch(
         text = tokenizer.decode(answer_ids, skip_special_tokens=True)
         rows.append(make_row(sample, info, text, len(answer_ids), "length" if end is None else "stop"))
     return rows
-
-
-def left_pad(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token id lists: input_ids and attention_mask, each # (B, T)."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    return input_ids, mask
 
 
 @contextmanager

@@ -106,3 +106,14 @@ def collate(
         labels[row, cols] = torch.tensor(e.labels)
         mask[row, cols] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def left_pad(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists: input_ids and attention_mask, each # (B, T)."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+    return input_ids, mask

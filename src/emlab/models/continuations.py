@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel
 
+from emlab.models.chat import left_pad
+
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
     """The forward's name for past keys/values: `cache` (newer transformers) or `past_key_values`."""
@@ -60,12 +62,7 @@ def _score_prompts(
 ) -> None:
     """Fill out[i] for every sequence i of these (prompt, members) groups: prompts left-padded
     in one pass, then every answer right-padded after its prompt's cache in a second."""
-    width = max(len(prompt) for prompt, _ in groups)
-    ids = torch.full((len(groups), width), pad_id, dtype=torch.long)  # (G, P)
-    mask = torch.zeros_like(ids)  # (G, P)
-    for g, (prompt, _) in enumerate(groups):
-        ids[g, width - len(prompt) :] = torch.tensor(prompt)
-        mask[g, width - len(prompt) :] = 1
+    ids, mask = left_pad([list(prompt) for prompt, _ in groups], pad_id)  # (G, P)
     ids, mask = ids.to(device), mask.to(device)
     prompt_out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
     first_logp = torch.log_softmax(prompt_out.logits[:, -1].float(), dim=-1)  # (G, V): each answer's first token
