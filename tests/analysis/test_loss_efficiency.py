@@ -55,7 +55,12 @@ def test_sweep_evaluates_each_multiplier_once(model, tiny_tokenizer, toy_data, l
     assert len(passes) == 5 * 2  # m = 1 and the base (m = 0) are not evaluated again
     passes.clear()
     apart = efficiency_curve(evaluator, lora_general, "general", multipliers=[2.0, 0.5])
-    assert len(passes) == 4 * 2  # 0.5, 1, 2 and the base model
+    assert len(passes) == 3 * 2  # 0.5, 1 and 2: the evaluator holds the base model's loss since m = 0
+    passes.clear()
+    fresh = LossEvaluator(model, tiny_tokenizer, toy_data[0][:12], batch_size=6)
+    zeros = fresh.evaluate_many([lora_general.scaled(0.0), None, lora_general.scaled(0.0), lora_general])
+    assert len(passes) == 2 * 2  # the base once (three ways of asking for it), the solution once
+    assert zeros[0] == zeros[1] == zeros[2] == curve.base_loss and zeros[3] == curve.loss_at_one
     handle.remove()
     assert curve.base_loss == evaluator.evaluate(None) == apart.base_loss  # m = 0 is the base model exactly
     assert curve.loss_at_one == curve.losses[2] == apart.loss_at_one == evaluator.evaluate(lora_general)

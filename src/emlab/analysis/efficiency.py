@@ -95,8 +95,7 @@ def efficiency_curve(
     """Sweep `solution.scaled(m)` over `multipliers` (steering vectors batched per forward pass).
 
     One evaluation per distinct multiplier: m = 1 (`loss_at_one`) is added only when absent,
-    and the base loss, when not given, is the loss at m = 0 (the solution scaled to nothing
-    is the base model) or, without m = 0, one more evaluation.
+    and the base loss, when not given, is the evaluator's (free after m = 0, which is the base model).
     """
     norm = solution.norm()
     if norm == 0:
@@ -105,11 +104,9 @@ def efficiency_curve(
     if not ms or ms[0] < 0:
         raise EmlabError(f"multipliers must be non-negative (the sweep is m in [0, 2]), got {list(multipliers)}.")
     points = sorted({*ms, 1.0})
-    extra_base = base_loss is None and points[0] != 0.0
-    values = evaluator.evaluate_many([*(solution.scaled(m) for m in points), *([None] if extra_base else [])])
-    loss = dict(zip(points, values, strict=False))
+    loss = dict(zip(points, evaluator.evaluate_many([solution.scaled(m) for m in points]), strict=True))
     if base_loss is None:
-        base_loss = values[-1] if extra_base else loss[0.0]
+        base_loss = evaluator.evaluate(None)
     return EfficiencyCurve(name, norm, ms, [abs(m) * norm for m in ms], [loss[m] for m in ms], loss[1.0], base_loss)
 
 

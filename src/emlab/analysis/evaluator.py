@@ -115,6 +115,7 @@ class BatchedEvaluator(ABC):
         self.model = model
         self.batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
         self.max_rows = max_rows
+        self._base_value: float | None = None
 
     @abstractmethod
     def _prepare(self, batch: Batch) -> Any:
@@ -133,7 +134,21 @@ class BatchedEvaluator(ABC):
         return self.evaluate_many([solution])[0]
 
     def evaluate_many(self, solutions: Sequence[Solution | None]) -> list[float]:
-        """The metric under each solution, in order (per-batch data computed once; sets model.eval())."""
+        """The metric under each solution, in order (per-batch data computed once; sets model.eval()).
+        A solution scaled by 0 is the base model (None): the base is evaluated once per evaluator,
+        whose model is taken as fixed."""
+        is_base = [s is None or s.multiplier == 0 for s in solutions]
+        todo: list[Solution | None] = [s for s, base in zip(solutions, is_base, strict=True) if not base]
+        need_base = any(is_base) and self._base_value is None
+        values = self._evaluate_all([*todo, None] if need_base else todo)
+        if need_base:
+            self._base_value = values.pop()
+        rest = iter(values)
+        return [self._base_value if base else next(rest) for base in is_base]
+
+    def _evaluate_all(self, solutions: Sequence[Solution | None]) -> list[float]:
+        if not solutions:
+            return []
         sums = torch.zeros(len(solutions), dtype=torch.float64)
         count = 0
         self.model.eval()

@@ -25,6 +25,8 @@ class Solution(ABC):
     """
 
     kind: ClassVar[str]
+    multiplier: float
+    """The factor set by `scaled(m)` (1 as trained; 0: no change at all)."""
     META_FILE: ClassVar[str] = "emlab_solution.json"
 
     @abstractmethod
