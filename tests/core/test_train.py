@@ -195,3 +195,30 @@ def test_top_k_cache_holds_the_base_model_even_when_training_starts_elsewhere(tm
     cached = run("cached", {"weight": 1.0, "base": "top_k", "top_k": 100_000}, init=start)
     assert exact.metrics[0]["kl"] > 1e-3  # the run starts away from the base
     assert cached.metrics[0]["kl"] == pytest.approx(exact.metrics[0]["kl"], rel=1e-3)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision setting per process: start and leave it unset."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+@pytest.mark.parametrize("weights", [torch.bfloat16, torch.float32])
+def test_bf16_mixed_precision_trains_with_a_zero_kl_at_the_start(tmp_path, tiny_tokenizer, toy_data, weights, fresh_accelerate_state):
+    """mixed_precision bf16 (the shipped Qwen configs) with bf16 or float32 weights: the output head
+    takes the autocast outputs of the model, and the base pass runs under the same precision as
+    the tuned pass, so the KL of an untrained LoRA is 0, not the gap between two precisions."""
+    from emlab.models.tiny import tiny_qwen2
+
+    model = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3).to(weights)
+    cfg = _cfg(tmp_path, "lora", mixed_precision="bf16", kl={"weight": 1.0}, max_steps=20)
+    result = train(cfg, model, tiny_tokenizer, *toy_data)
+    assert result.metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert result.metrics[-1]["kl"] > 0  # the trained LoRA moved the OOD predictions
+    losses = [r["sft"] for r in result.metrics]
+    assert sum(losses[-5:]) < 0.85 * sum(losses[:5])
+    assert result.solution.norm() > 0

@@ -55,7 +55,8 @@ class OutputHead:
         self.vocab_size = int(self.module.out_features)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.module(hidden)
+        # mixed precision hands back float32 hidden states of a bf16/fp16 model
+        logits = self.module(hidden.to(self.module.weight.dtype))
         if self.scale != 1.0:
             logits = logits * self.scale
         return self.cap * torch.tanh(logits / self.cap) if self.cap else logits
