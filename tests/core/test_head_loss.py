@@ -11,7 +11,7 @@ from torch import nn
 
 from emlab.train import head_loss as hl
 from emlab.train.base_reference import TopKBase, kl_chunks
-from emlab.train.losses import token_kl, with_rest
+from emlab.train.losses import ExactKL, token_kl, with_rest
 
 
 class _Model(nn.Module):
@@ -27,13 +27,13 @@ class _Model(nn.Module):
 
 
 class _FixedBase:
-    """A BaseTarget holding full-vocabulary base log-probs # (N, V)."""
+    """A BaseTarget holding full-vocabulary base log-probs # (N, V), compared as ExactBase does."""
 
     def __init__(self, log_probs: torch.Tensor) -> None:
         self.log_probs = log_probs
 
-    def compare(self, log_tuned, start, stop):
-        return log_tuned, self.log_probs[start:stop]
+    def kl(self, logits, start, stop, direction):
+        return ExactKL.apply(logits, self.log_probs[start:stop].clone(), direction)
 
 
 @pytest.fixture(autouse=True)

@@ -102,6 +102,25 @@ def test_token_kl_hand_computed():
     torch.testing.assert_close(rev, (q * (q.log() - p.log())).sum(-1))
 
 
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_closed_form_kl_matches_autograd(direction):
+    from emlab.train.losses import ExactKL
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(5, 11, generator=gen)).requires_grad_()
+    log_base = torch.log_softmax(3 * torch.randn(5, 11, generator=gen), dim=-1)
+    want = token_kl(logits, log_base, direction).sum()
+    (want_grad,) = torch.autograd.grad(2.5 * want, logits)
+    got = ExactKL.apply(logits, log_base.clone(), direction)
+    (got_grad,) = torch.autograd.grad(2.5 * got, logits)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+    assert want > 0.1  # distinct distributions: a gradient of zeros could not pass
+    # equal distributions: exactly zero, not a rounding residue
+    same = ExactKL.apply(logits.detach(), torch.log_softmax(logits.detach(), dim=-1), direction)
+    assert same == 0
+
+
 def test_reference_weight_convention():
     cfg = validate_config({"kl": {"weight": 1e5, "convention": "reference"}}, TrainConfig)
     assert cfg.kl.per_token_weight(151_936) == pytest.approx(0.658, abs=1e-3)

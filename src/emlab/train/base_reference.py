@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from emlab.models.chat import Encoded, collate
 from emlab.train.head_loss import ChunkLoss, OutputHead, chunk_rows, final_hidden
-from emlab.train.losses import kl_of_log_probs, kl_positions, with_rest
+from emlab.train.losses import ExactKL, kl_of_log_probs, kl_positions, with_rest
 from emlab.train.trainable import Trainable
 
 Direction = Literal["forward", "reverse"]
@@ -29,18 +29,14 @@ Direction = Literal["forward", "reverse"]
 class BaseTarget(Protocol):
     """Base distributions of N rows (the KL positions of a batch, in row-major order)."""
 
-    def compare(self, log_tuned: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tuned, base) log-probabilities over the same buckets for rows start:stop; log_tuned # (C, V)."""
+    def kl(self, logits: torch.Tensor, start: int, stop: int, direction: Direction) -> torch.Tensor:
+        """Summed token KL (see `token_kl` for the directions) between the tuned rows start:stop,
+        logits # (C, V), and the base's; differentiable with respect to the logits."""
 
 
 def kl_chunks(base: BaseTarget, direction: Direction) -> ChunkLoss:
-    """Summed token KL between the tuned rows and `base` (see `token_kl` for the directions)."""
-
-    def loss(logits: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        tuned, reference = base.compare(F.log_softmax(logits.float(), dim=-1), start, stop)
-        return kl_of_log_probs(tuned, reference, direction).sum()
-
-    return loss
+    """Summed token KL between the tuned rows and `base`."""
+    return lambda logits, start, stop: base.kl(logits, start, stop, direction)
 
 
 def base_hidden(trainable: Trainable, model: nn.Module, batch: dict[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
@@ -55,10 +51,10 @@ class ExactBase:
     def __init__(self, trainable: Trainable, model: nn.Module, hidden: torch.Tensor) -> None:
         self.trainable, self.model, self.hidden = trainable, model, hidden
 
-    def compare(self, log_tuned: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def kl(self, logits: torch.Tensor, start: int, stop: int, direction: Direction) -> torch.Tensor:
         with torch.no_grad(), self.trainable.as_base(self.model) as base:
             log_base = F.log_softmax(OutputHead(base)(self.hidden[start:stop]).float(), dim=-1)
-        return log_tuned, log_base
+        return ExactKL.apply(logits, log_base, direction)
 
 
 class TopKBase:
@@ -67,10 +63,11 @@ class TopKBase:
     def __init__(self, ids: torch.Tensor, log_probs: torch.Tensor) -> None:
         self.ids, self.log_probs = ids, log_probs
 
-    def compare(self, log_tuned: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = self.ids[start:stop].to(log_tuned.device, torch.long)
-        tuned = with_rest(log_tuned.gather(-1, ids))
-        return tuned, with_rest(self.log_probs[start:stop].to(log_tuned.device, torch.float32))
+    def kl(self, logits: torch.Tensor, start: int, stop: int, direction: Direction) -> torch.Tensor:
+        ids = self.ids[start:stop].to(logits.device, torch.long)
+        tuned = with_rest(F.log_softmax(logits.float(), dim=-1).gather(-1, ids))
+        base = with_rest(self.log_probs[start:stop].to(logits.device, torch.float32))
+        return kl_of_log_probs(tuned, base, direction).sum()
 
 
 class TopKCache:

@@ -50,6 +50,33 @@ def kl_of_log_probs(
     return (log_tuned.exp() * (log_tuned - log_base)).sum(-1)
 
 
+class ExactKL(torch.autograd.Function):
+    """Summed token KL between tuned logits # (N, V) and base log-probabilities # (N, V), which it
+    overwrites, with the gradient in closed form, computed in the forward pass: forward
+    KL(base || tuned) has d/dz = softmax(z) - p_base, reverse KL(tuned || base) has
+    d/dz = p_tuned * (log p_tuned - log p_base - KL). Besides the logits it holds two (N, V)
+    tensors and temporaries of an eighth of the rows (autograd through log_softmax holds five)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, log_base: torch.Tensor, direction: Literal["forward", "reverse"]) -> torch.Tensor:
+        log_tuned = F.log_softmax(logits.float(), dim=-1)
+        blocks = zip(log_tuned.tensor_split(8), log_base.tensor_split(8), strict=True)
+        rows = torch.cat([kl_of_log_probs(tuned, base, direction) for tuned, base in blocks])  # (N,)
+        if direction == "forward":
+            grad = log_tuned.exp_().sub_(log_base.exp_())
+        else:
+            centred = log_base.sub_(log_tuned).neg_().sub_(rows[:, None])  # log p_tuned - log p_base - KL
+            grad = log_tuned.exp_().mul_(centred)
+        ctx.save_for_backward(grad)
+        ctx.dtype = logits.dtype
+        return rows.sum()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (grad,) = ctx.saved_tensors  # backward runs once: scale the saved gradient in place
+        return grad.mul_(grad_output.to(grad.dtype)).to(ctx.dtype), None, None
+
+
 def with_rest(log_probs: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of k tokens # (N, k) -> (N, k+1): the k tokens, then the rest of the
     vocabulary as one bucket, log(1 - sum p) (floored at a tiny mass to stay finite)."""
