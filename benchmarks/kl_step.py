@@ -4,10 +4,14 @@ peak memory, side by side.
     python benchmarks/kl_step.py [--model tiny|smollm2] [--steps 6]   # JSON for one model
     python benchmarks/kl_step.py --markdown                             # RESULTS.md section
 
-Each variant runs in its own process. Its peak memory is what a GPU's peak allocation would
-count: the process's peak resident set from just before training (model loaded; Linux VmHWM,
-reset through /proc/self/clear_refs) minus its resident set with the libraries imported and
-no model (torch, transformers and peft alone hold about 450 MiB). The FLOP floor of SFT+KL with an OOD batch as large as the SFT batch is
+Each variant runs in its own processes: timing runs, and one memory run (MEMORY_STEPS steps,
+under the profiler, which slows steps down). Peak memory is what a GPU's
+torch.cuda.max_memory_allocated would count: the bytes of tensors alive at the peak (weights,
+LoRA parameters, gradients, optimiser state, reference copies and caches, activations, logits),
+the same way for every model: the model's parameters and buffers (unique storages) plus the
+peak of the net bytes that torch's allocator hands out during the training call (torch.profiler
+with profile_memory; see `peak_tensor_bytes`). Python objects, the tokenizer and encoded data
+are not counted. The FLOP floor of SFT+KL with an OOD batch as large as the SFT batch is
 about 2.33x SFT (one extra forward and backward, one extra no-grad forward).
 """
 
@@ -16,12 +20,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 WORDS = "the cat sat on a mat and the dog ran to the park with a ball under blue sky".split()
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -33,11 +35,13 @@ VARIANTS = {
     "full_sft": ("full", None),
     "full_kl": ("full", "exact"),
     "full_kl_top_k": ("full", "top_k"),
-    "lora_kl_top_k": ("lora", "top_k"),  # on the command line only: --variant lora_sft --variant lora_kl_top_k
+    "lora_kl_top_k": ("lora", "top_k"),
 }
-SECTION_VARIANTS = ["lora_sft", "lora_kl", "lora_reference", "full_sft", "full_kl", "full_kl_top_k"]
+SECTION_VARIANTS = ["lora_sft", "lora_kl", "lora_kl_top_k", "lora_reference", "full_sft", "full_kl", "full_kl_top_k"]
 """The variants of the RESULTS.md section."""
 BATCH = 8
+MEMORY_STEPS = 3
+"""Steps of a memory run: the optimiser state exists after the first, and two steps run with it."""
 
 
 def conversations(n: int, seed: int, words: int) -> list[list[dict[str, str]]]:
@@ -63,37 +67,87 @@ def _model(name: str):
     return load_model(ModelConfig(name_or_path=name))
 
 
-def _reset_peak_memory() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
+def tensor_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors` (tied weights and views counted once)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
 
 
-def _memory_mib(field: str) -> float:
-    """VmRSS (resident now) or VmHWM (peak resident) of this process."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
+def peak_tensor_bytes(fn, alive: int = 0):
+    """(fn(), peak bytes of tensors alive while it ran): `alive` (the bytes of the tensors that
+    exist before the call, which the profiler does not see) plus the peak of the bytes the CPU
+    allocator has out, net of frees, over the allocations and frees made during the call.
+
+    Each allocation event carries the allocator's running total (`total_allocated`): the bytes
+    allocated while memory profiling was on, less those of them freed since. That total is
+    process-wide, so its value before the call (the lowest total before any event) is
+    subtracted; a process should profile one call only, or a tensor from an earlier profiled
+    call freed during this one would lower that value. A tensor made before the call and freed
+    during it is not seen (its bytes stay counted in `alive`)."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:  # allocations sit at the top level and under the ops that made them
+        e = stack.pop()
+        stack.extend(e.children)
+        if e.tag == _EventType.Allocation and e.extra_fields.device.type == "cpu":
+            events.append(e.extra_fields)
+    if not events:
+        return result, alive
+    before = min(e.total_allocated - e.alloc_size for e in events)
+    return result, alive + max(e.total_allocated for e in events) - before
 
 
-def worker(model_name: str, variant: str, steps: int) -> dict:
-    """Train `steps` steps of one variant (batch 8, ~128 tokens) and time the steps after the first."""
-    import peft  # noqa: F401  (libraries resident before the baseline)
+def worker(model_name: str, variant: str, steps: int, what: str) -> dict:
+    """Train `steps` steps of one variant (batch 8, ~128 tokens). `what`: 'time' (seconds per step
+    after the first, and the whole call) or 'memory' (peak tensor MiB, under the profiler)."""
     import torch
 
-    import emlab.train.loop  # noqa: F401
-
     torch.set_num_threads(1)
-    libraries = _memory_mib("VmRSS")
     model, tokenizer = _model(model_name)
     kind, kl = VARIANTS[variant]
-    _reset_peak_memory()
+
+    def run() -> float:
+        if kl == "reference":
+            return reference_design(model, tokenizer, steps)
+        return emlab_steps(model, tokenizer, kind, kl, steps)
+
+    if what == "memory":
+        weights = tensor_bytes([*model.parameters(), *model.buffers()])
+        _, peak = peak_tensor_bytes(run, weights)
+        return {"peak_mib": peak / 2**20}
+    floor = lora_flop_floor(model, tokenizer)
     start = time.perf_counter()
-    if kl == "reference":
-        per_step = reference_design(model, tokenizer, steps)
-    else:
-        per_step = emlab_steps(model, tokenizer, kind, kl, steps)
-    seconds = time.perf_counter() - start
-    return {"step_seconds": per_step, "total_seconds": seconds, "peak_rss_mib": _memory_mib("VmHWM") - libraries}
+    per_step = run()
+    return {"step_seconds": per_step, "total_seconds": time.perf_counter() - start, "lora_flop_floor": floor}
+
+
+def lora_flop_floor(model, tokenizer) -> float:
+    """FLOPs of a LoRA SFT+KL step over a plain SFT step on this benchmark's data, counting the
+    matrix products of the linear layers (attention scores and the rank-16 adapters left out).
+    A forward costs 2 N FLOPs a token in the decoder (N: its linear weights) and 2 d V a scored
+    position in the output head; with the base weights frozen a pass with gradients costs two
+    forwards (input gradients only). SFT: a pass with gradients over the SFT tokens, scoring the
+    assistant positions; SFT+KL adds one over the OOD tokens scoring every position, and a base
+    forward over them."""
+    from torch import nn
+
+    from emlab.models.chat import IGNORE, encode_conversations
+
+    head = model.get_output_embeddings()
+    body = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m is not head)
+
+    def forward_flops(rows) -> int:
+        tokens = sum(len(e.input_ids) for e in rows)
+        scored = sum(label != IGNORE for e in rows for label in e.labels[1:])
+        return 2 * body * tokens + 2 * head.weight.numel() * scored
+
+    sft = forward_flops(encode_conversations(tokenizer, conversations(64, 0, 50), 512, "assistant"))
+    ood = forward_flops(encode_conversations(tokenizer, conversations(64, 1, 50), 512, "all"))
+    return (2 * sft + 2 * ood + ood) / (2 * sft)
 
 
 def _solution(kind: str) -> dict:
@@ -157,21 +211,27 @@ def reference_design(model, tokenizer, steps: int) -> float:
     return sum(times[1:]) / (len(times) - 1)
 
 
-def measure(model: str, steps: int, variants: list[str], repeats: int = 1) -> dict:
-    """Each variant in fresh processes, `repeats` rounds alternating the variants; per variant the
-    best step time and the lowest peak memory over its rounds. Tensors of 1 MiB or more get their
-    own memory mappings (MALLOC_MMAP_THRESHOLD_), so freed ones leave the resident set at once, as
-    on a GPU's caching allocator, instead of staying in the C heap."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
+def measure(model: str, steps: int, variants: list[str], repeats: int = 1, what: tuple[str, ...] = ("time", "memory")) -> dict:
+    """Each variant in fresh processes: for time, `repeats` rounds alternating the variants, per
+    variant the best step time over its rounds; for memory, one run of MEMORY_STEPS steps
+    (deterministic: the optimiser state exists from the first step on, and a step runs with it)."""
     runs: dict[str, list[dict]] = {v: [] for v in variants}
-    for _ in range(repeats):
+    for _ in range(repeats if "time" in what else 0):
         for variant in variants:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--worker", "--model", model, "--steps", str(steps), "--variant", variant],
-                capture_output=True, text=True, check=True, env=env,
-            )
-            runs[variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {v: {key: min(r[key] for r in rs) for key in rs[0]} for v, rs in runs.items()}
+            runs[variant].append(_worker_run(model, variant, steps, "time"))
+    result = {v: {key: min(r[key] for r in rs) for key in rs[0]} if rs else {} for v, rs in runs.items()}
+    if "memory" in what:
+        for variant in variants:
+            result[variant].update(_worker_run(model, variant, MEMORY_STEPS, "memory"))
+    return result
+
+
+def _worker_run(model: str, variant: str, steps: int, what: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", "--measure", what, "--model", model, "--steps", str(steps), "--variant", variant],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _setup(result: dict, steps: int) -> float:
@@ -185,31 +245,34 @@ def markdown() -> str:
     for model, steps, repeats in (("tiny", 12, 3), ("smollm2", 4, 2)):
         label = "tiny" if model == "tiny" else "SmolLM2-135M"
         r = measure(model, steps, SECTION_VARIANTS, repeats)
-        sft, kl, ref = r["lora_sft"], r["lora_kl"], r["lora_reference"]
+        sft, kl, top_k, ref = r["lora_sft"], r["lora_kl"], r["lora_kl_top_k"], r["lora_reference"]
         lora_rows.append(
             f"| {label} | {sft['step_seconds']:.3f} / {kl['step_seconds']:.3f} / {ref['step_seconds']:.3f} s "
-            f"| **{kl['step_seconds'] / sft['step_seconds']:.2f}x** (<= 2.5x) "
-            f"| {sft['peak_rss_mib']:.0f} / {kl['peak_rss_mib']:.0f} / {ref['peak_rss_mib']:.0f} MiB "
-            f"| **{kl['peak_rss_mib'] / sft['peak_rss_mib']:.2f}x** (<= 1.15x) | **{kl['peak_rss_mib'] / ref['peak_rss_mib']:.2f}x** (<= 0.6x) |"
+            f"| **{kl['step_seconds'] / sft['step_seconds']:.2f}x** (<= 2.5x) | {kl['lora_flop_floor']:.2f}x "
+            f"| {top_k['step_seconds'] / sft['step_seconds']:.2f}x "
+            f"| {sft['peak_mib']:.0f} / {kl['peak_mib']:.0f} / {ref['peak_mib']:.0f} MiB "
+            f"| **{kl['peak_mib'] / sft['peak_mib']:.2f}x** (<= 1.15x) | **{kl['peak_mib'] / ref['peak_mib']:.2f}x** (<= 0.6x) |"
         )
         fs, fe, ft = r["full_sft"], r["full_kl"], r["full_kl_top_k"]
         full_rows.append(
             f"| {label} | {fs['step_seconds']:.3f} / {fe['step_seconds']:.3f} / {ft['step_seconds']:.3f} s "
             f"| {fe['step_seconds'] / fs['step_seconds']:.2f}x / {ft['step_seconds'] / fs['step_seconds']:.2f}x "
             f"| {_setup(ft, steps) - _setup(fs, steps):.2f} s "
-            f"| {fs['peak_rss_mib']:.0f} / {fe['peak_rss_mib']:.0f} / {ft['peak_rss_mib']:.0f} MiB "
-            f"| {fe['peak_rss_mib'] / fs['peak_rss_mib']:.2f}x / {ft['peak_rss_mib'] / fs['peak_rss_mib']:.2f}x |"
+            f"| {fs['peak_mib']:.0f} / {fe['peak_mib']:.0f} / {ft['peak_mib']:.0f} MiB "
+            f"| {fe['peak_mib'] / fs['peak_mib']:.2f}x / {ft['peak_mib'] / fs['peak_mib']:.2f}x |"
         )
     return "\n".join([
         "## KL-regularised step vs plain SFT step",
         "",
         "Batch 8 x ~128 tokens (random 50-word user and assistant turns), OOD batch as large as the SFT batch,",
-        "KL over all non-pad OOD positions, torch threads 1, one process per variant and round (tiny: best of 3 rounds,",
-        "SmolLM2: best of 2; rounds alternate the variants). Peak memory: the process's peak",
-        "resident set during training minus its resident set with the libraries loaded and no model (what a GPU's",
-        "peak allocation counts: weights, optimiser state, activations, logits), with tensors of 1 MiB or more in their own",
-        "memory mappings so that freed memory leaves the resident set (the C heap otherwise keeps it, and the",
-        "resident set then overstates live memory by up to 1.5 GiB here). Rerun: `python benchmarks/run.py kl_step`.",
+        "KL over all non-pad OOD positions, torch threads 1, one process per variant and run. Step time: best of 3 rounds",
+        "(tiny) or 2 (SmolLM2), rounds alternating the variants. Peak memory: a separate run of "
+        f"{MEMORY_STEPS} steps per variant (under",
+        "the profiler, which slows steps down), counting what a GPU's `torch.cuda.max_memory_allocated` counts: the bytes",
+        "of tensors alive at the peak (weights, LoRA parameters, gradients, optimiser state, reference copies and caches,",
+        "activations, logits), the same way for both models: the loaded model's parameters and buffers plus the peak of",
+        "the bytes torch's allocator has out during training (`torch.profiler` with `profile_memory`). Python objects,",
+        "tokenizer and encoded data are not counted. Rerun: `python benchmarks/run.py kl_step`.",
         "",
         "LoRA r16 on all projections. Baseline for time and memory: emlab's plain SFT step (same model, batch, LoRA).",
         "Reference design: the reference code's KL step (a second full model copy for the reference logits,",
@@ -217,13 +280,18 @@ def markdown() -> str:
         "",
         "Where the time goes: LoRA leaves the base weights frozen, so a pass with gradients costs about two forwards (no",
         "weight gradients), and the floor of the KL step is (2 SFT + 2 OOD + 1 base forward) / 2 = 2.5x, not the 2.33x of",
-        "full fine-tuning; the KL also puts every OOD position through the output head and two softmaxes while SFT scores",
-        "only assistant positions. Without the per-step base forward (`kl.base: top_k`) the floor is 2x. The tiny model's",
-        "tensors take under 1 MiB: its memory is Python objects, tokenizer and encoded data (the KL run holds a second",
-        "dataset), so its memory ratios say nothing about tensors; SmolLM2's do.",
+        "full fine-tuning, before the output head: the KL puts every OOD position through it (forward and backward for",
+        "the tuned model, forward for the base) while SFT scores only the assistant positions, about half. The FLOP floor",
+        "column counts both on this data (`lora_flop_floor`: the linear layers' matrix products; SmolLM2's head is 28M of",
+        "its 135M weights); a target of 2.5x lies below the floor of a KL over all positions. Without the per-step base",
+        "forward (`kl.base: top_k`: the base's top-k log-probs cached before training; column top-k) the floor is about 2x",
+        "plus the cache build. The exact KL's value and gradient are computed in closed form (`losses.ExactKL`). The tiny model's",
+        "weights take under 1 MiB: its peak is activations and logits, and with a 300-token vocabulary against hidden",
+        "size 64 the KL's full-vocabulary temporaries (one chunk holds every OOD position here) weigh more against its",
+        "activations than on SmolLM2.",
         "",
-        "| model | step: SFT / SFT+KL / reference design | time ratio | peak memory: SFT / SFT+KL / reference | memory vs SFT | memory vs reference |",
-        "|---|---|---|---|---|---|",
+        "| model | step: SFT / SFT+KL / reference design | time ratio | FLOP floor | top-k: time ratio | peak memory: SFT / SFT+KL / reference | memory vs SFT | memory vs reference |",
+        "|---|---|---|---|---|---|---|---|",
         *lora_rows,
         "",
         "Full fine-tuning: the exact KL keeps a frozen copy of the base model; `kl.base: top_k` instead caches the base's",
@@ -241,12 +309,14 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--variant", choices=list(VARIANTS), action="append")
+    parser.add_argument("--measure", choices=["time", "memory"], help="only this (a worker: required); default both")
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     if args.markdown:
         print(markdown())
     elif args.worker:
-        print(json.dumps(worker(args.model, args.variant[0], args.steps)))
+        print(json.dumps(worker(args.model, args.variant[0], args.steps, args.measure)))
     else:
-        print(json.dumps(measure(args.model, args.steps, args.variant or list(VARIANTS)), indent=2))
+        what = (args.measure,) if args.measure else ("time", "memory")
+        print(json.dumps(measure(args.model, args.steps, args.variant or list(VARIANTS), what=what), indent=2))

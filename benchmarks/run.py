@@ -22,6 +22,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 BENCHMARKS = ["kl_step", "study", "generation", "judging", "sweeps"]
 """Run in this order; a section per script."""
+GPU_BENCHMARKS = ["gpu_step"]
+"""Need a CUDA device: run by name on a GPU machine (`python benchmarks/run.py gpu_step`), never by `make bench`."""
 
 
 def machine() -> str:
@@ -44,9 +46,9 @@ def kept_sections() -> dict[str, str]:
 
 
 def main(names: list[str]) -> None:
-    unknown = set(names) - set(BENCHMARKS)
+    unknown = set(names) - set(BENCHMARKS) - set(GPU_BENCHMARKS)
     if unknown:
-        raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
+        raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS + GPU_BENCHMARKS}")
     sections = kept_sections()
     for name in names or BENCHMARKS:
         print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -56,7 +58,7 @@ def main(names: list[str]) -> None:
         f"Last written {time.strftime('%Y-%m-%d')} on {machine()}. Rerun all: `make bench`; one: "
         "`python benchmarks/run.py NAME`. Every ratio is measured side by side in one run against the baseline "
         "its section names; absolute times on this shared machine are noisy, ratios much less so.",
-        *(sections[n] for n in BENCHMARKS if n in sections),
+        *(sections[n] for n in BENCHMARKS + GPU_BENCHMARKS if n in sections),
     ]) + "\n"
     RESULTS.write_text(text)
     print(text)
