@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import BENCHMARKS, load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_step.py"
+SCRIPT = BENCHMARKS / "gpu_step.py"
 
 
 @pytest.fixture(scope="module")
 def gpu_step():
-    """The script as a module (benchmarks/ is no package: loaded from its path)."""
-    spec = importlib.util.spec_from_file_location("gpu_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from load_benchmark("gpu_step")
 
 
 def test_flops_by_hand(gpu_step):

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kl_step.py"
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def kl_step():
-    """The script as a module (benchmarks/ is no package: loaded from its path)."""
-    spec = importlib.util.spec_from_file_location("kl_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from load_benchmark("kl_step")
 
 
 def test_storages_counted_once(kl_step):
