@@ -40,6 +40,14 @@ VARIANTS = {
 SECTION_VARIANTS = ["lora_sft", "lora_kl", "lora_kl_top_k", "lora_reference", "full_sft", "full_kl", "full_kl_top_k"]
 """The variants of the RESULTS.md section."""
 BATCH = 8
+FINDINGS = (
+    "SmolLM2's time ratio moves with this shared machine's load: 2.54x (2026-11-28) and 3.05x (2026-11-29) for the same "
+    "kind of run. Side by side on 2026-11-29, one process each, alternating: the LoRA SFT+KL step of this release took "
+    "27.5 / 26.4 / 23.4 s and the previous release's (2aaf30e, before the closed-form KL) 25.5 / 26.2 / 24.2 s, no "
+    "difference beyond the noise. What would close the gap to 2.5x: nothing below the FLOP floor of an exact KL over every "
+    "OOD position; `kl.scope: assistant` (half the head rows) or `kl.base: top_k` (no base forward; column top-k) do."
+)
+"""Measured findings printed under the LoRA table (update them when the picture changes)."""
 MEMORY_STEPS = 3
 """Steps of a memory run: the optimiser state exists after the first, and two steps run with it."""
 
@@ -293,6 +301,8 @@ def markdown() -> str:
         "| model | step: SFT / SFT+KL / reference design | time ratio | FLOP floor | top-k: time ratio | peak memory: SFT / SFT+KL / reference | memory vs SFT | memory vs reference |",
         "|---|---|---|---|---|---|---|---|",
         *lora_rows,
+        "",
+        FINDINGS,
         "",
         "Full fine-tuning: the exact KL keeps a frozen copy of the base model; `kl.base: top_k` instead caches the base's",
         "64 most likely tokens per OOD position once before training and keeps no copy (setup column: the top-k run's",
