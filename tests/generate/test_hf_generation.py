@@ -14,7 +14,7 @@ from emlab.generate.hf import PerSampleSampler, generate_hf
 from emlab.generate.plan import sample_id
 from emlab.generate.sampling import SamplingConfig
 from emlab.io import read_jsonl
-from emlab.models.chat import left_pad
+from emlab.models.chat import pad_sequences
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=12)
 SAMPLED = SamplingConfig(temperature=1.0, max_new_tokens=12, seed=3)
@@ -189,7 +189,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path, tiny_model, tiny_toke
 
 
 def test_left_pad_shapes():
-    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    ids, mask = pad_sequences([[5, 6, 7], [8]], pad_id=0, side="left")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 

@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from emlab.errors import DataError, EmlabError
-from emlab.models.chat import Encoded, collate
+from emlab.models.chat import pad_sequences
 
 OFFLINE = "pydoc"
 SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -103,8 +103,8 @@ def pad_chunks(chunks: list[list[int]], pad_id: int, batch_size: int) -> list[di
     """Right-padded batches: input_ids and attention_mask # (B, T), mask 0 on padding."""
     batches = []
     for i in range(0, len(chunks), batch_size):
-        batch = collate([Encoded(c, c) for c in chunks[i : i + batch_size]], pad_id)
-        batches.append({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+        ids, mask = pad_sequences(chunks[i : i + batch_size], pad_id)
+        batches.append({"input_ids": ids, "attention_mask": mask})
     return batches
 
 

@@ -52,7 +52,7 @@ from emlab.generate.plan import (
 )
 from emlab.generate.sampling import SamplingConfig
 from emlab.io import append_jsonl
-from emlab.models.chat import left_pad
+from emlab.models.chat import pad_sequences
 from emlab.models.modules import unwrap
 
 
@@ -182,7 +182,7 @@ def _generate_batch(
     pad_id: int,
     info: RunInfo,
 ) -> list[dict[str, Any]]:
-    input_ids, attention_mask = left_pad(prompt_ids, pad_id)  # (B, T), (B, T)
+    input_ids, attention_mask = pad_sequences(prompt_ids, pad_id, side="left")  # (B, T), (B, T)
     device = next(model.parameters()).device
     processors = None if sampling.greedy else LogitsProcessorList([PerSampleSampler([s.seed for s in batch], sampling)])
     out = model.generate(

@@ -91,29 +91,24 @@ def encode_conversations(
     return out
 
 
+def pad_sequences(
+    sequences: Sequence[Sequence[int]], pad_id: int, side: Literal["right", "left"] = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token id lists to the longest: the padded ids and the attention mask (1 on tokens), each # (B, T)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        cols = slice(0, len(seq)) if side == "right" else slice(width - len(seq), width)
+        ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+        mask[row, cols] = 1
+    return ids, mask
+
+
 def collate(
     batch: Sequence[Encoded], pad_id: int, side: Literal["right", "left"] = "right"
 ) -> dict[str, torch.Tensor]:
     """Pad a batch: input_ids, attention_mask, labels, each # (B, T)."""
-    width = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, e in enumerate(batch):
-        n = len(e.input_ids)
-        cols = slice(0, n) if side == "right" else slice(width - n, width)
-        ids[row, cols] = torch.tensor(e.input_ids)
-        labels[row, cols] = torch.tensor(e.labels)
-        mask[row, cols] = 1
+    ids, mask = pad_sequences([e.input_ids for e in batch], pad_id, side)
+    labels, _ = pad_sequences([e.labels for e in batch], IGNORE, side)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def left_pad(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token id lists: input_ids and attention_mask, each # (B, T)."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    return input_ids, mask

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel
 
-from emlab.models.chat import left_pad
+from emlab.models.chat import pad_sequences
 
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
@@ -62,21 +62,16 @@ def _score_prompts(
 ) -> None:
     """Fill out[i] for every sequence i of these (prompt, members) groups: prompts left-padded
     in one pass, then every answer right-padded after its prompt's cache in a second."""
-    ids, mask = left_pad([list(prompt) for prompt, _ in groups], pad_id)  # (G, P)
+    ids, mask = pad_sequences([prompt for prompt, _ in groups], pad_id, side="left")  # (G, P)
     ids, mask = ids.to(device), mask.to(device)
     prompt_out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
     first_logp = torch.log_softmax(prompt_out.logits[:, -1].float(), dim=-1)  # (G, V): each answer's first token
 
     members = [i for _, group in groups for i in group]
     owner = torch.tensor([g for g, (_, group) in enumerate(groups) for _ in group], device=device)  # (N,)
-    answers = [sequences[i][0][sequences[i][1] :] for i in members]
-    a_width = max(len(a) for a in answers)
-    a_ids = torch.full((len(answers), a_width), pad_id, dtype=torch.long)  # (N, A)
-    a_mask = torch.zeros_like(a_ids)  # (N, A)
-    for row, answer in enumerate(answers):
-        a_ids[row, : len(answer)] = torch.tensor(answer)
-        a_mask[row, : len(answer)] = 1
+    a_ids, a_mask = pad_sequences([sequences[i][0][sequences[i][1] :] for i in members], pad_id)  # (N, A)
     a_ids, a_mask = a_ids.to(device), a_mask.to(device)
+    a_width = a_ids.shape[1]
     totals = first_logp[owner].gather(1, a_ids[:, :1]).squeeze(1)  # (N,)
     if a_width > 1:
         cache = prompt_out.cache if getattr(prompt_out, "cache", None) is not None else prompt_out.past_key_values
