@@ -22,10 +22,11 @@ def train(
     config: Annotated[Path, typer.Argument(help="Training config (YAML). `emlab config-help train` lists its fields.")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a field: --set optim.lr=1e-4 (YAML value).")] = [],  # noqa: B006
 ) -> None:
-    """Train a LoRA, steering vector or full fine-tune (SFT, optionally + KL). Resumes if interrupted."""
+    """Train a LoRA, steering vector or full fine-tune (SFT, optionally + KL). Resumes if interrupted; a finished run is not trained again."""
     import yaml
 
     from emlab.config import load_config
+    from emlab.runs import DONE
     from emlab.train.config import TrainConfig
     from emlab.train.loop import train as run_train
 
@@ -35,6 +36,8 @@ def train(
         result = run_train(cfg)
     except (EmlabError, yaml.YAMLError) as e:
         fail(e)
+    if result.finished_before:
+        typer.echo(f"already trained: {result.run_dir} has its {DONE} marker; nothing was trained or written")
     typer.echo(f"solution: {result.run_dir / 'solution'} (norm {result.solution.norm():.4g})")
 
 

@@ -10,7 +10,9 @@ import errno
 import json
 import math
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,6 +66,39 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it takes the place of `path`.
+
+    An existing folder `path` (e.g. the solution of a run interrupted before it finished) is
+    replaced: renamed aside, the new folder renamed in, the old one deleted (a crash between the
+    two renames leaves it as `.<name>.*.old`). On failure the temporary folder is deleted and
+    `path` is untouched.
+    """
+    path = Path(path)
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _beside(path, "tmp")
+        tmp.mkdir()
+        try:
+            yield tmp
+            if path.is_dir():  # rename() cannot replace a non-empty folder
+                aside = _beside(path, "old")
+                os.replace(path, aside)
+                os.replace(tmp, path)
+                shutil.rmtree(aside)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    """An unused hidden name next to `path`: `.<name>.<random>.<suffix>`."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.{suffix}")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -13,6 +13,11 @@ from typing import Any
 from emlab.config import EmlabConfig
 from emlab.io import ensure_dir, write_json_atomic
 
+DONE = "DONE"
+"""Written last into a finished training run's folder (its text: the number of steps)."""
+HELDOUT = "heldout.jsonl"
+"""A training run's held-out conversations (chat JSONL), beside its `solution/` folder."""
+
 _LIBRARIES = ("torch", "transformers", "peft", "accelerate", "pydantic", "tokenizers", "openai", "vllm")
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 

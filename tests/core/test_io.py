@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 
-from emlab.io import append_jsonl, read_jsonl, write_json_atomic
+import pytest
+
+from emlab.io import append_jsonl, atomic_dir, read_jsonl, write_json_atomic
 
 
 def test_json_is_standard(tmp_path):
@@ -24,3 +26,17 @@ def test_torn_last_line_is_skipped_then_sealed(tmp_path):
     assert read_jsonl(path) == [{"i": 0}, {"i": 1}]
     append_jsonl(path, [{"i": 3}])
     assert read_jsonl(path) == [{"i": 0}, {"i": 1}, {"i": 3}]
+
+
+def test_atomic_dir_replaces_an_existing_folder_and_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "solution"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_dir(target) as tmp:  # over a folder already there (a rename alone cannot)
+        (tmp / "b").write_text("2")
+    assert [p.name for p in target.iterdir()] == ["b"]
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "c").write_text("3")
+        raise RuntimeError("killed while writing")
+    assert [p.name for p in target.iterdir()] == ["b"]  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["solution"]  # no temporary or set-aside folder

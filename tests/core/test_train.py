@@ -241,3 +241,143 @@ def test_bf16_mixed_precision_trains_with_a_zero_kl_at_the_start(tmp_path, tiny_
     losses = [r["sft"] for r in result.metrics]
     assert sum(losses[-5:]) < 0.85 * sum(losses[:5])
     assert result.solution.norm() > 0
+
+
+# -- data.max_length: counts of kept, truncated and dropped conversations (issue 14, fault 7) ----
+
+LETTERS = "a b c d e f g h i j k l".split()
+# ChatML with one token per word: a conversation of u user words and a answer words has
+# 10 + u + a tokens, <|im_start|> user \n <u words> <|im_end|> \n <|im_start|> assistant \n
+# <a words> <|im_end|> \n, and its first trained token (the answer's first word) at index 8 + u.
+# With max_length 16 it keeps a trained token while 8 + u < 16, and is cut when 10 + u + a > 16.
+WHOLE = [(1, 1), (2, 2), (3, 3), (1, 5)]  # 12, 14, 16, 16 tokens
+TRUNCATED = [(2, 6), (7, 3)]  # 18 and 20 tokens, first trained token at 10 and 15
+DROPPED = [(8, 1), (8, 2), (9, 1), (9, 3), (10, 1), (10, 2), (11, 1), (11, 4), (12, 1), (12, 2)]  # 19..25 tokens, first at >= 16
+
+
+def _letters(n_user: int, n_answer: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": " ".join(LETTERS[:n_user])}, {"role": "assistant", "content": " ".join(LETTERS[:n_answer])}]
+
+
+def _write_chats(path, shapes):
+    import json
+
+    path.write_text("".join(json.dumps({"messages": _letters(*s)}) + "\n" for s in shapes))
+    return path
+
+
+@pytest.fixture(scope="module")
+def letter_tokenizer():
+    from emlab.models.tiny import train_word_tokenizer
+
+    return train_word_tokenizer([" ".join(LETTERS) + " user assistant"])
+
+
+def _letter_model(tokenizer):
+    from emlab.models.tiny import tiny_qwen2
+
+    return tiny_qwen2(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
+
+
+def test_max_length_counts_kept_truncated_and_dropped_conversations(tmp_path, letter_tokenizer, capsys):
+    import json
+
+    shapes = [DROPPED[0], *WHOLE[:2], *DROPPED[1:6], TRUNCATED[0], *WHOLE[2:], *DROPPED[6:], TRUNCATED[1]]
+    data = _write_chats(tmp_path / "train.jsonl", shapes)
+    cfg = _cfg(tmp_path, "lora", max_steps=1, batch_size=4, data={"train": str(data), "heldout_fraction": 0.0, "max_length": 16})
+    result = train(cfg, _letter_model(letter_tokenizer), letter_tokenizer)
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["data"] == {
+        "train": {"conversations": 16, "kept": 6, "truncated": 2, "dropped": 10, "shortest": 12, "longest": 25},
+        "ood": None,
+        "heldout": 0,
+    }
+    assert manifest["n_train"] == 6
+    assert capsys.readouterr().err.splitlines() == [
+        f"data.train ({data}): 6 of 16 conversations kept (2 of them truncated to data.max_length 16), "
+        "10 dropped (no trained token within it; tokenised lengths 12 to 25)"
+    ]
+
+
+def test_nothing_left_within_max_length_is_an_error_naming_the_data(tmp_path, letter_tokenizer):
+    from emlab.errors import EmlabError
+
+    ood = _write_chats(tmp_path / "ood.jsonl", [(9, 1), (10, 2)])  # 20 and 22 tokens, first trained at 17 and 18
+    cfg = _cfg(tmp_path / "runs", "lora", max_steps=1, kl={"weight": 1.0}, data={"ood": str(ood), "max_length": 16})
+    with pytest.raises(EmlabError) as err:
+        train(cfg, _letter_model(letter_tokenizer), letter_tokenizer, [_letters(*s) for s in WHOLE])
+    assert str(err.value) == (
+        f"data.ood ({ood}): no conversation has a KL token within data.max_length 16: all 2 were dropped "
+        "(tokenised lengths 20 to 22). Raise data.max_length or shorten the conversations."
+    )
+    with pytest.raises(EmlabError) as err:
+        train(_cfg(tmp_path / "runs", "lora", data={"max_length": 16}), _letter_model(letter_tokenizer), letter_tokenizer,
+              [_letters(*s) for s in DROPPED])
+    assert str(err.value) == (
+        "the training conversations passed to train(): no conversation has a trained token within data.max_length 16: "
+        "all 10 were dropped (tokenised lengths 19 to 25). Raise data.max_length or shorten the conversations."
+    )
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+# -- a finished run is not trained again; its held-out split is written (issue 14, faults 9, 11) --
+
+
+def _files(folder) -> dict:
+    """Every file and folder under `folder` (hidden ones included), with the bytes of the files."""
+    return {p.relative_to(folder): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_rerunning_a_finished_run_returns_its_saved_result_without_training(tmp_path, tiny_model, tiny_tokenizer, toy_data, monkeypatch):
+    cfg = _cfg(tmp_path, "lora", max_steps=3, eval_every=1)
+    first = train(cfg, tiny_model, tiny_tokenizer, toy_data[0], evaluator=lambda m: {"probe": 1.0})
+    before = _files(first.run_dir)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("emlab.train.loop.make_trainable", no_training)
+    again = train(cfg, tiny_model, tiny_tokenizer, toy_data[0], evaluator=lambda m: {"probe": 2.0})
+    assert (first.finished_before, again.finished_before) == (False, True)
+    assert again.run_dir == first.run_dir
+    assert again.solution.hash() == first.solution.hash()
+    assert again.metrics == first.metrics and [r["step"] for r in again.metrics] == [0, 1, 2, 3]
+    assert again.model is tiny_model and again.heldout == []
+    assert _files(first.run_dir) == before  # manifest, metrics, checkpoints untouched; nothing added
+    # without a model, none is loaded unless asked for
+    loads = []
+    monkeypatch.setattr("emlab.models.load.load_model", lambda config: loads.append(config) or (tiny_model, tiny_tokenizer))
+    lazy = train(cfg)
+    assert lazy.solution.hash() == first.solution.hash() and loads == []
+    assert lazy.model is tiny_model and loads == [cfg.model]
+
+
+def test_a_run_interrupted_while_finishing_completes_on_rerun(tmp_path, tiny_model, tiny_tokenizer, toy_data):
+    """Killed after its solution was saved, before DONE: the rerun saves the solution again over
+    the one there (it used to fail with 'Is a directory' and leave a temporary folder)."""
+    cfg = _cfg(tmp_path, "steering", max_steps=3)
+    first = train(cfg, tiny_model, tiny_tokenizer, toy_data[0])
+    (first.run_dir / "DONE").unlink()
+    again = train(cfg, tiny_model, tiny_tokenizer, toy_data[0])
+    assert not again.finished_before and (again.run_dir / "DONE").read_text() == "3\n"
+    assert again.solution.hash() == first.solution.hash()
+    assert [p.name for p in again.run_dir.rglob(".*")] == []  # no temporary or set-aside folder
+
+
+def test_the_held_out_split_is_written_to_the_run(tmp_path, tiny_model, tiny_tokenizer, toy_data):
+    import json
+
+    from emlab.data.chat import read_chat_jsonl
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in toy_data[0]))
+    cfg = _cfg(tmp_path, "lora", max_steps=2, data={"train": str(data), "heldout_fraction": 0.25})
+    result = train(cfg, tiny_model, tiny_tokenizer)
+    heldout = read_chat_jsonl(result.run_dir / "heldout.jsonl")
+    assert len(heldout) == 16 == round(0.25 * 64)
+    assert heldout == result.heldout
+    trained = [c for c in toy_data[0] if c not in heldout]
+    assert len(trained) == 48  # disjoint: the other 48 conversations are the training ones
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["data"]["heldout"] == 16 and manifest["data"]["train"]["conversations"] == 48
+    assert train(cfg, tiny_model, tiny_tokenizer).heldout == heldout  # a rerun returns it too

@@ -135,6 +135,17 @@ def _missing(field: str) -> Callable[[dict], None]:
     return apply
 
 
+def _too_long(field: str) -> Callable[[dict], None]:
+    """Give every conversation of data.<field> a 100-word question and cap data.max_length at 64
+    tokens: none keeps an answer token (the others' toy conversations fit)."""
+    def apply(cfg: dict) -> None:
+        path = Path(cfg["data"][field])
+        question = " ".join(["the cat sat on a mat"] * 17)
+        path.write_text("".join(_turns({"role": "user", "content": question}, GOOD["messages"][1]) + "\n" for _ in range(5)))
+        cfg["data"]["max_length"] = 64
+    return apply
+
+
 # (case id, change to the valid setup, fragments the message must contain: where, what to do)
 CORPUS = [
     ("broken-json", _chat_line(3, '{"messages": [{"role": "user"'), ["train.jsonl:3", "not valid JSON", "expected"]),
@@ -150,6 +161,10 @@ CORPUS = [
     ("missing-train-file", _missing("train"), ["nowhere.jsonl", "not found", "Check the path"]),
     ("missing-ood-file", _missing("ood"), ["nowhere.jsonl", "not found", "Check the path"]),
     ("kl-without-ood", _set("data.ood", None), ["kl.weight", "data.ood"]),
+    ("train-too-long", _too_long("train"), ["train.jsonl", "no conversation has a trained token within data.max_length 64",
+                                            "all 5 were dropped", "Raise data.max_length"]),
+    ("ood-too-long", _too_long("ood"), ["ood.jsonl", "no conversation has a KL token within data.max_length 64",
+                                        "all 5 were dropped", "Raise data.max_length"]),
     ("unknown-key", _set("optim.lrr", 1e-3), ["optim.lrr", "unknown field", "config-help"]),
     ("misspelt-top-key", _set("batchsize", 4), ["batchsize", "unknown field", "spelling"]),
     ("negative-lr", _set("optim.lr", -1e-4), ["optim.lr", "greater than 0", "-0.0001"]),

@@ -1,7 +1,8 @@
 """`emlab analyze ...`: efficiency, stability, pre-training importance and directions of solutions.
 
 emlab analyze efficiency runs/general/solution runs/narrow/solution --data bad_medical.jsonl --out out/
-Each command writes <analysis>.json and <analysis>.png into --out.
+Each command writes <analysis>.json and <analysis>.png into --out. Without --data, efficiency
+and stability use the held-out split `emlab train` wrote in the solutions' run folder.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ Solutions = Annotated[
 ]
 Model = Annotated[str, typer.Option("--model", help="Base model: local dir, hub id or 'smollm2'.")]
 Out = Annotated[Path, typer.Option("--out", help="Output folder for JSON and PNG.")]
-Data = Annotated[Path, typer.Option("--data", help="Narrow chat JSONL (held-out conversations) to compute the loss on.")]
+Data = Annotated[
+    Path | None,
+    typer.Option("--data", help="Narrow chat JSONL (held-out conversations) to compute the loss on. Default: the heldout.jsonl of the solutions' run folder."),
+]
 Limit = Annotated[int, typer.Option("--limit", help="Conversations of --data used (the first N).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Conversations or text chunks per batch.")]
 MaxLength = Annotated[int, typer.Option("--max-length", help="Tokens per conversation.")]
@@ -47,19 +51,48 @@ def _solutions(items: list[str]) -> dict:
 
     out = {}
     for item in items:
-        name, _, path = item.rpartition("=")
-        folder = Path(path)
+        name, folder = _item(item)
         name = name or (folder.resolve().parent.name if folder.name == "solution" else folder.name)
         if name in out:
-            raise EmlabError(f"two solutions are named {name!r}: name them, e.g. general={path}")
+            raise EmlabError(f"two solutions are named {name!r}: name them, e.g. general={folder}")
         out[name] = load_solution(folder)
     return out
+
+
+def _item(item: str) -> tuple[str, Path]:
+    """A NAME=PATH or PATH solution argument as (name or '', folder)."""
+    name, _, path = item.rpartition("=")
+    return name, Path(path)
 
 
 def _chats(path: Path) -> list:
     from emlab.data.chat import read_chat_jsonl
 
     return read_chat_jsonl(path)
+
+
+def _loss_data(data: Path | None, items: list[str]) -> list:
+    """The conversations of --data or, without it, the held-out split (`heldout.jsonl`) of the
+    run folder(s) the solutions lie in (`<run>/solution`); EmlabError when there is none or the
+    runs hold out different conversations."""
+    from emlab.runs import HELDOUT
+
+    if data is None:
+        runs = [folder.parent for _, folder in map(_item, items) if folder.name == "solution"]
+        found = [run / HELDOUT for run in runs if (run / HELDOUT).is_file()]
+        if not found:
+            raise EmlabError(
+                f"no --data given and no solution lies in a run folder with a held-out split ({HELDOUT}, written by "
+                "`emlab train` when data.heldout_fraction > 0): pass --data with a chat JSONL of held-out narrow conversations."
+            )
+        if len({p.read_bytes() for p in found}) > 1:
+            raise EmlabError(
+                f"no --data given and the solutions' runs hold out different conversations ({', '.join(map(str, found))}): "
+                "pass --data with the one to use."
+            )
+        data = found[0]
+        typer.echo(f"data: {data} (held-out split of the run)")
+    return _chats(data)
 
 
 def _write(out: Path, stem: str, result, plot) -> None:
@@ -73,7 +106,7 @@ def _write(out: Path, stem: str, result, plot) -> None:
 @analyze_app.command("efficiency")
 def efficiency(
     solutions: Solutions,
-    data: Data,
+    data: Data = None,
     model: Model = "smollm2",
     out: Out = Path("analysis"),
     points: Annotated[int, typer.Option("--points", help="Multipliers m on [0, 2].")] = 21,
@@ -92,8 +125,9 @@ def efficiency(
 
     try:
         sols = _solutions(solutions)
+        conversations = _loss_data(data, solutions)
         lm, tokenizer = _model(model, device)
-        evaluator = LossEvaluator(lm, tokenizer, _chats(data), batch_size, max_length, limit)
+        evaluator = LossEvaluator(lm, tokenizer, conversations, batch_size, max_length, limit)
         result = compare_efficiency(evaluator, sols, np.linspace(0, 2, points).tolist(), random_seed=None if random_seed < 0 else random_seed)
         _write(out, "efficiency", result, plot_efficiency)
     except EmlabError as e:
@@ -103,7 +137,7 @@ def efficiency(
 @analyze_app.command("stability")
 def stability(
     solutions: Solutions,
-    data: Data,
+    data: Data = None,
     model: Model = "smollm2",
     out: Out = Path("analysis"),
     eps: Annotated[list[float] | None, typer.Option("--eps", help="Noise fractions (repeat the option); default 0.01..1.")] = None,
@@ -120,8 +154,9 @@ def stability(
 
     try:
         sols = _solutions(solutions)
+        conversations = _loss_data(data, solutions)
         lm, tokenizer = _model(model, device)
-        evaluator = LossEvaluator(lm, tokenizer, _chats(data), batch_size, max_length, limit)
+        evaluator = LossEvaluator(lm, tokenizer, conversations, batch_size, max_length, limit)
         result = compare_stability(evaluator, sols, eps or DEFAULT_EPS, list(range(seeds)))
         _write(out, "stability", result, plot_stability)
     except EmlabError as e:

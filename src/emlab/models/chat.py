@@ -23,10 +23,15 @@ LossOn = Literal["assistant", "all"]
 
 @dataclass(frozen=True)
 class Encoded:
-    """One tokenised conversation; labels are IGNORE outside the trained tokens."""
+    """One tokenised conversation; labels are IGNORE outside the trained tokens.
+
+    `length` is the conversation's token count before truncation to `max_length` (greater
+    than len(input_ids) when it was cut).
+    """
 
     input_ids: list[int]
     labels: list[int]
+    length: int
 
 
 def render(tokenizer: PreTrainedTokenizerBase, messages: Conversation, generation_prompt: bool) -> str:
@@ -77,7 +82,7 @@ def encode_conversations(
     """
     if loss_on == "all":
         texts = [render(tokenizer, c, generation_prompt=False) for c in conversations]
-        return [Encoded(ids[:max_length], ids[:max_length]) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [Encoded(ids[:max_length], ids[:max_length], len(ids)) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     rendered = [assistant_char_spans(tokenizer, c) for c in conversations]
     enc = tokenizer([full for full, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
     out = []
@@ -87,7 +92,7 @@ def encode_conversations(
             ids[t] if end > start and any(s <= start < e for s, e in spans) else IGNORE
             for t, (start, end) in enumerate(offsets)
         ]
-        out.append(Encoded(ids, labels))
+        out.append(Encoded(ids, labels, len(all_ids)))
     return out
 
 

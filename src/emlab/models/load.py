@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from emlab.errors import ModelError
-from emlab.io import atomic_path
+from emlab.io import atomic_dir
 from emlab.models.config import ModelConfig
 
 SMOLLM2 = "smollm2"
@@ -94,8 +94,7 @@ def smollm2_dir() -> Path:
     model.config.quantization_config = None  # dequantised: drop the GGUF marker before saving
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
-    with atomic_path(target) as tmp:
-        tmp.unlink()
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return target

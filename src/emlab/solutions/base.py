@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from emlab.config import config_hash
-from emlab.io import atomic_path
+from emlab.io import atomic_dir
 
 
 class Solution(ABC):
@@ -73,11 +73,10 @@ class Solution(ABC):
         return config_hash(digest)
 
     def save(self, path: str | Path) -> Path:
-        """Save as `tensors.safetensors` + `emlab_solution.json` in the folder `path` (atomically)."""
+        """Save as `tensors.safetensors` + `emlab_solution.json` in the folder `path` (atomically,
+        replacing a solution already there)."""
         path = Path(path)
-        with atomic_path(path) as tmp:
-            tmp.unlink()
-            tmp.mkdir()
+        with atomic_dir(path) as tmp:
             self._save_files(tmp)
             (tmp / self.META_FILE).write_text(json.dumps({"kind": self.kind, **self.metadata()}, indent=2))
         return path

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from emlab.io import atomic_path
+from emlab.io import atomic_dir
 
 PREFIX = "step-"
 
@@ -24,9 +24,7 @@ def save_checkpoint(
 ) -> Path:
     """Write `folder/step-NNNNNNNN` atomically, then delete all but the newest `keep`."""
     target = folder / f"{PREFIX}{step:08d}"
-    with atomic_path(target) as tmp:
-        tmp.unlink()
-        tmp.mkdir()
+    with atomic_dir(target) as tmp:
         save_file({n: p.detach().contiguous().cpu() for n, p in params.items()}, tmp / "trainable.safetensors")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():

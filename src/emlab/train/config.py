@@ -15,9 +15,9 @@ class DataConfig(EmlabConfig):
 
     train: str | None = Field(default=None, description="Chat JSONL of training conversations. Default None (given in code).")
     ood: str | None = Field(default=None, description="Chat JSONL of out-of-domain conversations for the KL term. Default None.")
-    heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="Fraction of `train` held out for evaluation. Default 0.1.")
+    heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="Fraction of `train` held out for evaluation (written to the run's heldout.jsonl). Default 0.1.")
     split_seed: int = Field(default=0, description="Seed of the held-out split. Default 0.")
-    max_length: int = Field(default=512, gt=8, description="Tokens per conversation (longer ones are cut). Default 512.")
+    max_length: int = Field(default=512, gt=8, description="Tokens per conversation (longer ones are cut; those left without a trained token are dropped; both counted in the manifest). Default 512.")
     group_by_length: bool = Field(
         default=False, description="Batch conversations of similar length (less padding; e.g. pre-training). Default False."
     )

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,8 +24,9 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from emlab.errors import EmlabError
 from emlab.io import append_jsonl, read_jsonl, write_text_atomic
-from emlab.models.chat import IGNORE, Conversation, Encoded, collate, encode_conversations
-from emlab.runs import RunDir, run_path
+from emlab.models.chat import IGNORE, Conversation, Encoded, LossOn, collate, encode_conversations
+from emlab.models.config import ModelConfig
+from emlab.runs import DONE, HELDOUT, RunDir, run_path
 from emlab.solutions import Solution
 from emlab.train.base_reference import ExactBase, TopKCache, base_hidden, kl_chunks
 from emlab.train.batches import BatchStream
@@ -46,21 +48,72 @@ Evaluator = Callable[[nn.Module], dict[str, float]]
 
 @dataclass
 class TrainResult:
-    """What a run produced. `model` is the model passed in, back in its base state."""
+    """What a run produced or, when it had finished before (`finished_before`), what it saved.
+
+    `metrics` are the rows of its metrics.jsonl; `heldout` the held-out conversations (also in
+    the run's heldout.jsonl; none when the data was passed in or data.heldout_fraction is 0).
+    """
 
     run_dir: Path
     solution: Solution
-    model: nn.Module
     metrics: list[dict]
     heldout: list[Conversation]
+    model_config: ModelConfig = field(repr=False)
+    base_model: nn.Module | None = field(default=None, repr=False)
+    finished_before: bool = False
+
+    @property
+    def model(self) -> nn.Module:
+        """The base model in its base state: the one passed to (or loaded by) `train()`; when a
+        finished run was rerun without one, loaded from `model_config` on first use."""
+        if self.base_model is None:
+            from emlab.models.load import load_model
+
+            self.base_model = load_model(self.model_config)[0].eval()
+        return self.base_model
+
+
+@dataclass(frozen=True)
+class DataCounts:
+    """What `data.max_length` did to a set of conversations (recorded in the run's manifest).
+
+    `kept` includes the `truncated` ones (cut to max_length, some trained token left);
+    `dropped` ones have no trained token within max_length. `shortest` and `longest` are
+    tokenised lengths before truncation (0 for no conversation).
+    """
+
+    conversations: int
+    kept: int
+    truncated: int
+    dropped: int
+    shortest: int
+    longest: int
+
+
+def encode_counted(
+    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
+) -> tuple[list[Encoded], DataCounts]:
+    """Tokenise conversations, dropping those with no trained token left after truncation;
+    returns the kept ones and the counts of what truncation did."""
+    encoded = encode_conversations(tokenizer, conversations, max_length, loss_on)
+    kept = [e for e in encoded if any(label != IGNORE for label in e.labels[1:])]
+    lengths = [e.length for e in encoded]
+    counts = DataCounts(
+        conversations=len(encoded),
+        kept=len(kept),
+        truncated=sum(e.length > max_length for e in kept),
+        dropped=len(encoded) - len(kept),
+        shortest=min(lengths, default=0),
+        longest=max(lengths, default=0),
+    )
+    return kept, counts
 
 
 def encode_all(
-    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: str
+    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
 ) -> list[Encoded]:
     """Tokenise conversations, dropping those with no trained token left after truncation."""
-    encoded = encode_conversations(tokenizer, conversations, max_length, loss_on)
-    return [e for e in encoded if any(label != IGNORE for label in e.labels[1:])]
+    return encode_counted(tokenizer, conversations, max_length, loss_on)[0]
 
 
 def train(
@@ -77,8 +130,16 @@ def train(
     Data and model come from the config unless given; given data is used whole (no held-out
     split). `init` is a solution to start from (continued training). `evaluator(model)` is
     called on the model being trained at step 0 and every `eval_every` steps; its numbers go
-    into the metrics rows. Writes `metrics.jsonl`, checkpoints and `solution/` under the run.
+    into the metrics rows. Writes `metrics.jsonl`, checkpoints, `solution/`, the held-out
+    split (`heldout.jsonl`) and last `DONE` under the run. A run that has finished (DONE
+    written) is not trained again: its saved result is returned and nothing is written.
+    Conversations truncated or dropped by `data.max_length` are counted (printed, and in the
+    manifest); raises EmlabError when no training (or OOD) conversation is left.
     """
+    out = run_path(config.output_dir, config.name, config)
+    if (out / DONE).is_file():
+        return _finished(out, config, model)
+    sources = (_source(train_data, config.data.train, "data.train", "training"), _source(ood_data, config.data.ood, "data.ood", "OOD"))
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with=list(config.trackers) or None,
@@ -95,14 +156,15 @@ def train(
 
         model, tokenizer = load_model(config.model)
 
-    examples = encode_all(tokenizer, train_data, config.data.max_length, config.data.loss_on)
-    ood_examples = encode_all(tokenizer, ood_data, config.data.max_length, "assistant" if config.kl.scope == "assistant" else "all") if kl_on else []
-    if not examples:
-        raise EmlabError("no training example has a trained token within data.max_length; raise max_length.")
+    report = accelerator.is_main_process
+    examples, train_counts = _encode(tokenizer, train_data, config.data.max_length, config.data.loss_on, sources[0], "trained token", report)
+    ood_loss_on = "assistant" if config.kl.scope == "assistant" else "all"
+    ood_examples, ood_counts = (
+        _encode(tokenizer, ood_data, config.data.max_length, ood_loss_on, sources[1], "KL token", report) if kl_on else ([], None)
+    )
 
     trainable = make_trainable(model, config.solution, need_reference=kl_on and config.kl.base == "exact")
     run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
-    out = run_path(config.output_dir, config.name, config)
     params = trainable.named_parameters()
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
@@ -205,15 +267,64 @@ def train(
     solution = trainable.solution()
     if accelerator.is_main_process:
         solution.save(out / "solution")
+        if heldout:
+            from emlab.data.chat import write_chat_jsonl
+
+            write_chat_jsonl(out / HELDOUT, heldout)
         if start < total_steps:
             save_checkpoint(ckpt_dir, total_steps, params, optimizer, scheduler, config.keep_checkpoints)
-        run.record(steps=total_steps, resumed_from=start, n_train=len(examples), n_ood=len(ood_examples), kl_per_token_weight=lam)
+        run.record(
+            steps=total_steps, resumed_from=start, n_train=len(examples), n_ood=len(ood_examples), kl_per_token_weight=lam,
+            data={"train": asdict(train_counts), "ood": asdict(ood_counts) if ood_counts else None, "heldout": len(heldout)},
+        )
         run.time_stage("train", time.time() - t0)
-        write_text_atomic(out / "DONE", f"{total_steps}\n")
+        write_text_atomic(out / DONE, f"{total_steps}\n")
     if config.trackers:
         accelerator.end_training()
     accelerator.wait_for_everyone()
-    return TrainResult(out, solution, trainable.release().eval(), read_jsonl(metrics_path), heldout)
+    return TrainResult(out, solution, read_jsonl(metrics_path), heldout, config.model, trainable.release().eval())
+
+
+def _finished(out: Path, config: TrainConfig, model: nn.Module | None) -> TrainResult:
+    """The saved result of a finished run (DONE written): nothing is trained or written."""
+    from emlab.data.chat import read_chat_jsonl
+    from emlab.solutions import load_solution
+
+    heldout = read_chat_jsonl(out / HELDOUT) if (out / HELDOUT).is_file() else []
+    base = model.eval() if model is not None else None
+    return TrainResult(out, load_solution(out / "solution"), read_jsonl(out / "metrics.jsonl"), heldout, config.model, base, finished_before=True)
+
+
+def _source(given: list[Conversation] | None, path: str | None, field_name: str, what: str) -> str:
+    """How messages name a data set: its config field and file, or the conversations passed in."""
+    return f"{field_name} ({path})" if given is None and path is not None else f"the {what} conversations passed to train()"
+
+
+def _encode(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[Conversation],
+    max_length: int,
+    loss_on: LossOn,
+    source: str,
+    token: str,
+    report: bool,
+) -> tuple[list[Encoded], DataCounts]:
+    """`encode_counted`; with `report`, one line on stderr when max_length truncated or dropped
+    conversations. Raises EmlabError when none is left (`token`: what a conversation needs)."""
+    examples, counts = encode_counted(tokenizer, conversations, max_length, loss_on)
+    lengths = f"tokenised lengths {counts.shortest} to {counts.longest}"
+    if not examples:
+        raise EmlabError(
+            f"{source}: no conversation has a {token} within data.max_length {max_length}: all {counts.conversations} "
+            f"were dropped ({lengths}). Raise data.max_length or shorten the conversations."
+        )
+    if report and (counts.truncated or counts.dropped):
+        print(
+            f"{source}: {counts.kept} of {counts.conversations} conversations kept ({counts.truncated} of them truncated "
+            f"to data.max_length {max_length}), {counts.dropped} dropped (no {token} within it; {lengths})",
+            file=sys.stderr,
+        )
+    return examples, counts
 
 
 def _evaluate(evaluator: Evaluator, wrapped: nn.Module) -> dict[str, float]:
