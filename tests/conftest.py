@@ -48,6 +48,16 @@ def tiny_model(tiny_tokenizer):
     return tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision setting per process: start and leave it unset."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
     from emlab.models.load import load_tokenizer, smollm2_dir

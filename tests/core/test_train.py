@@ -216,16 +216,6 @@ def test_top_k_cache_holds_the_base_model_even_when_training_starts_elsewhere(tm
     assert cached.metrics[0]["kl"] == pytest.approx(exact.metrics[0]["kl"], rel=1e-3)
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate keeps one mixed-precision setting per process: start and leave it unset."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()
-    yield
-    AcceleratorState._reset_state()
-
-
 @pytest.mark.parametrize("weights", [torch.bfloat16, torch.float32])
 def test_bf16_mixed_precision_trains_with_a_zero_kl_at_the_start(tmp_path, tiny_tokenizer, toy_data, weights, fresh_accelerate_state):
     """mixed_precision bf16 (the shipped Qwen configs) with bf16 or float32 weights: the output head

@@ -24,14 +24,13 @@ class FullDelta(Solution):
         self.deltas, self.multiplier = deltas, multiplier
 
     @classmethod
-    def between(cls, base: dict[str, torch.Tensor], tuned: nn.Module) -> FullDelta:
-        """The delta of `tuned`'s parameters from the `base` state (changed tensors only)."""
+    def between(cls, base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor]) -> FullDelta:
+        """tuned - base in float32, for each named tensor of `base` (changed tensors only)."""
         deltas = {}
-        for name, p in unwrap(tuned).named_parameters():
-            if name in base:
-                d = p.detach().float().cpu() - base[name].float().cpu()
-                if torch.any(d != 0):
-                    deltas[name] = d
+        for name, b in base.items():
+            d = tuned[name].detach().float().cpu() - b.float().cpu()
+            if torch.any(d != 0):
+                deltas[name] = d
         return cls(deltas)
 
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -29,6 +29,8 @@ def add_to_output(output: Any, delta: torch.Tensor) -> Any:
 class SteeringVector(nn.Module):
     """The trainable form: a parameter v # (d,) times a fixed alpha, hooked into a model.
 
+    v is float32 whatever the model's dtype (AdamW on a bf16 vector drops every update below
+    the bf16 spacing of its entries); the hook casts alpha * v to the activations' dtype.
     Registered as a submodule of the model (so DDP/FSDP see it); `enabled` switches it off
     for base-model logits without a second model copy.
     """
@@ -38,8 +40,7 @@ class SteeringVector(nn.Module):
         self.point, self.layer, self.alpha = point, layer, alpha
         target = hook_module(model, point, layer)
         d = model.config.hidden_size
-        weight = next(target.parameters()).dtype if list(target.parameters()) else torch.float32
-        self.v = nn.Parameter(torch.zeros(d, dtype=weight) if init is None else init.clone().to(weight))
+        self.v = nn.Parameter(torch.zeros(d) if init is None else init.detach().clone().float())
         self.enabled = True
         self._handle = target.register_forward_hook(self._hook)
 

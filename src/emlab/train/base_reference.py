@@ -6,11 +6,15 @@ log-probabilities one chunk of rows at a time; 'top_k' computes the base's k mos
 and their log-probabilities once, before training, for every out-of-domain example the run will
 draw, so no second model is kept. With top-k the KL compares both distributions coarsened to
 those k tokens plus one bucket for the rest of the vocabulary (a lower bound on the exact KL).
+Both passes of the KL term, base and tuned, run `without_dropout`, so that before any update
+the KL is exactly 0 on models with dropout too (two passes in train mode would draw different
+dropout masks); the SFT passes keep the model's dropout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Literal, Protocol
 
 import torch
@@ -32,6 +36,19 @@ class BaseTarget(Protocol):
     def kl(self, logits: torch.Tensor, start: int, stop: int, direction: Direction) -> torch.Tensor:
         """Summed token KL (see `token_kl` for the directions) between the tuned rows start:stop,
         logits # (C, V), and the base's; differentiable with respect to the logits."""
+
+
+@contextmanager
+def without_dropout(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, `model` and all its modules are in eval mode (no dropout, including
+    peft's lora_dropout); each module's train/eval mode is restored on exit. Gradients still flow."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def kl_chunks(base: BaseTarget, direction: Direction) -> ChunkLoss:
@@ -94,14 +111,15 @@ class TopKCache:
         device = next(model.parameters()).device
         wanted = sorted(set(indices))
         rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for start in tqdm(range(0, len(wanted), batch_size), desc="base top-k", disable=not progress):
-            chunk = wanted[start : start + batch_size]
-            batch = {name: v.to(device) for name, v in collate([examples[i] for i in chunk], pad_id).items()}
-            positions = kl_positions(batch["labels"], batch["attention_mask"], scope)
-            ids, values = _top_k(trainable, model, base_hidden(trainable, model, batch, positions), k)
-            counts = positions.sum(dim=1).tolist()
-            for i, part_ids, part_values in zip(chunk, ids.split(counts), values.split(counts), strict=True):
-                rows[i] = (part_ids.to(torch.int32).cpu(), part_values.cpu())
+        with without_dropout(model):
+            for start in tqdm(range(0, len(wanted), batch_size), desc="base top-k", disable=not progress):
+                chunk = wanted[start : start + batch_size]
+                batch = {name: v.to(device) for name, v in collate([examples[i] for i in chunk], pad_id).items()}
+                positions = kl_positions(batch["labels"], batch["attention_mask"], scope)
+                ids, values = _top_k(trainable, model, base_hidden(trainable, model, batch, positions), k)
+                counts = positions.sum(dim=1).tolist()
+                for i, part_ids, part_values in zip(chunk, ids.split(counts), values.split(counts), strict=True):
+                    rows[i] = (part_ids.to(torch.int32).cpu(), part_values.cpu())
         return cls(rows)
 
     def target(self, indices: list[int]) -> TopKBase:

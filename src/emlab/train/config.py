@@ -66,14 +66,19 @@ SolutionConfig = Annotated[LoraConfig | SteeringConfig | FullConfig, Field(discr
 class KLConfig(EmlabConfig):
     """The KL term lambda * KL toward the base model on out-of-domain batches.
 
-    `weight` is per token. The reference code divides its weight by the vocabulary size
-    (it averages the KL over tokens x vocabulary): with convention 'reference' emlab uses
-    weight / vocab_size per token, so the reference's 1e5 on a 152k vocabulary is about 0.66.
+    `weight` is per token. The reference code divides its weight by the width of the logits
+    (it averages the KL over tokens x logit columns): with convention 'reference' emlab uses
+    weight / V per token, V the output layer's out_features (Qwen2.5: 151,936, more than the
+    tokenizer's 151,665 tokens), so the reference's 1e5 is about 0.66 per token.
+    Both KL passes (base and tuned) run with the model in eval mode, without dropout, so the
+    KL is 0 before any update; the SFT passes keep the model's dropout.
     """
 
     weight: float = Field(default=0.0, ge=0.0, description="lambda; 0 turns the KL term off. Default 0.")
     convention: Literal["per_token", "reference"] = Field(
-        default="per_token", description="'per_token' (default) or 'reference' (weight / vocab size)."
+        default="per_token",
+        description="'per_token' (default) or 'reference' (weight / the logits' width, the output layer's "
+        "out_features, not len(tokenizer)).",
     )
     direction: Literal["forward", "reverse"] = Field(
         default="forward", description="forward KL(base || tuned) (default, as the reference) or reverse KL(tuned || base)."
@@ -90,9 +95,10 @@ class KLConfig(EmlabConfig):
     )
     top_k: int = Field(default=64, ge=1, description="Tokens per position cached with base 'top_k'. Default 64.")
 
-    def per_token_weight(self, vocab_size: int) -> float:
-        """lambda per token after applying the convention."""
-        return self.weight / vocab_size if self.convention == "reference" else self.weight
+    def per_token_weight(self, logits_width: int) -> float:
+        """lambda per token after applying the convention; `logits_width` is the output layer's
+        out_features (the V of the logits # (N, V))."""
+        return self.weight / logits_width if self.convention == "reference" else self.weight
 
 
 class OptimConfig(EmlabConfig):

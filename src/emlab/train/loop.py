@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
@@ -28,7 +28,7 @@ from emlab.models.chat import IGNORE, Conversation, Encoded, LossOn, collate, en
 from emlab.models.config import ModelConfig
 from emlab.runs import DONE, HELDOUT, RunDir, run_path
 from emlab.solutions import Solution
-from emlab.train.base_reference import ExactBase, TopKCache, base_hidden, kl_chunks
+from emlab.train.base_reference import ExactBase, TopKCache, base_hidden, kl_chunks, without_dropout
 from emlab.train.batches import BatchStream
 from emlab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from emlab.train.config import TrainConfig
@@ -164,8 +164,9 @@ def train(
     )
 
     trainable = make_trainable(model, config.solution, need_reference=kl_on and config.kl.base == "exact")
+    _keep_masters(trainable, accelerator)
     run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
-    params = trainable.named_parameters()
+    params = trainable.master_parameters()
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
     )
@@ -195,13 +196,17 @@ def train(
     if init is not None:
         trainable.start_from(init)
     wrapped, optimizer = accelerator.prepare(trainable.model, optimizer)
+    # the frozen base copy computes where and in the precision the trained model does
+    trainable.place_reference(lambda reference: accelerator.prepare_model(reference, evaluation_mode=True))
+    head = OutputHead(unwrap_training(wrapped))
     with _out_of_memory_advice(config):  # through the prepared model: it runs where training runs (DDP, FSDP, DeepSpeed)
-        check_output_head(wrapped, OutputHead(unwrap_training(wrapped)), accelerator.device)
+        check_output_head(wrapped, head, accelerator.device)
     ckpt_dir = out / "checkpoints"
     start = 0
     latest = latest_checkpoint(ckpt_dir)
     if latest is not None:
         start = load_checkpoint(latest, params, optimizer, scheduler)
+        trainable.masters_to_model()
     metrics_path = out / "metrics.jsonl"
     if accelerator.is_main_process:
         _truncate_metrics(metrics_path, start)
@@ -209,7 +214,7 @@ def train(
             accelerator.init_trackers(config.name, config=config.model_dump(mode="json"))
         if evaluator is not None and start == 0:
             append_jsonl(metrics_path, [{"step": 0, **_evaluate(evaluator, wrapped)}])
-    lam = config.kl.per_token_weight(len(tokenizer))
+    lam = config.kl.per_token_weight(head.vocab_size)
     t0 = time.time()
     wrapped.train()
     bar = tqdm(total=total_steps, initial=start, desc=config.name, disable=not (config.progress and accelerator.is_main_process))
@@ -234,9 +239,11 @@ def train(
                     wrapped, trainable, batch, ood, ood_examples, top_k, pad_id, config, accelerator, scales, last=k == config.grad_accum - 1
                 )
             sums += torch.tensor([sft_sum, kl_sum], dtype=torch.float64)
+        trainable.grads_to_masters()
         if config.optim.max_grad_norm:
             accelerator.clip_grad_norm_(list(params.values()), config.optim.max_grad_norm)
         optimizer.step()
+        trainable.masters_to_model()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         sft_mean, kl_mean = (accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu() / counts).tolist()
@@ -354,6 +361,7 @@ def _micro_step(
     The SFT rows and the OOD rows go through separate passes, each followed by its backward, so
     their activations are never held together; gradients synchronise across processes only in
     the last backward of the step. Logits exist one chunk of scored rows at a time (head_loss).
+    The OOD passes (base and tuned) run without dropout, the SFT pass with the model's.
     """
     model = unwrap_training(wrapped)
     head = OutputHead(model)
@@ -369,12 +377,29 @@ def _micro_step(
     ood_inputs = _to_device(collate([ood_examples[i] for i in ood], pad_id), accelerator)
     positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], config.kl.scope)  # (O, T-1)
     # the base pass runs (and frees its activations) before the tuned pass keeps its own
-    base = top_k.target(ood) if top_k else ExactBase(trainable, model, base_hidden(trainable, model, ood_inputs, positions))
-    with _sync_unless(accelerator, wrapped, last):
-        hidden = final_hidden(wrapped, ood_inputs)[:, :-1][positions]
-        kl = head_loss(hidden, head, kl_chunks(base, config.kl.direction))
-        accelerator.backward(kl * scales[1])
+    with without_dropout(wrapped):
+        base = top_k.target(ood) if top_k else ExactBase(trainable, model, base_hidden(trainable, model, ood_inputs, positions))
+        with _sync_unless(accelerator, wrapped, last):
+            hidden = final_hidden(wrapped, ood_inputs)[:, :-1][positions]
+            kl = head_loss(hidden, head, kl_chunks(base, config.kl.direction))
+            accelerator.backward(kl * scales[1])
     return sft.item(), kl.item()
+
+
+def _keep_masters(trainable: Trainable, accelerator: Accelerator) -> None:
+    """Float32 master weights for the optimiser (see `Trainable`), kept by emlab, or by the engine
+    under FSDP (which upcasts the parameters to float32 under mixed precision) and DeepSpeed
+    (whose bf16 optimiser keeps float32 masters); raises EmlabError where neither would."""
+    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        trainable.keep_masters(accelerator.device)
+        return
+    low = sorted({str(p.dtype) for p in trainable.named_parameters().values() if p.dtype != torch.float32})
+    if low and accelerator.mixed_precision == "no":
+        raise EmlabError(
+            f"{accelerator.distributed_type.value} with trainable {', '.join(low)} parameters and mixed_precision 'no' "
+            "would update them in their own precision (small updates round away): set mixed_precision to "
+            "'bf16' (the engine then keeps float32 master weights) or load the model in float32."
+        )
 
 
 def _sync_unless(accelerator: Accelerator, wrapped: nn.Module, sync: bool) -> AbstractContextManager:

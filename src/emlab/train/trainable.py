@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import torch
@@ -21,13 +21,62 @@ from emlab.train.config import FullConfig, LoraConfig, SolutionConfig, SteeringC
 
 class Trainable(ABC):
     """The model to optimise, its trainable parameters, and the base model without a second copy
-    where possible (adapter disabled, hook off); full fine-tuning with the exact KL keeps a frozen copy."""
+    where possible (adapter disabled, hook off); full fine-tuning with the exact KL keeps a frozen copy.
+
+    The optimiser steps float32 weights: trainable parameters held in bf16/fp16 (full
+    fine-tuning of a bf16 model) get float32 master copies (`keep_masters`), as in mixed-precision
+    training (Micikevicius et al. 2018, "Mixed Precision Training"): AdamW's updates of about lr
+    are below the bf16 spacing of a weight (2^-7 at 1.0) and would mostly round away. The model
+    computes with its own parameters; gradients move onto the masters before clipping and the
+    step (`grads_to_masters`), and the model's parameters are refreshed from them after it
+    (`masters_to_model`). Float32 parameters (LoRA, steering vectors) are their own masters.
+    """
 
     model: nn.Module
+    reference: nn.Module | None = None
+    """A frozen copy of the base model for the base passes (full fine-tuning with the exact KL)."""
+    _masters: dict[str, nn.Parameter] | None = None
 
     def named_parameters(self) -> dict[str, nn.Parameter]:
         """Trainable parameters by name (names of the unwrapped model)."""
         return {n: p for n, p in unwrap_training(self.model).named_parameters() if p.requires_grad}
+
+    def keep_masters(self, device: torch.device | str) -> None:
+        """Make float32 master copies, on `device` (where the model trains), of the trainable
+        parameters not in float32. Call once, before `start_from` and before building the optimiser."""
+        self._masters = {
+            n: p if p.dtype == torch.float32 else nn.Parameter(p.detach().to(device, torch.float32))
+            for n, p in self.named_parameters().items()
+        }
+
+    def master_parameters(self) -> dict[str, nn.Parameter]:
+        """What the optimiser steps and checkpoints hold, by parameter name: the float32 masters
+        after `keep_masters`, else the trainable parameters themselves."""
+        return self._masters if self._masters is not None else self.named_parameters()
+
+    def grads_to_masters(self) -> None:
+        """Move each low-precision parameter's gradient onto its master, as float32."""
+        for p, master in self._copies():
+            master.grad = None if p.grad is None else p.grad.to(master.device, torch.float32)
+            p.grad = None
+
+    def masters_to_model(self) -> None:
+        """Copy the masters into the model's low-precision parameters (rounded to their dtype)."""
+        with torch.no_grad():
+            for p, master in self._copies():
+                p.copy_(master)
+
+    def _copies(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """(parameter, its float32 master) for the parameters that have a separate master."""
+        if self._masters is None:
+            return []
+        return [(p, self._masters[n]) for n, p in self.named_parameters().items() if self._masters[n] is not p]
+
+    def place_reference(self, prepare: Callable[[nn.Module], nn.Module]) -> None:
+        """Pass the frozen base copy, if any, through `prepare` (the trained model's device and
+        precision)."""
+        if self.reference is not None:
+            self.reference = prepare(self.reference)
 
     @abstractmethod
     def as_base(self, model: nn.Module) -> AbstractContextManager[nn.Module]:
@@ -143,6 +192,9 @@ class SteeringTrainable(Trainable):
 
 
 class FullTrainable(Trainable):
+    """Full fine-tuning: the change is the masters minus the base weights, in float32 (the base
+    is kept in the model's dtype, whose values float32 holds exactly)."""
+
     def __init__(self, model: nn.Module, cfg: FullConfig, need_reference: bool) -> None:
         for name, p in model.named_parameters():
             p.requires_grad_(cfg.trainable is None or any(s in name for s in cfg.trainable))
@@ -160,19 +212,26 @@ class FullTrainable(Trainable):
             yield self.reference
 
     def solution(self) -> FullDelta:
-        return FullDelta.between(self.base_state, self.model)
+        return FullDelta.between(self.base_state, self.master_parameters())
 
     def start_from(self, solution: Solution) -> None:
         if not isinstance(solution, FullDelta):
             raise ModelError(f"cannot start full fine-tuning from a {solution.kind} solution.")
-        params = dict(self.model.named_parameters())
+        params = self.master_parameters()
+        frozen = sorted(set(solution.deltas) - set(params))
+        if frozen:
+            raise ModelError(
+                f"the initial full delta changes {frozen[:3]}, which this run does not train: add them to "
+                "solution.trainable (or start from scratch)."
+            )
         with torch.no_grad():
             for name, d in solution.deltas.items():
                 params[name].add_(solution.multiplier * d.to(params[name].device, params[name].dtype))
+        self.masters_to_model()
 
     def norm(self) -> float:
-        params = dict(self.model.named_parameters())
-        total = sum(float((params[n].detach() - b).double().pow(2).sum()) for n, b in self.base_state.items())
+        params = self.master_parameters()
+        total = sum(float((params[n].detach().double() - b.to(params[n].device)).pow(2).sum()) for n, b in self.base_state.items())
         return total**0.5
 
     def release(self) -> nn.Module:
