@@ -45,6 +45,7 @@ def reproduce(
         typer.Argument(help="Study config (YAML); `kind: model` runs the real-model study. Default: the synthetic world's default study."),
     ] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a field: --set seeds=[0,1] (YAML value).")] = [],  # noqa: B006
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress on stderr (bars and the line per finished stage).")] = False,
 ) -> None:
     """Run the whole study (fine-tunes, evaluation, analyses, report) on the world or a real model. Resumes if interrupted."""
     from emlab.config import load_config
@@ -55,12 +56,12 @@ def reproduce(
             from emlab.study.model_study import reproduce_model_study
             from emlab.study.model_study_config import ModelStudyConfig
 
-            out = reproduce_model_study(load_config(config, ModelStudyConfig, overrides), source=str(config))
+            out = reproduce_model_study(load_config(config, ModelStudyConfig, overrides), source=str(config), quiet=quiet)
         else:
             from emlab.study.config import StudyConfig
             from emlab.study.reproduce import reproduce as run_study
 
-            out = run_study(load_config(config, StudyConfig, overrides, merge_defaults=True))
+            out = run_study(load_config(config, StudyConfig, overrides, merge_defaults=True), quiet=quiet)
     except EmlabError as e:
         fail(e)
     typer.echo(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}")
