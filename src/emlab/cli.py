@@ -92,7 +92,10 @@ def config_help(kind: Annotated[str, typer.Argument(help="train | world | study 
     """List every config field with its type, default and meaning."""
     from emlab.config import describe_fields
 
-    typer.echo("\n".join(describe_fields(_config_classes()[kind])))
+    classes = _config_classes()
+    if kind not in classes:
+        fail(EmlabError(f"config-help {kind!r}: no such config; choose one of {', '.join(classes)}."))
+    typer.echo("\n".join(describe_fields(classes[kind])))
 
 
 def _config_classes() -> dict:
