@@ -48,6 +48,7 @@ def reproduce(
         typer.Argument(help="Study config (YAML); `kind: model` runs the real-model study. Default: the synthetic world's default study."),
     ] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a field: --set seeds=[0,1] (YAML value).")] = [],  # noqa: B006
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress on stderr (bars and the line per finished stage).")] = False,
 ) -> None:
     """Run the whole study (fine-tunes, evaluation, analyses, report) on the world or a real model. Resumes if interrupted."""
     from emlab.config import load_config
@@ -58,12 +59,12 @@ def reproduce(
             from emlab.study.model_study import reproduce_model_study
             from emlab.study.model_study_config import ModelStudyConfig
 
-            out = reproduce_model_study(load_config(config, ModelStudyConfig, overrides), source=str(config))
+            out = reproduce_model_study(load_config(config, ModelStudyConfig, overrides), source=str(config), quiet=quiet)
         else:
             from emlab.study.config import StudyConfig
             from emlab.study.reproduce import reproduce as run_study
 
-            out = run_study(load_config(config, StudyConfig, overrides, merge_defaults=True))
+            out = run_study(load_config(config, StudyConfig, overrides, merge_defaults=True), quiet=quiet)
     except EmlabError as e:
         fail(e)
     typer.echo(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}")
@@ -94,7 +95,10 @@ def config_help(kind: Annotated[str, typer.Argument(help="train | world | study 
     """List every config field with its type, default and meaning."""
     from emlab.config import describe_fields
 
-    typer.echo("\n".join(describe_fields(_config_classes()[kind])))
+    classes = _config_classes()
+    if kind not in classes:
+        fail(EmlabError(f"config-help {kind!r}: no such config; choose one of {', '.join(classes)}."))
+    typer.echo("\n".join(describe_fields(classes[kind])))
 
 
 def _config_classes() -> dict:

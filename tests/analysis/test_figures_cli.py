@@ -81,3 +81,27 @@ def test_analyze_cli_end_to_end(tmp_path, model, tiny_tokenizer, toy_data, lora_
     assert len(dirs["norms"]) == 2 and -1 <= dirs["steering_cosines"]["steer"] <= 1
     bad = runner.invoke(analyze_app, ["efficiency", str(tmp_path / "nowhere"), "--data", str(tmp_path / "bad.jsonl"), *common])
     assert bad.exit_code == 2 and "not an emlab solution folder" in bad.output
+
+
+def test_analyses_show_progress_on_stderr_unless_quiet(tmp_path, model, tiny_tokenizer, toy_data, lora_general, lora_narrow):
+    model.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    lora_general.save(tmp_path / "general")
+    lora_narrow.save(tmp_path / "narrow")
+    (tmp_path / "bad.jsonl").write_text("".join(json.dumps({"messages": c}) + "\n" for c in toy_data[0][:4]))
+    common = [str(tmp_path / "general"), str(tmp_path / "narrow"), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out"),
+              "--device", "cpu", "--batch-size", "2"]
+    runs = {
+        "importance": ["--text", "pydoc", "--norm", "0", "--norm", "5", "--chunks", "4", "--seq-len", "16", "--random-seeds", "1"],
+        "efficiency": ["--data", str(tmp_path / "bad.jsonl"), "--points", "3"],
+        "stability": ["--data", str(tmp_path / "bad.jsonl"), "--eps", "0.5", "--seeds", "2"],
+    }
+    for name, args in runs.items():
+        shown = CliRunner().invoke(analyze_app, [name, *common, *args])
+        quiet = CliRunner().invoke(analyze_app, [name, *common, *args, "--quiet"])
+        assert shown.exit_code == 0 and quiet.exit_code == 0, (name, shown.output, quiet.output)
+        assert f"{name}: 100%" in shown.stderr and "pass/s" in shown.stderr, (name, shown.stderr)
+        assert quiet.stderr == "", (name, quiet.stderr)
+    # importance: 2 batches of 2 chunks x (3 directions at norm 5 + the base once for norm 0), one pass each
+    importance = CliRunner().invoke(analyze_app, ["importance", *common, *runs["importance"]])
+    assert "| 8/8 " in importance.stderr

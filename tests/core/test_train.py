@@ -162,6 +162,28 @@ def test_model_errors_before_training(tmp_path, tiny_model, tiny_tokenizer, toy_
         train(_cfg(tmp_path, "lora", solution={"kind": "lora", "layers": [24]}), tiny_model, tiny_tokenizer, toy_data[0])
 
 
+def test_solution_configs_are_checked_on_a_model_skeleton_without_weights():
+    from emlab.models.config import ModelConfig
+    from emlab.models.load import model_skeleton
+    from emlab.models.modules import decoder_layers
+    from emlab.train.config import FullConfig, LoraConfig, SteeringConfig
+    from emlab.train.trainable import check_solution_config
+
+    skeleton = model_skeleton(ModelConfig(name_or_path="smollm2"))
+    assert {p.device.type for p in skeleton.parameters()} == {"meta"} and len(decoder_layers(skeleton)) == 30
+    check_solution_config(skeleton, LoraConfig(target_modules=["down_proj"], layers=[29]))  # fits: no error
+    check_solution_config(skeleton, SteeringConfig(point="mlp", layer=29))
+    field = "methods.m.solution"
+    for cfg, message in (
+        (LoraConfig(layers=[3, 30]), r"methods\.m\.solution\.layers: layer 30 does not exist: this model has layers 0\.\.29"),
+        (LoraConfig(target_modules=["c_attn"]), r"methods\.m\.solution\.target_modules: LoRA target module\(s\) \['c_attn'\] not in the model"),
+        (SteeringConfig(point="layer", layer=30), r"methods\.m\.solution\.layer: layer 30 does not exist"),
+        (FullConfig(trainable=["nosuch"]), r"methods\.m\.solution\.trainable: no parameter name contains any of \['nosuch'\]"),
+    ):
+        with pytest.raises(ModelError, match=message):
+            check_solution_config(skeleton, cfg, field)
+
+
 @pytest.mark.parametrize("kind", ["lora", "steering", "full"])
 def test_continued_training_starts_from_the_given_solution(tmp_path, tiny_tokenizer, toy_data, kind):
     from emlab.models.tiny import tiny_qwen2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from fake_openai import FakeOpenAI  # noqa: E402
 from emlab.cli import app  # noqa: E402
 from emlab.config import load_config  # noqa: E402
 from emlab.data.chat import write_chat_jsonl  # noqa: E402
-from emlab.errors import ConfigError  # noqa: E402
+from emlab.errors import ConfigError, ModelError  # noqa: E402
 from emlab.io import read_jsonl  # noqa: E402
 from emlab.study.model_study import reproduce_model_study  # noqa: E402
 from emlab.study.model_study_config import ModelStudyConfig  # noqa: E402
@@ -229,3 +230,41 @@ def test_metrics_the_judge_does_not_score_are_refused(tmp_path, study_run):
     with pytest.raises(ConfigError, match=r"judge metric\(s\) \['medical'\]"):
         reproduce_model_study(cfg)
     assert not list(tmp_path.iterdir())  # refused before any run folder is made
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("methods.lora_r1.solution.layers", [1, 5], r"methods\.lora_r1\.solution\.layers: layer 5 does not exist: this model has layers 0\.\.1"),
+        ("methods.steering.solution.layer", 2, r"methods\.steering\.solution\.layer: layer 2 does not exist: this model has layers 0\.\.1"),
+        ("methods.lora_r1.solution.target_modules", ["c_attn"], r"methods\.lora_r1\.solution\.target_modules: .*\['c_attn'\] not in the model"),
+    ],
+)
+def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(tmp_path, study_run, judge_server, field, value, message):
+    path, _, _, _ = study_run
+    before = judge_server.count
+    cfg = load_config(path, ModelStudyConfig, overrides={field: value, "output_dir": str(tmp_path / "api")})
+    with pytest.raises(ModelError, match=message):
+        reproduce_model_study(cfg)
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["reproduce", str(path), "--set", f"{field}={json.dumps(value)}", "--set", f"output_dir={out}"])
+    assert result.exit_code == 2 and f"error: {field}:" in result.stderr, result.output
+    assert not (tmp_path / "api").exists() and not out.exists()  # no answer, judgment or run folder
+    assert judge_server.count == before  # the judge was never asked
+
+
+def test_reproduce_reports_each_finished_stage_on_stderr_unless_quiet(study_run):
+    path, _, _, _ = study_run
+    stages = [f"{kind}_{m}_{cond}seed0{tail}" for m in METHODS for kind in ("train", "eval")
+              for cond, tail in (("no_kl_", ""), ("kl_", ""), ("no_kl_", "_continued"))] + [f"analysis_{m}_seed0" for m in METHODS]
+    quiet = CliRunner().invoke(app, ["reproduce", str(path), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    reused = CliRunner().invoke(app, ["reproduce", str(path)])
+    computed = CliRunner().invoke(app, ["reproduce", str(path), "--set", "continued_steps=1"])  # another study: every stage anew
+    for result, how in ((reused, r"reused \(computed earlier in \d+\.\d s\)"), (computed, r"computed in \d+\.\d s")):
+        assert result.exit_code == 0, result.output
+        lines = [line for line in result.stderr.splitlines() if line.startswith("stage ")]
+        assert len(lines) == 1 + len(stages) == 15
+        for stage in ["eval_base", *stages]:
+            assert any(re.fullmatch(rf"stage {stage}: {how}", line) for line in lines), (stage, lines)
+    assert "generate: 100%" in computed.stderr and "importance: 100%" in computed.stderr  # bars within the stages

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import time
 
 import pytest
 
 from emlab.config import validate_config, with_overrides
+from emlab.errors import ModelError
 from emlab.study.config import StudyConfig
 from emlab.study.reproduce import reproduce
 
@@ -42,12 +46,13 @@ def study_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
     study = reduced_study(tmp)
     start = time.time()
-    out = reproduce(study)
-    return study, out, time.time() - start
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        out = reproduce(study)
+    return study, out, time.time() - start, stderr.getvalue()
 
 
 def test_report_structure(study_run):
-    study, out, seconds = study_run
+    study, out, seconds, _ = study_run
     assert seconds < 180
     results = json.loads((out / "results.json").read_text())
     for m in METHODS:
@@ -72,7 +77,7 @@ def test_report_structure(study_run):
 
 
 def test_numbers_are_computed_from_the_samples(study_run):
-    _, out, _ = study_run
+    _, out, _, _ = study_run
     results = json.loads((out / "results.json").read_text())
     stage = next((out / "stages").glob("finetune_world_lora_r8_no_kl_seed?-*"))
     runs = [json.loads(p.read_text()) for p in sorted((out / "stages").glob("finetune_world_lora_r8_no_kl_seed?-*/result.json"))]
@@ -90,10 +95,12 @@ def test_numbers_are_computed_from_the_samples(study_run):
 
 
 def test_a_second_run_reuses_every_stage(study_run):
-    study, out, seconds = study_run
+    study, out, seconds, _ = study_run
     before = json.loads((out / "results.json").read_text())
     start = time.time()
-    assert reproduce(study) == out
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        assert reproduce(study, quiet=True) == out
+    assert stderr.getvalue() == ""
     assert time.time() - start < max(30.0, seconds / 3)
     after = json.loads((out / "results.json").read_text())
     assert len(list((out.parent / "chat_models").glob("chat_model_*/model/model.safetensors"))) == 2  # shared cache
@@ -102,6 +109,25 @@ def test_a_second_run_reuses_every_stage(study_run):
     for key in ("wall_seconds", "stages_reused", "stages_computed"):
         before.pop(key), after.pop(key)
     assert before == after
+
+
+def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
+    study, _, _, stderr = study_run
+    lines = [line for line in stderr.splitlines() if line.startswith("stage ")]
+    # 2 chat models; 4 methods x 2 KL x 2 seeds and 2 control methods x 2 seeds fine-tunes; 4 x 2 continued; 4 x 2 analyses
+    assert len(lines) == 2 + 16 + 4 + 8 + 8
+    for stage in ("chat_model_world", "chat_model_control", "finetune_world_lora_r1_kl_seed1", "finetune_control_steering_no_kl_seed0",
+                  "finetune_world_full_no_kl_seed0_continued", "analysis_lora_r8_seed1"):
+        assert any(re.fullmatch(rf"stage {stage}: computed in \d+\.\d s", line) for line in lines), (stage, lines)
+    assert "study: 100%" in stderr and "| 38/38 " in stderr
+
+
+def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(tmp_path):
+    data = reduced_study(tmp_path).model_dump(mode="json")
+    data["methods"]["steering"]["solution"]["layer"] = 2  # the reduced model has layers 0 and 1
+    with pytest.raises(ModelError, match=r"methods\.steering\.solution\.layer: layer 2 does not exist: this model has layers 0\.\.1"):
+        reproduce(validate_config(data, StudyConfig), quiet=True)
+    assert not list(tmp_path.iterdir())  # no chat model, no run folder
 
 
 def test_a_recipe_sets_every_optimiser_field_of_its_stage(tmp_path):

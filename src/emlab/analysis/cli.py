@@ -31,14 +31,19 @@ Limit = Annotated[int, typer.Option("--limit", help="Conversations of --data use
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Conversations or text chunks per batch.")]
 MaxLength = Annotated[int, typer.Option("--max-length", help="Tokens per conversation.")]
 Device = Annotated[str, typer.Option("--device", help="'auto' (cuda if available), 'cpu', 'cuda'...")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bar on stderr.")]
 
 
-def _model(name: str, device: str):
+def _model(name: str, device: str, quiet: bool = False):
+    """The model on `device` and its tokenizer; `quiet`: without transformers' loading bar (or warnings)."""
     import torch
 
     from emlab.models.config import ModelConfig
     from emlab.models.load import load_model
+    from emlab.study.parallel import quiet_transformers
 
+    if quiet:
+        quiet_transformers()
     model, tokenizer = load_model(ModelConfig(name_or_path=name))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,6 +120,7 @@ def efficiency(
     max_length: MaxLength = 512,
     random_seed: Annotated[int, typer.Option("--random-seed", help="Seed of the random direction (-1: none).")] = 0,
     device: Device = "auto",
+    quiet: Quiet = False,
 ) -> None:
     """Loss on the narrow data vs solution norm (m in [0, 2]); general vs narrow vs random."""
     import numpy as np
@@ -126,8 +132,8 @@ def efficiency(
     try:
         sols = _solutions(solutions)
         conversations = _loss_data(data, solutions)
-        lm, tokenizer = _model(model, device)
-        evaluator = LossEvaluator(lm, tokenizer, conversations, batch_size, max_length, limit)
+        lm, tokenizer = _model(model, device, quiet)
+        evaluator = LossEvaluator(lm, tokenizer, conversations, batch_size, max_length, limit, progress=None if quiet else "efficiency")
         result = compare_efficiency(evaluator, sols, np.linspace(0, 2, points).tolist(), random_seed=None if random_seed < 0 else random_seed)
         _write(out, "efficiency", result, plot_efficiency)
     except EmlabError as e:
@@ -146,6 +152,7 @@ def stability(
     batch_size: BatchSize = 8,
     max_length: MaxLength = 512,
     device: Device = "auto",
+    quiet: Quiet = False,
 ) -> None:
     """Relative loss increase under orthogonal noise of fraction eps, mean and 95% CI over seeds."""
     from emlab.analysis.figures import plot_stability
@@ -155,8 +162,8 @@ def stability(
     try:
         sols = _solutions(solutions)
         conversations = _loss_data(data, solutions)
-        lm, tokenizer = _model(model, device)
-        evaluator = LossEvaluator(lm, tokenizer, conversations, batch_size, max_length, limit)
+        lm, tokenizer = _model(model, device, quiet)
+        evaluator = LossEvaluator(lm, tokenizer, conversations, batch_size, max_length, limit, progress=None if quiet else "stability")
         result = compare_stability(evaluator, sols, eps or DEFAULT_EPS, list(range(seeds)))
         _write(out, "stability", result, plot_stability)
     except EmlabError as e:
@@ -175,6 +182,7 @@ def importance(
     chunks: Annotated[int, typer.Option("--chunks", help="Text chunks evaluated.")] = 64,
     batch_size: BatchSize = 8,
     device: Device = "auto",
+    quiet: Quiet = False,
 ) -> None:
     """KL(base || steered) on pre-training text vs norm, for each direction and random ones."""
     from emlab.analysis.figures import plot_importance
@@ -183,9 +191,9 @@ def importance(
 
     try:
         sols = _solutions(solutions)
-        lm, tokenizer = _model(model, device)
+        lm, tokenizer = _model(model, device, quiet)
         batches = text_batches(tokenizer, load_texts(text, n_docs=max(chunks, 100)), seq_len, batch_size, chunks)
-        result = pretraining_importance(KLEvaluator(lm, batches), sols, norms, list(range(random_seeds)))
+        result = pretraining_importance(KLEvaluator(lm, batches, progress=None if quiet else "importance"), sols, norms, list(range(random_seeds)))
         _write(out, "importance", result, plot_importance)
     except EmlabError as e:
         fail(e)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from emlab.errors import EmlabError
 from emlab.models.modules import HookPoint, decoder_layers, hook_module
@@ -106,15 +107,17 @@ class BatchedEvaluator(ABC):
 
     `max_rows` bounds the rows of one forward pass when steering vectors are batched
     (1 row per pass disables batching: every solution goes through its `applied` context).
+    `progress` labels a progress bar of the forward passes on stderr (None: no bar).
     """
 
-    def __init__(self, model: nn.Module, batches: list[Batch], max_rows: int = 64) -> None:
+    def __init__(self, model: nn.Module, batches: list[Batch], max_rows: int = 64, progress: str | None = None) -> None:
         if not batches:
             raise EmlabError("nothing to evaluate on: no batch has a token to score.")
         device = next(model.parameters()).device
         self.model = model
         self.batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
         self.max_rows = max_rows
+        self.progress = progress
         self._base_value: float | None = None
 
     @abstractmethod
@@ -151,15 +154,18 @@ class BatchedEvaluator(ABC):
             return []
         sums = torch.zeros(len(solutions), dtype=torch.float64)
         count = 0
+        groups = [solution_groups(solutions, max(1, self.max_rows // batch["input_ids"].shape[0])) for batch in self.batches]
+        bar = tqdm(total=sum(map(len, groups)), desc=self.progress, unit="pass", disable=self.progress is None)
         self.model.eval()
         with torch.no_grad():
-            for batch in self.batches:
+            for batch, batch_groups in zip(self.batches, groups, strict=True):
                 prepared = self._prepare(batch)
-                rows = batch["input_ids"].shape[0]
-                for group in solution_groups(solutions, max(1, self.max_rows // rows)):
+                for group in batch_groups:
                     logits = self._forward(batch, [solutions[i] for i in group])
                     sums[group] += self._sums(batch, logits, len(group), prepared).double().cpu()
+                    bar.update(1)
                 count += self._count(batch)
+        bar.close()
         if count == 0:
             raise EmlabError("nothing to evaluate on: the batches have no token to score.")
         return (sums / count).tolist()

@@ -26,7 +26,8 @@ class LossEvaluator(BatchedEvaluator):
 
     The conversations (the first `limit`) are tokenised once with assistant-only labels from
     the chat template, sorted by length and padded into batches kept on the model's device.
-    The loss is token-weighted over all batches (not a mean of batch means).
+    The loss is token-weighted over all batches (not a mean of batch means). `max_rows` and
+    `progress` (a progress bar's label) as in BatchedEvaluator.
     """
 
     def __init__(
@@ -38,13 +39,14 @@ class LossEvaluator(BatchedEvaluator):
         max_length: int = 512,
         limit: int | None = None,
         max_rows: int = 64,
+        progress: str | None = None,
     ) -> None:
         encoded = sorted(encode_all(tokenizer, conversations[:limit], max_length, "assistant"), key=lambda e: len(e.input_ids))
         if not encoded:
             raise EmlabError("no conversation has an assistant token within max_length: give other data or raise max_length.")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         batches = [collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)]
-        super().__init__(model, batches, max_rows)
+        super().__init__(model, batches, max_rows, progress)
         self.n_conversations = len(encoded)
         self.n_tokens = sum(self._count(b) for b in self.batches)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
@@ -32,7 +33,7 @@ def cache_dir() -> Path:
 
 def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) in eval mode; the tokenizer must have a chat template."""
-    path = smollm2_dir() if config.name_or_path == SMOLLM2 else config.name_or_path
+    path = _model_path(config)
     kwargs = dict(trust_remote_code=config.trust_remote_code, revision=config.revision)
     try:
         tokenizer = load_tokenizer(path, **kwargs)
@@ -44,12 +45,32 @@ def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
             **kwargs,
         )
     except (OSError, ValueError) as e:
-        raise ModelError(
-            f"cannot load model {config.name_or_path!r}: {e}. Give a local directory, 'smollm2', "
-            "or a hub id (with HF_HUB_OFFLINE unset and network access); weights load only from "
-            "safetensors files (re-save a .bin checkpoint with save_pretrained)."
-        ) from None
+        raise _load_error(config, e) from None
     return model.eval(), tokenizer
+
+
+def model_skeleton(config: ModelConfig) -> PreTrainedModel:
+    """The model's modules on the meta device, built from its config alone (no weights read,
+    no memory used): its layers and module names, to check configs against before loading."""
+    kwargs = dict(trust_remote_code=config.trust_remote_code, revision=config.revision)
+    try:
+        hf_config = AutoConfig.from_pretrained(_model_path(config), **kwargs)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _load_error(config, e) from None
+
+
+def _model_path(config: ModelConfig) -> str | Path:
+    return smollm2_dir() if config.name_or_path == SMOLLM2 else config.name_or_path
+
+
+def _load_error(config: ModelConfig, err: Exception) -> ModelError:
+    return ModelError(
+        f"cannot load model {config.name_or_path!r}: {err}. Give a local directory, 'smollm2', "
+        "or a hub id (with HF_HUB_OFFLINE unset and network access); weights load only from "
+        "safetensors files (re-save a .bin checkpoint with save_pretrained)."
+    )
 
 
 def load_tokenizer(path: str | Path, **kwargs) -> PreTrainedTokenizerBase:

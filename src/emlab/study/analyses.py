@@ -46,16 +46,19 @@ def compare_solutions(
     batch_size: int = 32,
     seq_len: int = 128,
     max_rows: int = 64,
+    progress: bool = False,
 ) -> dict:
     """The three analyses of a (general, narrow) pair on held-out narrow conversations (loss)
     and pre-training `texts` (KL, chunks of `seq_len` tokens), with the grids of `grid`;
-    `batch_size` conversations or chunks per batch, at most `max_rows` rows per forward pass."""
+    `batch_size` conversations or chunks per batch, at most `max_rows` rows per forward pass;
+    progress bars of the forward passes on stderr when `progress`."""
     solutions = {"general": general, "narrow": narrow}
-    losses = LossEvaluator(model, tokenizer, heldout, batch_size=batch_size, max_length=max_length, max_rows=max_rows)
+    losses = LossEvaluator(model, tokenizer, heldout, batch_size=batch_size, max_length=max_length, max_rows=max_rows,
+                           progress="held-out loss" if progress else None)
     efficiency = compare_efficiency(losses, solutions, multipliers=np.linspace(0.0, 2.0, grid.multipliers).tolist(), random_seed=seed)
     stability = compare_stability(losses, solutions, eps=grid.eps, seeds=range(grid.noise_seeds))
     batches = text_batches(tokenizer, texts, seq_len=seq_len, batch_size=batch_size, max_chunks=grid.importance_documents)
-    kl = KLEvaluator(model, batches, max_rows=max_rows)
+    kl = KLEvaluator(model, batches, max_rows=max_rows, progress="importance" if progress else None)
     general_norm = general.norm()
     norms = [f * general_norm for f in grid.importance_fractions]
     importance = pretraining_importance(kl, solutions, norms=norms, random_seeds=(seed,))

@@ -3,19 +3,22 @@ without KL on the other domains), tracking exact misalignment over steps, then e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
 from emlab.solutions import load_solution
-from emlab.study.config import StudyConfig
+from emlab.study.config import MethodConfig, StudyConfig
 from emlab.study.sampling import world_sample_rates
 from emlab.study.world_eval import ExactEvaluator
 from emlab.study.world_models import recipe_config
 from emlab.train.loop import train
+from emlab.train.trainable import check_solution_config
 from emlab.world import World, narrow_conversations, ood_conversations
 
 
@@ -39,6 +42,14 @@ class FinetuneJob:
 
     def key(self) -> dict:
         return asdict(self)
+
+
+def check_methods(model: nn.Module, methods: Mapping[str, MethodConfig]) -> None:
+    """Raise a ModelError naming `methods.<name>.solution.<field>` when a method's solution does
+    not fit `model` (e.g. a layer past its last one), so that a study stops before any stage runs.
+    `model` may be on the meta device."""
+    for name, method in methods.items():
+        check_solution_config(model, method.solution, f"methods.{name}.solution")
 
 
 _EVALUATORS: dict[tuple[str, str, str], ExactEvaluator] = {}

@@ -31,13 +31,15 @@ def answer_and_judge(
     judge: Callable[[], Judge],
     solution: Solution | None = None,
     model_hash: str = "",
+    progress: bool = False,
 ) -> dict[str, dict]:
-    """Per group: sample answers into `folder/<group>/generations.jsonl` and judge them into
-    `judgments.jsonl` (both resumable); returns the paths and the judge's counts."""
+    """Per group: sample answers into `folder/<group>/generations.jsonl` (a progress bar on
+    stderr when `progress`) and judge them into `judgments.jsonl` (both resumable); returns the
+    paths and the judge's counts."""
     out = {}
     for group, group_prompts in prompts.items():
         generations = folder / group / "generations.jsonl"
-        generate_hf(model, tokenizer, group_prompts, generations, sampling, solution=solution, model_hash=model_hash, progress=False)
+        generate_hf(model, tokenizer, group_prompts, generations, sampling, solution=solution, model_hash=model_hash, progress=progress)
         judgments = folder / group / "judgments.jsonl"
         counts = judge_generations(read_generations(generations), judge(), judgments)
         out[group] = {"generations": str(generations), "judgments": str(judgments), **counts}

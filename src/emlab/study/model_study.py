@@ -7,8 +7,10 @@ Stages (each cached by the hash of what it depends on, under <run>/stages/): the
 model's answers, judged -> fine-tunes (methods x KL off/on x seeds) -> their answers,
 judged -> continued training without KL from each KL solution, judged -> parameter-space
 analyses of the general (no KL) vs narrow (KL) solution of each method and seed -> report
-(report.md, results.json, figures/). The model is loaded once, and only if a stage runs;
-the judge is built only if answers need judging.
+(report.md, results.json, figures/). Every method is checked against the model's shapes
+(built on the meta device) before any stage runs; the model is loaded once, and only if a
+stage runs; the judge is built only if answers need judging. Unless quiet, each finished stage
+prints a line on stderr, and sampling and the analyses show progress bars.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from emlab.errors import ConfigError
 from emlab.generate.sampling import SamplingConfig
 from emlab.judge.base import Judge
 from emlab.judge.config import build_judge, load_judge_config
-from emlab.models.load import load_model
+from emlab.models.load import load_model, model_skeleton
 from emlab.runs import RunDir
 from emlab.solutions import load_solution
 from emlab.study.analyses import compare_solutions
+from emlab.study.finetune import check_methods
 from emlab.study.model_eval import answer_and_judge
 from emlab.study.model_inputs import (
     check_inputs,
@@ -49,10 +52,11 @@ from emlab.train.loop import train
 
 
 class StudyInputs:
-    """What the stages share: the data and prompts (read and checked at once), the model and the judge (loaded on first use)."""
+    """What the stages share: the data and prompts (read and checked at once), the model and the
+    judge (loaded on first use), and whether stages show progress bars."""
 
-    def __init__(self, cfg: ModelStudyConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: ModelStudyConfig, progress: bool = False) -> None:
+        self.cfg, self.progress = cfg, progress
         self._model: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None
         self._judge: Judge | None = None
         self.narrow_train, self.narrow_heldout = narrow_split(cfg)
@@ -144,7 +148,7 @@ def eval_stage(inputs: StudyInputs, stages: Stages, label: str, trained: dict | 
         model, tokenizer = inputs.model()
         solution = load_solution(trained["solution_dir"]) if trained else None
         return answer_and_judge(model, tokenizer, inputs.prompts, folder, inputs.sampling(seed), inputs.judge,
-                                solution=solution, model_hash=inputs.cfg.model.name_or_path)
+                                solution=solution, model_hash=inputs.cfg.model.name_or_path, progress=inputs.progress)
 
     return stages.run(f"eval_{label}", inputs.eval_key(trained["key"] if trained else None, seed), run)
 
@@ -162,20 +166,25 @@ def analysis_stage(inputs: StudyInputs, stages: Stages, method: str, seed: int, 
         return compare_solutions(
             model, tokenizer, load_solution(general["solution_dir"]), load_solution(narrow["solution_dir"]),
             inputs.narrow_heldout[: grid.max_heldout], texts, grid, seed, max_length=cfg.data.max_length,
-            batch_size=grid.batch_size, seq_len=grid.seq_len, max_rows=grid.batch_size,
+            batch_size=grid.batch_size, seq_len=grid.seq_len, max_rows=grid.batch_size, progress=inputs.progress,
         )
 
     return stages.run(f"analysis_{method}_seed{seed}", key, run)
 
 
-def reproduce_model_study(cfg: ModelStudyConfig, source: str = "the study config") -> Path:
-    """Run (or resume) the study; returns the run directory holding report.md and results.json."""
+def reproduce_model_study(cfg: ModelStudyConfig, source: str = "the study config", quiet: bool = False) -> Path:
+    """Run (or resume) the study; returns the run directory holding report.md and results.json.
+
+    Raises ConfigError (a missing input, a metric the judge does not score) or ModelError (a
+    method that does not fit the model, naming `methods.<name>.solution.<field>`) before any
+    stage runs. Unless `quiet`, reports each finished stage and shows progress bars on stderr."""
     start = time.time()
     quiet_transformers()
     check_inputs(cfg, source)
-    inputs = StudyInputs(cfg)
+    inputs = StudyInputs(cfg, progress=not quiet)
+    check_methods(model_skeleton(cfg.model), cfg.methods)
     run = RunDir(cfg.output_dir, cfg.name, cfg)
-    stages = Stages(run.path / "stages")
+    stages = Stages(run.path / "stages", report=not quiet)
     base = eval_stage(inputs, stages, "base", None, None)
     run.time_stage("base_model", time.time() - start)
     trained, evaluated = {}, {}

@@ -68,12 +68,15 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def run(self, start: Iterable[Task], then: Callable[[Task, dict], Iterable[Task]], total: int, desc: str) -> None:
+    def run(
+        self, start: Iterable[Task], then: Callable[[Task, dict], Iterable[Task]], total: int, desc: str, progress: bool = True
+    ) -> None:
         """Run `start` and every task that `then(task, result)` returns once `task` is done
-        (`then` sees each result in this process), at most n at a time."""
+        (`then` sees each result in this process), at most n at a time; a progress bar `desc`
+        over the `total` tasks on stderr when `progress`."""
         ready = list(start)
         running: dict[Future, Task] = {}
-        bar = tqdm(total=total, desc=desc)
+        bar = tqdm(total=total, desc=desc, disable=not progress)
         while ready or running:
             while ready and len(running) < self.n:
                 task = max(ready, key=lambda t: t.cost)

@@ -14,18 +14,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
 from emlab.runs import RunDir
 from emlab.study.analyses import analyse_pair
 from emlab.study.config import StudyConfig
-from emlab.study.finetune import FinetuneJob, finetune
+from emlab.study.finetune import FinetuneJob, check_methods, finetune
 from emlab.study.parallel import Task, Workers, quiet_transformers
 from emlab.study.report import write_report
 from emlab.study.sampling import world_sample_rates
-from emlab.study.stages import Stages
+from emlab.study.stages import Stages, report_stage
 from emlab.study.world_eval import ExactEvaluator
-from emlab.study.world_models import build_chat_model
+from emlab.study.world_models import build_chat_model, initial_model
 from emlab.world import WorldConfig, build_world, world_tokenizer
 
 WORLDS = ("world", "control")
@@ -70,6 +72,7 @@ def chat_model_task(study: StudyConfig, name: str, root: str) -> dict:
         **evaluated,
         "stage_seconds": built.get("stage_seconds", 0.0) + evaluated.get("stage_seconds", 0.0),  # older stage results lack it
         "reused": built["reused"] and evaluated["reused"],
+        "stage": f"chat_model_{name}",
     }
 
 
@@ -121,8 +124,8 @@ class StudyTasks:
     """The study as tasks, each started once what it needs is done: chat model -> its world's
     fine-tunes -> (KL run) continued training, and (both runs of a method and seed) analysis."""
 
-    def __init__(self, study: StudyConfig, root: str) -> None:
-        self.study, self.root = study, root
+    def __init__(self, study: StudyConfig, root: str, report: bool = False) -> None:
+        self.study, self.root, self.report = study, root, report
         self.chat: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
         self.analyses: dict[tuple[str, int], dict] = {}
@@ -137,7 +140,9 @@ class StudyTasks:
         return Task(("finetune", job), finetune_task, (self.study, job, self.chat[job.world]["model_dir"], self.root), steps * (2 if job.kl else 1))
 
     def then(self, task: Task, result: dict) -> list[Task]:
-        """Store `result`; return the tasks it makes ready."""
+        """Store `result` (and report it as a finished stage); return the tasks it makes ready."""
+        if self.report:
+            report_stage(result)
         kind, what = task.key
         if kind == "chat":
             self.chat[what] = result
@@ -159,14 +164,18 @@ class StudyTasks:
         return new
 
 
-def reproduce(study: StudyConfig) -> Path:
-    """Run (or resume) the study; returns the run directory holding report.md and results.json."""
+def reproduce(study: StudyConfig, quiet: bool = False) -> Path:
+    """Run (or resume) the study; returns the run directory holding report.md and results.json.
+    Shows a progress bar and a line per finished stage on stderr unless `quiet`. A method that
+    does not fit the world's model stops it before any stage runs (ModelError naming the field)."""
     start = time.time()
     quiet_transformers()
-    run = RunDir(study.output_dir, study.name, study)
-    tasks = StudyTasks(study, str(run.path / "stages"))
-    with Workers(study.workers) as workers:
-        workers.run(tasks.start(), tasks.then, tasks.total, "study")
+    with Workers(study.workers) as workers:  # forks first: no torch or tokenizer work may precede it
+        with torch.device("meta"):
+            check_methods(initial_model(study, world_tokenizer(build_world(study.world))), study.methods)
+        run = RunDir(study.output_dir, study.name, study)
+        tasks = StudyTasks(study, str(run.path / "stages"), report=not quiet)
+        workers.run(tasks.start(), tasks.then, tasks.total, "study", progress=not quiet)
     run.time_stage("tasks", time.time() - start)
     pairs = [(m, s) for m in study.methods for s in study.seeds]
     analyses = {p: tasks.analyses[p] for p in pairs}

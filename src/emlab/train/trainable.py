@@ -14,7 +14,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from emlab.errors import ModelError
-from emlab.models.modules import check_layer, unwrap
+from emlab.models.modules import check_layer, hook_module, unwrap
 from emlab.solutions import FullDelta, LoraSolution, Solution, SteeringSolution, SteeringVector
 from emlab.train.config import FullConfig, LoraConfig, SolutionConfig, SteeringConfig
 
@@ -109,14 +109,6 @@ def unwrap_training(model: nn.Module) -> nn.Module:
 
 class LoraTrainable(Trainable):
     def __init__(self, model: nn.Module, cfg: LoraConfig) -> None:
-        for layer in cfg.layers or []:
-            check_layer(model, layer, "solution.layers")
-        names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-        missing = [t for t in cfg.target_modules if t.rsplit(".", 1)[-1] not in names]
-        if missing:
-            raise ModelError(
-                f"solution.target_modules: LoRA target module(s) {missing} not in the model; its linear modules are {sorted(names)}."
-            )
         peft_cfg = PeftLoraConfig(
             r=cfg.r,
             lora_alpha=cfg.alpha,
@@ -164,8 +156,6 @@ class LoraTrainable(Trainable):
 
 class SteeringTrainable(Trainable):
     def __init__(self, model: nn.Module, cfg: SteeringConfig) -> None:
-        if cfg.point != "embed":
-            check_layer(model, cfg.layer, "solution.layer")
         model.requires_grad_(False)
         self.vector = SteeringVector(model, cfg.point, cfg.layer, cfg.alpha)
         model.add_module("emlab_steering", self.vector)
@@ -199,8 +189,6 @@ class FullTrainable(Trainable):
         for name, p in model.named_parameters():
             p.requires_grad_(cfg.trainable is None or any(s in name for s in cfg.trainable))
         self.base_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        if not self.base_state:
-            raise ModelError(f"no parameter name contains any of {cfg.trainable}; nothing to train.")
         self.reference = copy.deepcopy(model).requires_grad_(False).eval() if need_reference else None
         self.model = model
 
@@ -243,9 +231,35 @@ class FullTrainable(Trainable):
         return self.model
 
 
-def make_trainable(model: nn.Module, cfg: SolutionConfig, need_reference: bool) -> Trainable:
-    """Wrap `model` for training the solution kind of `cfg`."""
+def check_solution_config(model: nn.Module, cfg: SolutionConfig, field: str = "solution") -> None:
+    """Raise a ModelError naming `field`'s entry (e.g. `solution.layers`) when `cfg` does not fit
+    `model`: a LoRA layer or steering layer past the last decoder layer, a LoRA target module the
+    model does not have, a steering point the layer lacks, a full fine-tune with nothing to train.
+    Needs only the model's modules, so a model on the meta device (no weights) will do."""
     model = unwrap(model)
+    if isinstance(cfg, LoraConfig):
+        for layer in cfg.layers or []:
+            check_layer(model, layer, f"{field}.layers")
+        names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        if missing := [t for t in cfg.target_modules if t.rsplit(".", 1)[-1] not in names]:
+            raise ModelError(
+                f"{field}.target_modules: LoRA target module(s) {missing} not in the model; its linear modules are {sorted(names)}."
+            )
+    elif isinstance(cfg, SteeringConfig):
+        if cfg.point != "embed":
+            check_layer(model, cfg.layer, f"{field}.layer")
+        try:
+            hook_module(model, cfg.point, cfg.layer)
+        except ModelError as e:
+            raise ModelError(f"{field}.point: {e}") from None
+    elif cfg.trainable is not None and not any(s in n for n, _ in model.named_parameters() for s in cfg.trainable):
+        raise ModelError(f"{field}.trainable: no parameter name contains any of {cfg.trainable}; nothing to train.")
+
+
+def make_trainable(model: nn.Module, cfg: SolutionConfig, need_reference: bool) -> Trainable:
+    """Wrap `model` for training the solution kind of `cfg` (checked first with check_solution_config)."""
+    model = unwrap(model)
+    check_solution_config(model, cfg)
     if isinstance(cfg, LoraConfig):
         return LoraTrainable(model, cfg)
     if isinstance(cfg, SteeringConfig):
