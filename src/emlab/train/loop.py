@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 from emlab.errors import EmlabError
 from emlab.io import append_jsonl, read_jsonl, write_text_atomic
 from emlab.models.chat import IGNORE, Conversation, Encoded, collate, encode_conversations
+from emlab.models.load import check_chat_format
 from emlab.runs import RunDir, run_path
 from emlab.solutions import Solution
 from emlab.train.base_reference import ExactBase, TopKCache, base_hidden, kl_chunks
@@ -94,6 +95,7 @@ def train(
         from emlab.models.load import load_model
 
         model, tokenizer = load_model(config.model)
+    check_chat_format(tokenizer, config.model)
 
     examples = encode_all(tokenizer, train_data, config.data.max_length, config.data.loss_on)
     ood_examples = encode_all(tokenizer, ood_data, config.data.max_length, "assistant" if config.kl.scope == "assistant" else "all") if kl_on else []
