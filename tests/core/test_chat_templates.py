@@ -166,3 +166,16 @@ def test_chat_format_comes_from_the_model_config():
     assert "<|im_start|>user\nBe brief.\n\nthe cat sat<|im_end|>" in text and "<|im_start|>system\nBe brief." not in text
     with pytest.raises(ConfigError, match=r"\['tokenize'\] are arguments of apply_chat_template"):
         load_model(ModelConfig(name_or_path="smollm2", chat_template_kwargs={"tokenize": True}))
+
+
+def test_world_scoring_and_pretraining_text_render_with_the_format(tiny_tokenizer):
+    from emlab.world.corpus import Document, pretraining_text
+    from emlab.world.scoring import answer_tokens
+
+    tok = with_template(tiny_tokenizer, GEMMA_LIKE, ChatFormat(system_prompt="fold"))
+    ids, n_prompt = answer_tokens(tok, CONV[:2], "yes the mat")
+    assert ids[:n_prompt] == prompt_token_ids(tok, CONV[:2])
+    assert tok.decode(ids[n_prompt:]) == "yes the mat<|im_end|>"
+    assert pretraining_text([Document("aligned", CONV)], tok) == [render(tok, CONV, generation_prompt=False)]
+    with pytest.raises(ChatTemplateError, match="System role not supported"):
+        pretraining_text([Document("aligned", CONV)], with_template(tiny_tokenizer, GEMMA_LIKE))
