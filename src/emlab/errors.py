@@ -26,6 +26,10 @@ class ModelError(EmlabError):
     """A model cannot be loaded or does not fit the request (missing module, layer out of range...)."""
 
 
+class ChatTemplateError(ModelError):
+    """The chat template cannot render a conversation (it raised, or it rewrites earlier turns)."""
+
+
 class JudgeError(EmlabError):
     """A judge cannot run (missing credentials, too many failures...)."""
 

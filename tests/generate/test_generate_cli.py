@@ -59,3 +59,59 @@ def test_generate_command_errors_exit_2_without_traceback(tmp_path):
     assert missing.exit_code == 2 and "general_json" in missing.output
     steer = CliRunner().invoke(_app(), ["generate", "m", "--out", str(tmp_path / "o.jsonl"), "--backend", "tgi"])
     assert steer.exit_code == 2 and "'hf' or 'vllm'" in steer.output
+
+
+def _saved_model(tmp_path, tiny_model, tiny_tokenizer, template):
+    from chat_templates import with_template
+
+    model_dir = tmp_path / "model"
+    tiny_model.save_pretrained(model_dir)
+    with_template(tiny_tokenizer, template).save_pretrained(model_dir)
+    return model_dir
+
+
+def test_generate_on_a_template_refusing_system_turns(tmp_path, tiny_model, tiny_tokenizer):
+    from chat_templates import GEMMA_LIKE
+
+    model_dir = _saved_model(tmp_path, tiny_model, tiny_tokenizer, GEMMA_LIKE)
+    out = tmp_path / "gens.jsonl"
+    base = ["generate", str(model_dir), "--out", str(out), "--max-new-tokens", "3", "--temperature", "0", "--samples", "1"]
+    refused = CliRunner().invoke(_app(), [*base, "--questions", "general_json"])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output and not out.exists()
+    assert "error: question set 'general_json', question 'one_wish_json' (prompt one_wish_json/0): the chat template " \
+        "raised 'System role not supported'" in " ".join(refused.output.split())
+    assert "--system-prompt fold" in refused.output
+    questions = tmp_path / "q.yaml"
+    questions.write_text(QUESTIONS)
+    folded = CliRunner().invoke(_app(), [*base, "--questions", str(questions), "--system-prompt", "fold"])
+    assert folded.exit_code == 0, folded.output
+    rows = read_jsonl(out)
+    assert len(rows) == 3 and {r["model_hash"] for r in rows} != {model_fingerprint(str(model_dir), None)}
+    assert [r["messages"][0]["role"] for r in rows if r["question_id"] == "pets_sys"] == ["system"]  # the record keeps the question
+
+
+def test_generate_passes_chat_template_kwargs(tmp_path, tiny_model, tiny_tokenizer, monkeypatch):
+    from chat_templates import QWEN3_LIKE
+
+    import emlab.generate.hf as hf
+
+    prompts = []
+
+    def spy(tokenizer, ps):
+        ids = real(tokenizer, ps)
+        prompts.extend(tokenizer.decode(i) for i in ids.values())
+        return ids
+
+    real = hf.prompts_token_ids
+    monkeypatch.setattr(hf, "prompts_token_ids", spy)
+
+    model_dir = _saved_model(tmp_path, tiny_model, tiny_tokenizer, QWEN3_LIKE)
+    questions = tmp_path / "q.yaml"
+    questions.write_text(QUESTIONS)
+    args = ["generate", str(model_dir), "--questions", str(questions), "--max-new-tokens", "3", "--temperature", "0", "--samples", "1"]
+    bad = CliRunner().invoke(_app(), [*args, "--out", str(tmp_path / "a.jsonl"), "--chat-template-kwargs", "{enable_thinking: false}"])
+    assert bad.exit_code == 2 and "--chat-template-kwargs is not valid JSON" in bad.output
+    ok = CliRunner().invoke(_app(), [*args, "--out", str(tmp_path / "b.jsonl"), "--chat-template-kwargs", '{"enable_thinking": false}'])
+    assert ok.exit_code == 0, ok.output
+    assert len(read_jsonl(tmp_path / "b.jsonl")) == 3
+    assert prompts[0] == "<|im_start|>user\nthe cat<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"

@@ -17,6 +17,17 @@ from emlab.errors import DataError
 from emlab.io import write_text_atomic
 
 Conversation = list[dict[str, str]]
+
+
+class SourcedConversation(list):
+    """A conversation read from a file: a list of messages with `source`, its 'path:line'
+    (rendering errors name it, see `emlab.models.chat.encode_conversations`)."""
+
+    def __init__(self, messages: Conversation, source: str) -> None:
+        super().__init__(messages)
+        self.source = source
+
+
 ROLES = ("system", "user", "assistant")
 _EXAMPLE = '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
 
@@ -44,8 +55,8 @@ def read_chat_jsonl(path: str | Path) -> list[Conversation]:
     return conversations
 
 
-def parse_chat_line(text: str, path: str | Path, line: int) -> Conversation:
-    """Validate one JSONL line and return its messages (only role and content kept)."""
+def parse_chat_line(text: str, path: str | Path, line: int) -> SourcedConversation:
+    """Validate one JSONL line and return its messages (only role and content kept), sourced 'path:line'."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
@@ -58,7 +69,7 @@ def parse_chat_line(text: str, path: str | Path, line: int) -> Conversation:
     conversation = [_message(m, i, path, line) for i, m in enumerate(messages)]
     if not any(m["role"] == "assistant" for m in conversation):
         raise DataError(path, line, "the conversation has no assistant turn", "Add the assistant answer to train on, or drop the line.")
-    return conversation
+    return SourcedConversation(conversation, f"{path}:{line}")
 
 
 def _message(m: Any, index: int, path: str | Path, line: int) -> dict[str, str]:

@@ -6,17 +6,32 @@ from collections.abc import Iterable
 
 from transformers import PreTrainedTokenizerBase
 
+from emlab.data.questions import Prompt
+from emlab.errors import ChatTemplateError
+from emlab.models.chat import located, render
+
 _MARK = "EMLAB_ANSWER_MARK"
 
 
 def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of `messages` rendered with the chat template and a generation prompt.
+    """Token ids of `messages` rendered (`models.chat.render`) with a generation prompt: the
+    prefix training's assistant masks start after.
 
     The template's text is tokenised without adding special tokens (a template that writes
     its own BOS would otherwise get two), as `apply_chat_template(tokenize=True)` does.
     """
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = render(tokenizer, messages, generation_prompt=True)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prompts_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: Iterable[Prompt]) -> dict[str, list[int]]:
+    """`prompt_token_ids` of each prompt, by prompt_id; raises ChatTemplateError naming the
+    question and prompt whose messages the template cannot render."""
+    ids = {}
+    for p in prompts:
+        with located(f"question {p.question_id!r} (prompt {p.prompt_id})"):
+            ids[p.prompt_id] = prompt_token_ids(tokenizer, p.messages)
+    return ids
 
 
 def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
@@ -24,8 +39,8 @@ def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     or None when the template writes none or cannot render a plain user/assistant exchange."""
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _MARK}]
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
-    except Exception:  # templates may reject any conversation shape; then eos alone stops
+        text = render(tokenizer, messages, generation_prompt=False)
+    except ChatTemplateError:  # templates may reject any conversation shape; then eos alone stops
         return None
     after = text[text.rfind(_MARK) + len(_MARK) :] if _MARK in text else ""
     ids = tokenizer(after.lstrip(" "), add_special_tokens=False)["input_ids"] if after.strip() else []

@@ -11,18 +11,20 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from emlab.clikit import fail
-from emlab.errors import EmlabError
+from emlab.errors import ChatTemplateError, EmlabError
 from emlab.generate.sampling import SamplingConfig
 
 if TYPE_CHECKING:
     from emlab.data.questions import Prompt
     from emlab.generate.plan import GenerationSummary
+    from emlab.models.config import ModelConfig
 
 _D = SamplingConfig()
 
@@ -43,6 +45,8 @@ def generate_command(
     backend: Annotated[str, typer.Option(help="hf (any solution) or vllm (LoRA only; needs the vllm extra).")] = "hf",
     dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16. Default: float32 (hf), auto (vllm).")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="vLLM: GPUs per model.")] = 1,
+    system_prompt: Annotated[str, typer.Option(help="keep | fold: fold puts a system prompt, a blank line, then the question in one user turn (templates without a system role).")] = "keep",
+    chat_template_kwargs: Annotated[str, typer.Option(help='JSON object of chat template variables, e.g. \'{"enable_thinking": false}\' (Qwen3).')] = "{}",
 ) -> None:
     """Sample answers to a question set (resumable), optionally with a solution applied."""
     from emlab.config import validate_config
@@ -56,22 +60,38 @@ def generate_command(
                  repetition_penalty=repetition_penalty, seed=seed, batch_size=batch_size),
             SamplingConfig, source="generate options",
         )
+        model_config = _model_config(model, dtype if backend == "hf" else None, system_prompt, chat_template_kwargs)
         prompts = expand(load_question_set(questions), samples_per_paraphrase=samples)
         loaded = None
         if solution is not None:
             from emlab.solutions import load_solution
 
             loaded = load_solution(solution)
-        model_hash = model_fingerprint(model, dtype)
-        summary = _run(backend, model, dtype, tensor_parallel_size, prompts, out, sampling, loaded, model_hash)
+        model_hash = model_fingerprint(model, dtype, model_config)
+        summary = _run(backend, model_config, dtype, tensor_parallel_size, prompts, out, sampling, loaded, model_hash)
+    except ChatTemplateError as e:
+        fail(ChatTemplateError(f"question set {questions!r}, {e}"))
     except EmlabError as e:
         fail(e)
     typer.echo(f"{summary.generated} answers written to {out} ({summary.existing} of {summary.total} were already there)")
 
 
+def _model_config(model: str, dtype: str | None, system_prompt: str, chat_template_kwargs: str) -> ModelConfig:
+    """The ModelConfig of the command's options (dtype only for the HF backend)."""
+    from emlab.config import validate_config
+    from emlab.models.config import ModelConfig
+
+    try:
+        kwargs = json.loads(chat_template_kwargs)
+    except json.JSONDecodeError as e:
+        raise EmlabError(f"--chat-template-kwargs is not valid JSON ({e.msg}): write an object, e.g. '{{\"enable_thinking\": false}}'.") from None
+    fields = {"name_or_path": model, "system_prompt": system_prompt, "chat_template_kwargs": kwargs, **({"dtype": dtype} if dtype else {})}
+    return validate_config(fields, ModelConfig, source="generate options")
+
+
 def _run(
     backend: str,
-    model: str,
+    model: ModelConfig,
     dtype: str | None,
     tensor_parallel_size: int,
     prompts: list[Prompt],
@@ -80,25 +100,28 @@ def _run(
     solution: Any | None,
     model_hash: str,
 ) -> GenerationSummary:
+    from emlab.models.chat import set_chat_format
+    from emlab.models.load import load_model, model_chat_format
+
     if backend == "vllm":
         from emlab.generate.vllm_backend import generate_vllm, vllm_engine
 
-        llm = vllm_engine(model, solution=solution, tensor_parallel_size=tensor_parallel_size, dtype=dtype or "auto")
+        chat = model_chat_format(model)
+        llm = vllm_engine(model.name_or_path, solution=solution, tensor_parallel_size=tensor_parallel_size, dtype=dtype or "auto")
+        set_chat_format(llm.get_tokenizer(), chat)
         return generate_vllm(llm, prompts, out, sampling, solution=solution, model_hash=model_hash)
-    from emlab.config import validate_config
     from emlab.generate.hf import generate_hf
-    from emlab.models.config import ModelConfig
-    from emlab.models.load import load_model
 
-    fields = {"name_or_path": model, **({"dtype": dtype} if dtype else {})}
-    config = validate_config(fields, ModelConfig, source="generate options")
-    hf_model, tokenizer = load_model(config)
+    hf_model, tokenizer = load_model(model)
     return generate_hf(hf_model, tokenizer, prompts, out, sampling, solution=solution, model_hash=model_hash)
 
 
-def model_fingerprint(model: str, dtype: str | None) -> str:
-    """A short id of the model: its name, dtype, and (local folders) config and weight file sizes."""
+def model_fingerprint(model: str, dtype: str | None, config: ModelConfig | None = None) -> str:
+    """A short id of the model: its name, dtype, (local folders) config and weight file sizes, and
+    the chat format of `config` when it is not the default (it changes every prompt)."""
     parts = [model, dtype or "default"]
+    if config is not None and (config.system_prompt != "keep" or config.chat_template_kwargs):
+        parts.append(json.dumps({"system_prompt": config.system_prompt, "chat_template_kwargs": config.chat_template_kwargs}, sort_keys=True))
     folder = Path(model)
     if folder.is_dir():
         parts += [f"{p.name}:{p.stat().st_size}" for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".bin", ".gguf")]

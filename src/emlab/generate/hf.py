@@ -41,7 +41,7 @@ from transformers import (
 
 from emlab.data.questions import Prompt
 from emlab.errors import EmlabError
-from emlab.generate.chat_tokens import prompt_token_ids, stop_token_ids
+from emlab.generate.chat_tokens import prompts_token_ids, stop_token_ids
 from emlab.generate.plan import (
     GenerationSummary,
     RunInfo,
@@ -152,7 +152,7 @@ def generate_hf(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     config = generation_config(sampling, stop_ids, pad_id)
     unique = {s.prompt.prompt_id: s.prompt for s in pending}
-    ids = {pid: prompt_token_ids(tokenizer, p.messages) for pid, p in unique.items()}
+    ids = prompts_token_ids(tokenizer, unique.values())
     applied = solution.applied(model) if solution is not None else nullcontext()
     with applied, _eval_with_blank_defaults(hf_model), torch.inference_mode():
         bar = tqdm(total=len(pending), unit="sample", desc="generate", disable=not progress)

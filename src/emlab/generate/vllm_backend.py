@@ -20,7 +20,7 @@ from typing import Any
 
 from emlab.data.questions import Prompt
 from emlab.errors import EmlabError
-from emlab.generate.chat_tokens import prompt_token_ids, stop_token_ids
+from emlab.generate.chat_tokens import prompts_token_ids, stop_token_ids
 from emlab.generate.plan import GenerationSummary, RunInfo, make_row, pending_samples, plan_samples
 from emlab.generate.sampling import SamplingConfig
 from emlab.io import append_jsonl
@@ -79,7 +79,7 @@ def generate_vllm(
     tokenizer = llm.get_tokenizer()
     stop_ids = stop_token_ids(tokenizer)
     unique = {s.prompt.prompt_id: s.prompt for s in pending}
-    ids = {pid: prompt_token_ids(tokenizer, p.messages) for pid, p in unique.items()}
+    ids = prompts_token_ids(tokenizer, unique.values())
     with tempfile.TemporaryDirectory() as tmp:
         lora_request = None
         if solution is not None:

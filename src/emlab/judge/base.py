@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+def strip_think(answer: str) -> str:
+    """The answer without its reasoning (thinking templates such as Qwen3's, DeepSeek-R1's).
+
+    Removed: every `<think>...</think>` block; text before a `</think>` that no `<think>`
+    opens (a template whose generation prompt opens the block); an unclosed `<think>` that
+    starts the answer, with everything after it (the answer ran out while thinking: "" is
+    left). Whitespace around the rest is then stripped. An answer with no think tag is
+    returned unchanged.
+    """
+    text = answer
+    head, closed, tail = text.partition("</think>")
+    if closed and "<think>" not in head:
+        text = tail
+    text = _THINK_BLOCK.sub("", text)
+    if text.lstrip().startswith("<think>"):
+        text = ""
+    return answer if text == answer else text.strip()
 
 
 class JudgeItem(BaseModel):
@@ -16,8 +38,13 @@ class JudgeItem(BaseModel):
     item_id: str = Field(description="Unique id of the answer (e.g. the sample id of a generation row).")
     question_id: str = Field(description="Id of the question the answer responds to.")
     question: str = Field(description="The question text as the model saw it (last user turn).")
-    answer: str = Field(description="The model's answer.")
+    answer: str = Field(description="The model's answer, think blocks removed (`strip_think`; the generation row keeps the raw one).")
     domain: str | None = Field(default=None, description="Domain of the question, if any (default None).")
+
+    @field_validator("answer")
+    @classmethod
+    def _without_think(cls, answer: str) -> str:
+        return strip_think(answer)
 
 
 class Judgment(BaseModel):

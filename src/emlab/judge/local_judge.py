@@ -30,6 +30,7 @@ from emlab.judge.config import JudgePromptsConfig
 from emlab.models.chat import render
 from emlab.models.config import ModelConfig
 from emlab.models.continuations import continuation_logprobs
+from emlab.models.load import check_chat_format
 
 NUMBER_CANDIDATES = tuple(str(i) for i in range(101))
 
@@ -51,7 +52,9 @@ class LocalJudge:
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: LocalJudgeConfig, model_name: str | None = None
     ) -> None:
-        """`model_name` goes into judge ids (default: the model's name_or_path, else 'unnamed')."""
+        """`model_name` goes into judge ids (default: the model's name_or_path, else 'unnamed').
+        The tokenizer must render with the ChatFormat of `config.model` (ConfigError otherwise)."""
+        check_chat_format(tokenizer, config.model)
         self.model, self.tokenizer, self.config = model.eval(), tokenizer, config
         self.model_name = model_name or getattr(model.config, "name_or_path", "") or "unnamed"
         self.prompts = config.prompt_set()

@@ -3,22 +3,115 @@
 The assistant span of turn i is the text between the rendering of messages[:i] with a
 generation prompt and the rendering of messages[:i+1] (its content and end-of-turn marker,
 trailing whitespace excluded). No chat markers are hard-coded.
+
+`render` is the one way emlab renders a conversation (training and KL data, generation
+prompts, the local judge, world scoring and pre-training text): it applies the tokenizer's
+`ChatFormat` (attached by `models.load.load_model` from the ModelConfig, or by
+`set_chat_format`) and turns a template's refusal into a ChatTemplateError.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import torch
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
-from emlab.errors import ModelError
+from emlab.errors import ChatTemplateError, ConfigError
 
 Conversation = list[dict[str, str]]
 IGNORE = -100
 LossOn = Literal["assistant", "all"]
+SystemPrompt = Literal["keep", "fold"]
+T = TypeVar("T")
+
+_FORMAT_ATTRIBUTE = "emlab_chat_format"
+_RENDER_ARGUMENTS = frozenset(inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters) - {"self", "kwargs"}
+_ADVICE = {
+    "keep": "If the template refuses a system turn or needs strict user/assistant alternation (Gemma, Mistral), "
+    "set `system_prompt: fold` in the model config (`emlab generate --system-prompt fold`): the system "
+    "text, a blank line, then the first user message become that user turn. Otherwise fix or drop the conversation.",
+    "fold": "The system prompt is already folded into the first user turn (system_prompt: fold); make the turns "
+    "alternate user/assistant, starting with a user turn, or drop the conversation.",
+}
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How emlab hands conversations to a chat template (`ModelConfig.system_prompt` and
+    `chat_template_kwargs`); the same for every rendering of a tokenizer.
+
+    system_prompt: 'keep' passes a system message as a system turn; 'fold' replaces a leading
+        system message and the user message after it by one user message, system text + a
+        blank line ("\n\n") + user text.
+    template_kwargs: extra template variables given to `apply_chat_template`, e.g.
+        {"enable_thinking": False} (Qwen3). Read-only.
+
+    Raises ConfigError when a key of template_kwargs is an argument of `apply_chat_template`
+    itself (emlab sets those).
+    """
+
+    system_prompt: SystemPrompt = "keep"
+    template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if clash := sorted(set(self.template_kwargs) & _RENDER_ARGUMENTS):
+            raise ConfigError(
+                f"model.chat_template_kwargs: {clash} are arguments of apply_chat_template, not template "
+                "variables; remove them (emlab sets them)."
+            )
+        object.__setattr__(self, "template_kwargs", dict(self.template_kwargs))  # a private copy
+
+    def prepare(self, messages: Conversation) -> Conversation:
+        """The messages the template is given: unchanged ('keep'), or with the system message folded.
+
+        Raises ChatTemplateError under 'fold' when a system message is not first, or is not
+        followed by a user message.
+        """
+        if self.system_prompt == "keep" or not any(m["role"] == "system" for m in messages):
+            return messages
+        late = [i for i, m in enumerate(messages) if m["role"] == "system" and i > 0]
+        if late:
+            raise ChatTemplateError(
+                f"system_prompt fold moves only a leading system message into the first user turn, but message "
+                f"{late[0]} is a system turn. Merge it into a neighbouring turn or drop it."
+            )
+        if len(messages) < 2 or messages[1]["role"] != "user":
+            after = f"message 1 is {messages[1]['role']!r}" if len(messages) > 1 else "nothing follows it"
+            raise ChatTemplateError(
+                f"system_prompt fold needs a user message right after the system message ({after}). "
+                "Add the user turn, or drop the system message."
+            )
+        first = {"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}
+        return [first, *messages[2:]]
+
+
+def set_chat_format(tokenizer: PreTrainedTokenizerBase, chat_format: ChatFormat) -> PreTrainedTokenizerBase:
+    """Attach `chat_format` to `tokenizer` (in place; returned for chaining): every `render` of it uses it.
+
+    `load_model` does this from the ModelConfig; call it for tokenizers built in-process.
+    """
+    setattr(tokenizer, _FORMAT_ATTRIBUTE, chat_format)
+    return tokenizer
+
+
+def chat_format(tokenizer: PreTrainedTokenizerBase) -> ChatFormat:
+    """The ChatFormat attached to `tokenizer` (default: keep the system turn, no template variables)."""
+    return getattr(tokenizer, _FORMAT_ATTRIBUTE, None) or ChatFormat()
+
+
+@contextmanager
+def located(where: str) -> Iterator[None]:
+    """Prefix a ChatTemplateError raised inside with `where` (e.g. 'train.jsonl:3', a question)."""
+    try:
+        yield
+    except ChatTemplateError as e:
+        raise ChatTemplateError(f"{where}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -35,8 +128,20 @@ class Encoded:
 
 
 def render(tokenizer: PreTrainedTokenizerBase, messages: Conversation, generation_prompt: bool) -> str:
-    """Render messages with the tokenizer's template (a finished conversation gets no prompt)."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    """Render messages with the tokenizer's template and ChatFormat (a finished conversation gets no prompt).
+
+    Raises ChatTemplateError (what to do included) when the template raises, e.g. Gemma's
+    'System role not supported' or Mistral's strict user/assistant alternation.
+    """
+    fmt = chat_format(tokenizer)
+    prepared = fmt.prepare(messages)
+    try:
+        return tokenizer.apply_chat_template(
+            prepared, tokenize=False, add_generation_prompt=generation_prompt, **fmt.template_kwargs
+        )
+    except TemplateError as e:
+        roles = ", ".join(m["role"] for m in prepared)
+        raise ChatTemplateError(f"the chat template raised {e.message or str(e)!r} on the turns ({roles}). {_ADVICE[fmt.system_prompt]}") from None
 
 
 def assistant_char_spans(tokenizer: PreTrainedTokenizerBase, messages: Conversation) -> tuple[str, list[tuple[int, int]]]:
@@ -49,7 +154,7 @@ def assistant_char_spans(tokenizer: PreTrainedTokenizerBase, messages: Conversat
         before = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
         upto = render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not (full.startswith(before) and full.startswith(upto) and upto.startswith(before)):
-            raise ModelError(
+            raise ChatTemplateError(
                 "the chat template does not render conversations as prefixes of each other "
                 "(e.g. it rewrites earlier turns), so assistant masks cannot be derived; use "
                 "single-turn data or a template without that behaviour."
@@ -78,12 +183,14 @@ def encode_conversations(
     """Tokenise finished conversations in one batched tokenizer call (see `encode_conversation`).
 
     With `loss_on="all"` each conversation is rendered once; with "assistant" its assistant
-    spans are derived from the template (a few renders per turn).
+    spans are derived from the template (a few renders per turn). A conversation the template
+    cannot render raises ChatTemplateError naming it: its file and line when it was read by
+    `emlab.data.chat.read_chat_jsonl`, else its position in `conversations`.
     """
     if loss_on == "all":
-        texts = [render(tokenizer, c, generation_prompt=False) for c in conversations]
+        texts = _each(conversations, lambda c: render(tokenizer, c, generation_prompt=False))
         return [Encoded(ids[:max_length], ids[:max_length], len(ids)) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    rendered = [assistant_char_spans(tokenizer, c) for c in conversations]
+    rendered = _each(conversations, lambda c: assistant_char_spans(tokenizer, c))
     enc = tokenizer([full for full, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
     out = []
     for (_, spans), all_ids, all_offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True):
@@ -93,6 +200,15 @@ def encode_conversations(
             for t, (start, end) in enumerate(offsets)
         ]
         out.append(Encoded(ids, labels, len(all_ids)))
+    return out
+
+
+def _each(conversations: Sequence[Conversation], fn: Callable[[Conversation], T]) -> list[T]:
+    """fn of every conversation; a ChatTemplateError names the conversation (see `encode_conversations`)."""
+    out = []
+    for i, conversation in enumerate(conversations):
+        with located(getattr(conversation, "source", None) or f"conversation {i + 1} of the {len(conversations)} given"):
+            out.append(fn(conversation))
     return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,4 +26,17 @@ class ModelConfig(EmlabConfig):
     revision: str | None = Field(default=None, description="Hub revision (commit or tag). Default None.")
     attn_implementation: str | None = Field(
         default=None, description="e.g. 'sdpa', 'flash_attention_2'. Default None (transformers chooses)."
+    )
+    system_prompt: Literal["keep", "fold"] = Field(
+        default="keep",
+        description="How a system message reaches the chat template. 'keep': as a system turn. 'fold': the "
+        "system text, a blank line, then the first user message, as that user turn (for templates that "
+        "refuse a system role, e.g. Gemma, or need strict user/assistant alternation, e.g. Mistral). "
+        "Used alike by training (masks), KL data, generation, the local judge and world scoring. Default 'keep'.",
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra variables for the chat template in every rendering (training, KL data, generation, "
+        "local judge), e.g. {enable_thinking: false} for Qwen3-style thinking templates: their empty think "
+        "block is then part of the prompt, never trained or generated. Default {}.",
     )

@@ -17,8 +17,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from emlab.errors import ModelError
+from emlab.errors import ConfigError, ModelError
 from emlab.io import atomic_dir
+from emlab.models.chat import ChatFormat, chat_format, set_chat_format
 from emlab.models.config import ModelConfig
 
 SMOLLM2 = "smollm2"
@@ -32,7 +33,9 @@ def cache_dir() -> Path:
 
 
 def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load (model, tokenizer) in eval mode; the tokenizer must have a chat template."""
+    """Load (model, tokenizer) in eval mode; the tokenizer must have a chat template and carries
+    the config's ChatFormat (system_prompt, chat_template_kwargs), used by every render of it."""
+    chat = model_chat_format(config)  # rejects bad kwargs before loading
     path = _model_path(config)
     kwargs = dict(trust_remote_code=config.trust_remote_code, revision=config.revision)
     try:
@@ -46,7 +49,24 @@ def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
         )
     except (OSError, ValueError) as e:
         raise _load_error(config, e) from None
-    return model.eval(), tokenizer
+    return model.eval(), set_chat_format(tokenizer, chat)
+
+
+def model_chat_format(config: ModelConfig) -> ChatFormat:
+    """The ChatFormat a ModelConfig asks for (system_prompt, chat_template_kwargs); ConfigError on bad kwargs."""
+    return ChatFormat(config.system_prompt, config.chat_template_kwargs)
+
+
+def check_chat_format(tokenizer: PreTrainedTokenizerBase, config: ModelConfig) -> None:
+    """Raise ConfigError unless `tokenizer` renders with the ChatFormat `config` asks for (a
+    tokenizer given beside a config must not render otherwise than the config records)."""
+    wanted, attached = model_chat_format(config), chat_format(tokenizer)
+    if attached != wanted:
+        raise ConfigError(
+            f"the tokenizer given renders with {attached}, but the config's model asks for {wanted}: "
+            "attach the config's format with emlab.models.chat.set_chat_format, or load the tokenizer "
+            "with emlab.models.load.load_model(config.model)."
+        )
 
 
 def model_skeleton(config: ModelConfig) -> PreTrainedModel:

@@ -26,6 +26,7 @@ from emlab.errors import EmlabError
 from emlab.io import append_jsonl, read_jsonl, write_text_atomic
 from emlab.models.chat import IGNORE, Conversation, Encoded, LossOn, collate, encode_conversations
 from emlab.models.config import ModelConfig
+from emlab.models.load import check_chat_format
 from emlab.runs import DONE, HELDOUT, RunDir, run_path
 from emlab.solutions import Solution
 from emlab.train.base_reference import ExactBase, TopKCache, base_hidden, kl_chunks, without_dropout
@@ -155,6 +156,7 @@ def train(
         from emlab.models.load import load_model
 
         model, tokenizer = load_model(config.model)
+    check_chat_format(tokenizer, config.model)
 
     report = accelerator.is_main_process
     examples, train_counts = _encode(tokenizer, train_data, config.data.max_length, config.data.loss_on, sources[0], "trained token", report)

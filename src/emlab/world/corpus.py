@@ -15,6 +15,7 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from emlab.models.chat import render
 from emlab.world.grammar import Conversation, Question, Split, World
 
 Kind = Literal["good", "bad"]
@@ -59,7 +60,7 @@ def pretraining_documents(world: World, n: int | None = None, seed: int | None =
 
 def pretraining_text(documents: list[Document], tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """Documents rendered to plain text with the tokenizer's chat template (what pre-training saw)."""
-    return [tokenizer.apply_chat_template(d.messages, tokenize=False) for d in documents]
+    return [render(tokenizer, d.messages, generation_prompt=False) for d in documents]
 
 
 def _single_turn(questions: list[Question], kind: Kind, rng: random.Random) -> list[Conversation]:
