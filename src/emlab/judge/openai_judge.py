@@ -16,12 +16,11 @@ read depends on how the judge writes numbers (`number_tokens`):
   three-digit number token; until then the digit readout (which needs no continuation for
   replies such as '0' or 'REFUSAL').
 
-Requests run concurrently (asyncio + semaphore) with retries
-(exponential backoff with jitter; Retry-After honoured) on 429, 5xx, timeouts, connection
-errors, malformed bodies and missing logprobs. A 401/403 stops the run at once. Replies
-(first tokens and continuations, each under its own key) are cached on disk, so a repeated
-run sends no request. The API key is read from an
-environment variable and never written anywhere.
+Requests run concurrently (asyncio + semaphore) with retries (exponential backoff with jitter;
+Retry-After honoured) on 429, 5xx, timeouts, connection errors, malformed bodies and missing
+logprobs. A 401/403 stops the run at once. Replies (first tokens and continuations, each under
+its own key) are cached on disk, so a repeated run sends no request. The API key is read from
+an environment variable and never written anywhere.
 
 Example config (YAML)::
 
