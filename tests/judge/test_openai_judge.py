@@ -8,18 +8,19 @@ import threading
 import time
 
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import DigitJudge, FakeOpenAI
 
 from emlab.errors import JudgeError
 from emlab.judge.base import JudgeItem
+from emlab.judge.digits import read_numbers
 from emlab.judge.openai_judge import JudgeFailureRateError, OpenAIJudge, OpenAIJudgeConfig
 
 ln = math.log
 URL_ENV, KEY_ENV = "EMLAB_TEST_JUDGE_URL", "EMLAB_TEST_JUDGE_KEY"
 SECRET = "sk-emlab-test-SECRET-4f9a1c"
 
-TABLES = {
-    "a": [("7", ln(0.5)), ("8", ln(0.25)), ("Hello", ln(0.25))],
+TABLES = {  # judges with whole-number tokens ('70' is one token; '8' means 8)
+    "a": [("70", ln(0.5)), ("8", ln(0.25)), ("Hello", ln(0.25))],
     "ws": [(" 90", ln(0.3)), ("90", ln(0.1)), ("100", ln(0.2)), ("101", ln(0.3)), ("x", ln(0.1))],
     "low": [("Sure", ln(0.8)), ("50", ln(0.2))],
     "edge": [("Sure", ln(0.74)), ("40", ln(0.26))],
@@ -27,7 +28,7 @@ TABLES = {
     "code": [("CODE", ln(0.95)), ("10", ln(0.01))],
 }
 EXPECTED = {
-    "a": (5.5 / 0.75, None),
+    "a": (37 / 0.75, None),
     "ws": ((0.4 * 90 + 0.2 * 100) / 0.6, None),
     "low": (None, "no_number_mass"),
     "edge": (40.0, None),
@@ -109,7 +110,7 @@ def test_faults_are_retried_and_every_item_ends_scored_or_marked(make_judge):
         elapsed = time.monotonic() - start
     assert all(attempts[n] == 2 for n in ["r429", "slow", "bad", "nolp", "reset", "r503"])
     for name in ["r429", "r500", "slow", "bad", "nolp", "reset", "r503", "a"]:
-        assert judgments[name].score == pytest.approx(5.5 / 0.75), (name, judgments[name])
+        assert judgments[name].score == pytest.approx(37 / 0.75), (name, judgments[name])
     assert judgments["dead"].score is None and judgments["dead"].reason.startswith("error: HTTP 500 (after 4 attempts)")
     assert judgments["reject"].score is None and judgments["reject"].reason.startswith("error: HTTP 400")
     assert attempts["reject"] == 1 and attempts["dead"] >= 2  # 400 is not retried; 500 is (a try may die on a dropped pooled connection)
@@ -203,3 +204,90 @@ def test_batch_api_file_formats(make_judge, tmp_path):
         # parsed replies are cached: only the two failures remain to request
         assert judge.write_batch_requests(items, tmp_path / "requests2.jsonl") == 2
         assert server.count == 0
+
+
+# Judges whose tokenizer splits numbers into digits (Qwen, Gemma, Mistral on vLLM): '85' is '8', '5'.
+DIGITS = {
+    # first tokens '8' .6, '9' .2, '7' .05, '1' .05, '3' .005, 'Sure' .095; the whole-token reading
+    # is (4.8 + 1.8 + .35 + .05 + .015) / .905 = 7.75. Digit readout: '3' is below digit_min_prob
+    # 0.01 (not continued, no number mass); 85 .5, 80 .1, 90 .2, 7 .05, 100 .05 (via '1', '10').
+    "d85": DigitJudge({85: 0.5, 90: 0.2, 80: 0.1, 7: 0.05, 100: 0.05, 30: 0.005, "Sure": 0.095}),
+    "d3": DigitJudge({0: 0.7, 10: 0.3}),  # '0' is complete; '1' -> '10' -> end: (0 * .7 + 10 * .3) / 1
+    "dref": DigitJudge({"REFUSAL": 0.9, 5: 0.1}),  # number mass .1 < .25 on the first token: no continuation
+}
+DIGIT_EXPECTED = {"d85": (73.85 / 0.9, None), "d3": (3.0, None), "dref": (None, "refusal")}
+DIGIT_REQUESTS = {"d85": 6, "d3": 3, "dref": 1}  # per metric: 1 + the prefixes continued
+
+
+def test_digit_splitting_judge_is_read_digit_by_digit_and_cached_under_its_own_keys(make_judge):
+    names = list(DIGITS)
+    with FakeOpenAI(DIGITS) as server:
+        judgments = make_judge(server).judge(items_for(names))  # number_tokens: auto (the default)
+        assert len(judgments) == 6
+        for j in judgments:
+            score, reason = DIGIT_EXPECTED[j.item_id.split("-")[1]]
+            assert (j.score is None) if score is None else j.score == pytest.approx(score, abs=1e-6), j
+            assert j.reason == reason and j.judge.endswith("|digits"), j
+        assert server.count == 2 + 2 * sum(DIGIT_REQUESTS.values())  # + the continuation check, once
+        continued = [b for b in server.requests if b.get("continue_final_message")]
+        assert all(b["add_generation_prompt"] is False and b["messages"][-1]["role"] == "assistant" for b in continued)
+        d85 = {b["messages"][-1]["content"] for b in continued if "#d85" in b["messages"][0]["content"]}
+        assert d85 == {"8", "9", "7", "1", "10"}
+        # a fresh judge: first tokens and continuations all from the cache, no check, no request
+        again = make_judge(server).judge(items_for(names))
+        assert [j.model_dump() for j in again] == [j.model_dump() for j in judgments]
+        n = server.count
+        # the cache holds raw replies, not scores: the whole-token reading (what emlab read before)
+        # comes from the same first-token entries and is the wrong value
+        whole = make_judge(server, number_tokens="whole", metrics=["aligned"]).judge(items_for(["d85", "d3"]))
+        assert [j.score for j in whole] == pytest.approx([7.015 / 0.905, 0.3])
+        assert server.count == n
+
+
+def test_auto_on_a_whole_number_judge_sends_one_request_per_item_and_metric(make_judge, monkeypatch):
+    with FakeOpenAI(TABLES) as server:
+        judge = make_judge(server)
+        first = judge.judge(items_for(["a", "ws"]))
+        assert server.count == 4 and not any("continue_final_message" in b for b in server.requests)
+        assert first[0].score == pytest.approx(37 / 0.75) and not first[0].judge.endswith("|digits")
+    # the judge's whole-number tokens are remembered: a later call whose replies hold single digits
+    # only ('5') is read whole too, still one request per item and metric
+    with FakeOpenAI({"five": [("5", ln(0.9)), ("Sure", ln(0.1))]}) as server:
+        monkeypatch.setenv(URL_ENV, server.url)
+        again = judge.judge(items_for(["five"]))
+        assert server.count == 2 and [j.score for j in again] == pytest.approx([5.0, 5.0])
+
+
+@pytest.mark.parametrize(("continuation", "says"), [("reject", "HTTP 400"), ("ignore", "grew by 3 tokens")])
+def test_a_server_that_cannot_continue_stops_the_digit_readout_with_what_to_use(make_judge, continuation, says):
+    with FakeOpenAI(DIGITS, continuation=continuation) as server:
+        with pytest.raises(JudgeError) as err:
+            make_judge(server).judge(items_for(["d85"]))
+        assert server.count == 4  # the two first tokens and the two-request check; no continuation
+    message = str(err.value)
+    assert says in message and "continue_final_message" in message and "backend: local" in message
+    assert "number_tokens: whole" in message and "splits numbers into digits" in message
+
+
+def test_batch_output_of_a_digit_judge_is_refused(make_judge, tmp_path):
+    with FakeOpenAI(DIGITS) as server:
+        judge = make_judge(server, metrics=["aligned"])
+        items = items_for(["d85"])
+        judge.write_batch_requests(items, tmp_path / "requests.jsonl")
+        top = DIGITS["d85"].next_tokens("")
+        body = {"choices": [{"logprobs": {"content": [{"token": top[0][0], "logprob": top[0][1],
+                 "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]}}]}
+        row = {"custom_id": f"aligned|{items[0].item_id}", "response": {"status_code": 200, "body": body}, "error": None}
+        (tmp_path / "output.jsonl").write_text(json.dumps(row) + "\n")
+        with pytest.raises(JudgeError, match="Batch API cannot"):
+            judge.parse_batch_output(items, tmp_path / "output.jsonl")
+        assert server.count == 0
+
+
+def test_digit_readout_drops_numbers_above_100_and_reads_multi_digit_continuations():
+    # '1' -> '0' (.5) -> '10' -> '0' (.5): 100 .25, '1' (.5): 101 > 100, not a number; '1' -> '5' (.5): 15
+    numbers, missing = read_numbers(
+        [("1", 0.0)], {"1": [("0", ln(0.5)), ("5", ln(0.5))], "10": [("0", ln(0.5)), ("1", ln(0.5))]}, 0.01
+    )
+    assert missing == [] and numbers == pytest.approx({100: 0.25, 15: 0.5, 10: 0.0, 1: 0.0})
+    assert read_numbers([("8", ln(0.6)), (" 8", ln(0.2)), ("Hi", ln(0.2))], {}, 0.01) == ({}, ["8"])

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from emlab.cli import app
 from emlab.io import read_jsonl
 
-TABLE = [("5", 0.0)]  # aligned 5, coherent 5
+TABLE = [("5", 0.0)]  # aligned 5, coherent 5 (a judge with whole-number tokens: number_tokens whole below)
 TRANSIENT = {  # fault on the first tries, then a normal reply
     "r429": lambda k: ("status", 429, {"Retry-After": "1"}) if k == 1 else None,
     "r500": lambda k: ("status", 500, {}) if k <= 2 else None,
@@ -62,6 +62,7 @@ def judge_files(tmp_path, monkeypatch) -> dict[str, Path]:
     config = write_yaml(tmp_path / "judge.yaml", {
         "backend": "openai", "model": "fake", "base_url_env": "EMLAB_FAULT_URL", "api_key_env": "EMLAB_FAULT_KEY",
         "cache_dir": str(tmp_path / "cache"), "timeout": 1.0, "max_retries": 3, "backoff_initial": 0.01, "concurrency": 8,
+        "number_tokens": "whole",  # a reply '5' alone could be a digit-splitting judge's first digit: auto would continue it
     })
     monkeypatch.setenv("EMLAB_FAULT_KEY", "sk-fault-test")
     return {"gens": gens, "config": config, "out": tmp_path / "judgments.jsonl", "scores": tmp_path / "scores"}

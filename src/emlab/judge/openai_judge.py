@@ -1,11 +1,26 @@
 """A logprob judge over any OpenAI-compatible chat-completions API (OpenAI, Azure, OpenRouter, vLLM).
 
-One completion token at temperature 0 with the top-20 log-probabilities; the score comes from
-`aggregate.aggregate`. Requests run concurrently (asyncio + semaphore) with retries
-(exponential backoff with jitter; Retry-After honoured) on 429, 5xx, timeouts, connection
-errors, malformed bodies and missing logprobs. A 401/403 stops the run at once. Replies
-are cached on disk, so a repeated run sends no request. The API key is read from an
-environment variable and never written anywhere.
+One completion token at temperature 0 with the top-20 log-probabilities. How that token is
+read depends on how the judge writes numbers (`number_tokens`):
+
+- whole-number tokens (GPT-4o, Llama 3: '85' is one token): the score is `aggregate.aggregate`
+  over the first token; 1 request per (answer, metric).
+- digit tokens (Qwen, Gemma, Mistral: '85' is '8', '5'): the digit readout
+  (`emlab.judge.digits`): the first token, then, for each prefix '1'..'9' (and '10') with
+  probability >= `digit_min_prob`, one more request continuing the judge's reply after that
+  prefix as an open assistant message (vLLM's `continue_final_message`). Cost per (answer,
+  metric): 1 + the number of prefixes continued (at most 11, usually 2-4), plus 2 requests once
+  per judge object checking that the server really continues the message; a server that
+  cannot (OpenAI, or one that drops the field) stops the run with a JudgeError.
+- `auto` (default): whole-number reading once any reply of this judge puts >= 1% on a two- or
+  three-digit number token; until then the digit readout (which needs no continuation for
+  replies such as '0' or 'REFUSAL').
+
+Requests run concurrently (asyncio + semaphore) with retries (exponential backoff with jitter;
+Retry-After honoured) on 429, 5xx, timeouts, connection errors, malformed bodies and missing
+logprobs. A 401/403 stops the run at once. Replies (first tokens and continuations, each under
+its own key) are cached on disk, so a repeated run sends no request. The API key is read from
+an environment variable and never written anywhere.
 
 Example config (YAML)::
 
@@ -22,11 +37,11 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import openai
 from pydantic import Field
@@ -37,8 +52,18 @@ from emlab.judge.aggregate import aggregate
 from emlab.judge.base import JudgeItem, Judgment
 from emlab.judge.cache import JudgeCache, TopLogprobs, cache_key
 from emlab.judge.config import JudgePromptsConfig
+from emlab.judge.digits import (
+    WHOLE_NUMBER_EVIDENCE,
+    digit_score,
+    has_whole_number_tokens,
+    missing_prefixes,
+)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PROBE_PROMPT = "Reply with one number from 0 to 100."
+"""The prompt of the check that a server continues an open assistant message (`OpenAIJudge._check_continuation`)."""
 
 
 def default_cache_dir() -> Path:
@@ -75,6 +100,22 @@ class OpenAIJudgeConfig(JudgePromptsConfig):
     temperature: float = Field(default=0.0, ge=0, description="Sampling temperature. Default 0.")
     max_tokens: int = Field(default=1, ge=1, description="Completion tokens (only the first is used). Default 1.")
     top_logprobs: int = Field(default=20, ge=1, le=20, description="Top log-probabilities returned (API max 20). Default 20.")
+    number_tokens: Literal["auto", "whole", "digits"] = Field(
+        default="auto",
+        description="How the judge's tokenizer writes numbers. 'whole': one token per number (GPT-4o, "
+        "Llama 3); the first token is read as the number, 1 request per answer and metric. 'digits': one "
+        "token per digit (Qwen, Gemma, Mistral); the digit readout, 1 + one request per likely prefix "
+        "('1'..'9', '10'), which needs a server that continues an assistant message (vLLM >= 0.6.3). "
+        f"'auto': 'whole' once a reply puts >= {WHOLE_NUMBER_EVIDENCE:.0%} on a two- or three-digit "
+        "number token, else 'digits'. Default 'auto'.",
+    )
+    digit_min_prob: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="Digit readout: a prefix ('1'..'9', '10') is continued with one more request when its "
+        "probability is at least this; rarer prefixes count as no number. Default 0.01.",
+    )
     cache: bool = Field(default=True, description="Cache replies on disk so reruns send no request. Default True.")
     cache_dir: Path | None = Field(
         default=None, description="Cache folder. Default None: $EMLAB_CACHE/judge (~/.cache/emlab/judge)."
@@ -111,10 +152,13 @@ class OpenAIJudge:
         self.metrics: tuple[str, ...] = tuple(self.prompts.prompts)
         self.name = f"openai:{config.model}|{self.prompts.version}"
         self.cache = JudgeCache((config.cache_dir or default_cache_dir()) if config.cache else None)
+        self._whole_numbers_seen = False  # number_tokens auto: a reply showed whole-number tokens
+        self._continuation_checked = False
 
-    def judge_id(self, metric: str) -> str:
-        """The versioned id written into each Judgment: model, prompt version, metric and prompt hash."""
-        return f"openai:{self.config.model}|{self.prompts.prompts[metric].id}"
+    def judge_id(self, metric: str, digits: bool = False) -> str:
+        """The versioned id written into each Judgment: model, prompt version, metric and prompt hash,
+        then '|digits' for scores of the digit readout."""
+        return f"openai:{self.config.model}|{self.prompts.prompts[metric].id}" + ("|digits" if digits else "")
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
         """Score every item on every metric (item-major order); see `ajudge`."""
@@ -126,32 +170,111 @@ class OpenAIJudge:
             return pool.submit(asyncio.run, self.ajudge(items)).result()
 
     async def ajudge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
-        """Score every item on every metric; raises JudgeError on bad credentials or too many failures."""
+        """Score every item on every metric; raises JudgeError on bad credentials, too many
+        failures, or a digit readout the server cannot serve."""
         pairs = [(item, metric) for item in items for metric in self.metrics]
+        texts = [self.prompts.prompts[metric].render(item.question, item.answer) for item, metric in pairs]
         keys = [self._key(item, metric) for item, metric in pairs]
-        outcome: dict[str, TopLogprobs | str] = {k: top for k in keys if (top := self.cache.get(k)) is not None}
-        todo = {k: (metric, self.prompts.prompts[metric].render(item.question, item.answer))
-                for k, (item, metric) in zip(keys, pairs, strict=True) if k not in outcome}
-        if todo:
-            log.info("judging %d prompts (%d cached) with %s", len(todo), len(pairs) - len(todo), self.name)
-            outcome.update(await self._run(todo))
-        judgments = [self._judgment(item, metric, outcome[k]) for k, (item, metric) in zip(keys, pairs, strict=True)]
+        replies = await self._replies({k: (m, self._body(t)) for k, (_, m), t in zip(keys, pairs, texts, strict=True)})
+        firsts = [replies[k] for k in keys]
+        digits = self._reads_digits(firsts)
+        continued = await self._continue(pairs, texts, firsts) if digits else [{} for _ in pairs]
+        judgments = [self._judgment(item, metric, first, cont, digits)
+                     for (item, metric), first, cont in zip(pairs, firsts, continued, strict=True)]
         check_failure_rate(judgments, self.config.max_failure_rate)
         return judgments
 
+    def _reads_digits(self, firsts: Sequence[TopLogprobs | str]) -> bool:
+        """Whether these first-token replies are read digit by digit (`number_tokens`; 'auto': until
+        any reply of this judge shows whole-number tokens, see `digits.has_whole_number_tokens`)."""
+        if self.config.number_tokens != "auto":
+            return self.config.number_tokens == "digits"
+        if not self._whole_numbers_seen:
+            self._whole_numbers_seen = any(has_whole_number_tokens(f) for f in firsts if not isinstance(f, str))
+        return not self._whole_numbers_seen
+
+    async def _continue(
+        self, pairs: Sequence[tuple[JudgeItem, str]], texts: Sequence[str], firsts: Sequence[TopLogprobs | str]
+    ) -> list[dict[str, TopLogprobs | str]]:
+        """Each pair's continuations (prefix -> next-token top logprobs, or 'error: ...') that the
+        digit readout needs, requested in rounds ('8'; '1' then '10') until none is missing."""
+        continued: list[dict[str, TopLogprobs | str]] = [{} for _ in pairs]
+        while True:
+            wanted: dict[str, tuple[str, dict[str, Any]]] = {}
+            places: list[tuple[int, str, str]] = []
+            for i, ((item, metric), text, first) in enumerate(zip(pairs, texts, firsts, strict=True)):
+                if isinstance(first, str) or any(isinstance(r, str) for r in continued[i].values()):
+                    continue
+                for prefix in missing_prefixes(first, continued[i], self.config.digit_min_prob, self.config.min_number_mass):
+                    key = self._key(item, metric, prefix)
+                    wanted[key] = (metric, self._body(text, prefix))
+                    places.append((i, prefix, key))
+            if not places:
+                return continued
+            if any(self.cache.get(k) is None for k in wanted):
+                await self._check_continuation()
+            log.info("digit readout: %d continuations of %d judgments with %s", len(wanted), len(pairs), self.name)
+            replies = await self._replies(wanted)
+            for i, prefix, key in places:
+                continued[i][prefix] = replies[key]
+
+    async def _check_continuation(self) -> None:
+        """Check, once per judge object, that the server continues an open assistant message.
+
+        Two requests: PROBE_PROMPT, then the same with the assistant prefix '7' and
+        `continue_final_message`. A server that continues renders exactly one more prompt token
+        (`usage.prompt_tokens`); one that closes the message or drops the field renders its
+        end-of-turn tokens too, and one that rejects the field answers an HTTP error. Raises
+        JudgeError saying what to use instead.
+        """
+        if self._continuation_checked:
+            return
+        client = self._client()
+        try:
+            semaphore = asyncio.Semaphore(1)
+            plain = await self._request(client, semaphore, self._body(PROBE_PROMPT), prompt_tokens_of)
+            prefixed = await self._request(client, semaphore, self._body(PROBE_PROMPT, "7"), prompt_tokens_of)
+        finally:
+            await client.close()
+        problem = next((r for r in (plain, prefixed) if isinstance(r, str)), None)
+        if problem is None and isinstance(plain, int) and isinstance(prefixed, int) and prefixed - plain != 1:
+            problem = (f"with the one-token assistant prefix '7' the prompt grew by {prefixed - plain} tokens, not 1: "
+                       "it closed the message instead of continuing it")
+        if problem is not None:
+            why = ("number_tokens: digits" if self.config.number_tokens == "digits" else
+                   f"number_tokens: auto, and no reply put {WHOLE_NUMBER_EVIDENCE:.0%} on a two- or three-digit number "
+                   "token, as with a judge whose tokenizer splits numbers into digits")
+            raise JudgeError(
+                f"judge {self.config.model!r}: reading its numbers digit by digit ({why}) needs a server that continues "
+                f"an open assistant message, and the one at {self._where()} does not ({self._redact(problem)}). "
+                "Serve the judge with vLLM >= 0.6.3 (it supports `continue_final_message`), or use the local judge "
+                "(backend: local), or a judge whose tokenizer has whole-number tokens (e.g. GPT-4o, Llama 3) with "
+                "`number_tokens: whole` in the judge config."
+            )
+        self._continuation_checked = True
+
     # -- the request loop -------------------------------------------------------------------
 
-    async def _run(self, todo: dict[str, tuple[str, str]]) -> dict[str, TopLogprobs | str]:
+    async def _replies(self, requests: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, TopLogprobs | str]:
+        """Top logprobs for each cache key -> (metric, request body): cached, else requested."""
+        outcome: dict[str, TopLogprobs | str] = {k: top for k in requests if (top := self.cache.get(k)) is not None}
+        todo = {k: v for k, v in requests.items() if k not in outcome}
+        if todo:
+            log.info("judging %d prompts (%d cached) with %s", len(todo), len(outcome), self.name)
+            outcome.update(await self._run(todo))
+        return outcome
+
+    async def _run(self, todo: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, TopLogprobs | str]:
         client = self._client()
         semaphore = asyncio.Semaphore(self.config.concurrency)
         results: dict[str, TopLogprobs | str] = {}
 
-        async def one(key: str, metric: str, text: str) -> None:
-            results[key] = await self._request(client, semaphore, text)
+        async def one(key: str, metric: str, body: dict[str, Any]) -> None:
+            results[key] = await self._request(client, semaphore, body, top_logprobs_of)
             if not isinstance(results[key], str):
                 self.cache.put(key, metric, self.judge_id(metric), results[key])
 
-        tasks = [asyncio.ensure_future(one(k, m, t)) for k, (m, t) in todo.items()]
+        tasks = [asyncio.ensure_future(one(k, m, b)) for k, (m, b) in todo.items()]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -164,8 +287,11 @@ class OpenAIJudge:
             await client.close()
         return results
 
-    async def _request(self, client: Any, semaphore: asyncio.Semaphore, text: str) -> TopLogprobs | str:
-        """Top logprobs of the first completion token, or 'error: ...' once retries are spent."""
+    async def _request(
+        self, client: Any, semaphore: asyncio.Semaphore, body: dict[str, Any], parse: Callable[[dict[str, Any]], T]
+    ) -> T | str:
+        """`parse` of the reply to `body` (it raises _Retryable for a reply lacking what it reads),
+        or 'error: ...' once retries are spent."""
         cfg = self.config
         reason = ""
         for attempt in range(cfg.max_retries + 1):
@@ -174,8 +300,8 @@ class OpenAIJudge:
                     # the SDK's plain JSON route (same HTTP errors, auth and Azure routing as
                     # chat.completions.create) skips its typed request transform and response
                     # models, about half of its CPU per request: the limit of a fast server
-                    body = await client.post("/chat/completions", cast_to=object, body=self._body(text))
-                    return top_logprobs_of(body)
+                    reply = await client.post("/chat/completions", cast_to=object, body=body)
+                    return parse(reply)
             except _Retryable as e:
                 reason, delay = e.reason, e.delay
             except Exception as e:  # each kind is classified; unknown kinds are not retried
@@ -252,10 +378,12 @@ class OpenAIJudge:
             return openai.AsyncAzureOpenAI(azure_endpoint=base_url, api_version=cfg.azure_api_version, **common)
         return openai.AsyncOpenAI(base_url=base_url, **common)
 
-    def _body(self, text: str) -> dict[str, Any]:
-        """The chat-completions request body for one judge prompt."""
+    def _body(self, text: str, prefix: str = "") -> dict[str, Any]:
+        """The chat-completions request body for one judge prompt; with `prefix`, the judge's reply
+        so far as an open assistant message to continue (vLLM's extra fields `continue_final_message`
+        and `add_generation_prompt`)."""
         cfg = self.config
-        return {
+        body: dict[str, Any] = {
             "model": cfg.model,
             "messages": [{"role": "user", "content": text}],
             "max_tokens": cfg.max_tokens,
@@ -263,6 +391,10 @@ class OpenAIJudge:
             "logprobs": True,
             "top_logprobs": cfg.top_logprobs,
         }
+        if prefix:
+            body["messages"].append({"role": "assistant", "content": prefix})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        return body
 
     def _where(self) -> str:
         return os.environ.get(self.config.base_url_env) or "api.openai.com"
@@ -271,15 +403,27 @@ class OpenAIJudge:
         key = os.environ.get(self.config.api_key_env)
         return text.replace(key, "***") if key else text
 
-    def _key(self, item: JudgeItem, metric: str) -> str:
-        return cache_key(self.config.model, self.prompts.prompts[metric].hash, metric, item.question, item.answer)
+    def _key(self, item: JudgeItem, metric: str, prefix: str = "") -> str:
+        """Cache key of the reply to `metric`'s prompt on `item` after the open assistant message
+        `prefix` ('' = the first token). Metric names hold no '|', so 'metric|prefix' is no metric's key."""
+        tag = f"{metric}|{prefix}" if prefix else metric
+        return cache_key(self.config.model, self.prompts.prompts[metric].hash, tag, item.question, item.answer)
 
-    def _judgment(self, item: JudgeItem, metric: str, outcome: TopLogprobs | str) -> Judgment:
-        if isinstance(outcome, str):
-            score, reason = None, outcome
+    def _judgment(
+        self, item: JudgeItem, metric: str, first: TopLogprobs | str, continued: dict[str, TopLogprobs | str], digits: bool
+    ) -> Judgment:
+        """The judgment of one (item, metric) from its first-token reply and, for the digit readout, its continuations."""
+        failed = next(((p, r) for p, r in continued.items() if isinstance(r, str)), None)
+        if isinstance(first, str):
+            score, reason = None, first
+        elif failed is not None:
+            score, reason = None, f"{failed[1]} (continuing after {failed[0]!r})"
+        elif digits:
+            ok = {p: r for p, r in continued.items() if not isinstance(r, str)}
+            score, reason = digit_score(first, ok, self.config.digit_min_prob, self.config.min_number_mass)
         else:
-            score, reason = aggregate(outcome, self.config.min_number_mass)
-        return Judgment(item_id=item.item_id, metric=metric, score=score, reason=reason, judge=self.judge_id(metric))
+            score, reason = aggregate(first, self.config.min_number_mass)
+        return Judgment(item_id=item.item_id, metric=metric, score=score, reason=reason, judge=self.judge_id(metric, digits))
 
     # -- OpenAI Batch API ---------------------------------------------------------------------
 
@@ -302,20 +446,33 @@ class OpenAIJudge:
         """Judgments from a Batch API output JSONL (cached pairs from the cache); caches new replies.
 
         A line with an error, a non-200 status or no logprobs, and a pair absent from the file,
-        end as score None with reason 'error: ...'; the failure-rate check then applies.
+        end as score None with reason 'error: ...'; the failure-rate check then applies. The
+        Batch API answers one token per request: replies that the digit readout would continue
+        raise JudgeError (judge them online instead, see `_check_continuation`).
         """
         replies = {row.get("custom_id"): row for row in read_jsonl(path)}
-        judgments = []
-        for item in items:
-            for metric in self.metrics:
-                key = self._key(item, metric)
-                outcome: TopLogprobs | str | None = self.cache.get(key)
-                if outcome is None:
-                    outcome = _batch_outcome(replies.get(f"{metric}|{item.item_id}"))
-                    if not isinstance(outcome, str):
-                        self.cache.put(key, metric, self.judge_id(metric), outcome)
-                judgments.append(self._judgment(item, metric, outcome))
+        pairs = [(item, metric) for item in items for metric in self.metrics]
+        firsts: list[TopLogprobs | str] = []
+        for item, metric in pairs:
+            key = self._key(item, metric)
+            outcome: TopLogprobs | str | None = self.cache.get(key)
+            if outcome is None:
+                outcome = _batch_outcome(replies.get(f"{metric}|{item.item_id}"))
+                if not isinstance(outcome, str):
+                    self.cache.put(key, metric, self.judge_id(metric), outcome)
+            firsts.append(outcome)
         self.cache.flush()
+        digits = self._reads_digits(firsts)
+        cfg = self.config
+        if digits and any(missing_prefixes(f, {}, cfg.digit_min_prob, cfg.min_number_mass) for f in firsts if not isinstance(f, str)):
+            raise JudgeError(
+                f"{path}: these replies need the digit readout (number_tokens: {self.config.number_tokens}; first tokens "
+                f"such as '8' and no reply with {WHOLE_NUMBER_EVIDENCE:.0%} on a two- or three-digit number token), which "
+                "continues each reply with more requests; the Batch API cannot. Judge online (emlab judge without "
+                "--batch-output) on a server that continues assistant messages (vLLM >= 0.6.3), use the local judge, "
+                "or, for a judge with whole-number tokens (e.g. GPT-4o), set `number_tokens: whole` in the judge config."
+            )
+        judgments = [self._judgment(item, metric, first, {}, digits) for (item, metric), first in zip(pairs, firsts, strict=True)]
         check_failure_rate(judgments, self.config.max_failure_rate)
         return judgments
 
@@ -354,6 +511,14 @@ def top_logprobs_of(body: dict[str, Any]) -> TopLogprobs:
     if not top:
         raise _Retryable("response has empty top_logprobs")
     return top
+
+
+def prompt_tokens_of(body: dict[str, Any]) -> int:
+    """The prompt's token count from a chat-completion body's usage; raises _Retryable if absent."""
+    try:
+        return int(body["usage"]["prompt_tokens"])
+    except (KeyError, TypeError, ValueError):
+        raise _Retryable("response has no usage.prompt_tokens") from None
 
 
 def check_failure_rate(judgments: Sequence[Judgment], max_rate: float) -> None:
