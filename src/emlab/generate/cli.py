@@ -84,7 +84,7 @@ def _run(
         from emlab.generate.vllm_backend import generate_vllm, vllm_engine
 
         llm = vllm_engine(model, solution=solution, tensor_parallel_size=tensor_parallel_size, dtype=dtype or "auto")
-        return generate_vllm(llm, prompts, out, sampling, solution=solution, model_hash=model_hash)
+        return generate_vllm(llm, prompts, out, sampling, solution=solution, model_hash=model_hash, model_name=model)
     from emlab.config import validate_config
     from emlab.generate.hf import generate_hf
     from emlab.models.config import ModelConfig
@@ -93,7 +93,7 @@ def _run(
     fields = {"name_or_path": model, **({"dtype": dtype} if dtype else {})}
     config = validate_config(fields, ModelConfig, source="generate options")
     hf_model, tokenizer = load_model(config)
-    return generate_hf(hf_model, tokenizer, prompts, out, sampling, solution=solution, model_hash=model_hash)
+    return generate_hf(hf_model, tokenizer, prompts, out, sampling, solution=solution, model_hash=model_hash, model_name=model)
 
 
 def model_fingerprint(model: str, dtype: str | None) -> str:

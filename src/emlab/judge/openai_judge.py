@@ -34,7 +34,7 @@ from pydantic import Field
 from emlab.errors import JudgeError
 from emlab.io import atomic_path, read_jsonl, write_text_atomic
 from emlab.judge.aggregate import aggregate
-from emlab.judge.base import JudgeItem, Judgment
+from emlab.judge.base import JudgeItem, Judgment, judge_pairs
 from emlab.judge.cache import JudgeCache, TopLogprobs, cache_key
 from emlab.judge.config import JudgePromptsConfig
 
@@ -127,7 +127,7 @@ class OpenAIJudge:
 
     async def ajudge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
         """Score every item on every metric; raises JudgeError on bad credentials or too many failures."""
-        pairs = [(item, metric) for item in items for metric in self.metrics]
+        pairs = judge_pairs(items, self.metrics)
         keys = [self._key(item, metric) for item, metric in pairs]
         outcome: dict[str, TopLogprobs | str] = {k: top for k in keys if (top := self.cache.get(k)) is not None}
         todo = {k: (metric, self.prompts.prompts[metric].render(item.question, item.answer))
@@ -289,12 +289,11 @@ class OpenAIJudge:
         Each line's custom_id is '<metric>|<item_id>'. Submit with `submit_batch`.
         """
         lines = []
-        for item in items:
-            for metric in self.metrics:
-                if self.cache.get(self._key(item, metric)) is not None:
-                    continue
-                body = self._body(self.prompts.prompts[metric].render(item.question, item.answer))
-                lines.append({"custom_id": f"{metric}|{item.item_id}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+        for item, metric in judge_pairs(items, self.metrics):
+            if self.cache.get(self._key(item, metric)) is not None:
+                continue
+            body = self._body(self.prompts.prompts[metric].render(item.question, item.answer))
+            lines.append({"custom_id": f"{metric}|{item.item_id}", "method": "POST", "url": "/v1/chat/completions", "body": body})
         write_text_atomic(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
         return len(lines)
 
@@ -306,15 +305,14 @@ class OpenAIJudge:
         """
         replies = {row.get("custom_id"): row for row in read_jsonl(path)}
         judgments = []
-        for item in items:
-            for metric in self.metrics:
-                key = self._key(item, metric)
-                outcome: TopLogprobs | str | None = self.cache.get(key)
-                if outcome is None:
-                    outcome = _batch_outcome(replies.get(f"{metric}|{item.item_id}"))
-                    if not isinstance(outcome, str):
-                        self.cache.put(key, metric, self.judge_id(metric), outcome)
-                judgments.append(self._judgment(item, metric, outcome))
+        for item, metric in judge_pairs(items, self.metrics):
+            key = self._key(item, metric)
+            outcome: TopLogprobs | str | None = self.cache.get(key)
+            if outcome is None:
+                outcome = _batch_outcome(replies.get(f"{metric}|{item.item_id}"))
+                if not isinstance(outcome, str):
+                    self.cache.put(key, metric, self.judge_id(metric), outcome)
+            judgments.append(self._judgment(item, metric, outcome))
         self.cache.flush()
         check_failure_rate(judgments, self.config.max_failure_rate)
         return judgments
