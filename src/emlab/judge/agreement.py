@@ -91,7 +91,7 @@ def common_answers(la: pd.DataFrame, lb: pd.DataFrame, sources: tuple[str, str])
     common = la.index.intersection(lb.index)
     if len(common) == 0:
         where = "; ".join(f"{s}: {describe_provenance(t.reset_index())}" for t, s in ((la, sources[0]), (lb, sources[1])))
-        raise DataError(sources[0], None, f"no answer judged in {sources[0]} is judged in {sources[1]}: they judged different "
+        raise DataError(sources[1], None, f"none of its answers is among those judged in {sources[0]}: the two judged different "
                         f"answers ({where})", "Compare two judges on the same generations file: `emlab judge` it with each judge.")
     differ = common[la.loc[common, "answer_hash"].to_numpy() != lb.loc[common, "answer_hash"].to_numpy()]
     if len(differ):

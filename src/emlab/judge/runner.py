@@ -130,7 +130,7 @@ def check_same_answers(existing: Sequence[dict[str, Any]], generations: Sequence
             )
         now = provenances.get(row["provenance"])
         if now is None:
-            now = next(iter(provenances.values()))
+            now = next(iter(provenances.values()), {})
             differ = "; ".join(f"{k}: judged {row.get(k)!r}, now {now.get(k)!r}" for k in _SHOWN if row.get(k) != now.get(k))
             raise DataError(out_path, None, f"holds judgments of other answers than the generations being judged ({differ})", fix)
         answer = answers.get((row["provenance"], str(row.get("sample_id"))))
