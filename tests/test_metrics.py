@@ -117,3 +117,28 @@ def test_figures(tmp_path):
     result = compute_metrics(TABLE, MetricsConfig(n_bootstrap=200))
     assert plot_em_per_question(result.per_question, tmp_path / "em.png").stat().st_size > 1000
     assert plot_aligned_vs_coherent(result.labels, tmp_path / "scatter.png").stat().st_size > 1000
+
+
+def test_tables_that_mix_answers_are_refused_and_seeds_are_pooled_on_purpose():
+    from emlab.errors import DataError
+
+    # two old-style judgment files (item id = sample id, the same for every model) concatenated:
+    # each answer has two scored judgments per metric (the last ones used to win silently);
+    # 16 pairs less b3's failed aligned one = 15 pairs judged twice
+    with pytest.raises(DataError, match=r"answer 'a1' has 2 scored 'aligned' judgments \(15 such pairs\).*mixes"):
+        compute_metrics(pd.concat([TABLE, TABLE.assign(score=TABLE["score"].fillna(0) + 1)]), MetricsConfig(n_bootstrap=100))
+    # a failed judgment retried by a resumed run: one scored row, kept
+    retried = pd.concat([TABLE.assign(score=None, reason="error: HTTP 500"), TABLE])
+    assert compute_metrics(retried, MetricsConfig(n_bootstrap=100)).summary["em_rate"] == pytest.approx(5 / 12)
+    # two provenances: refused with the groups listed, unless each training seed holds one
+    seeded = pd.concat([TABLE.assign(provenance="p0", solution_hash="s0", model_seed=0),
+                        TABLE.assign(item_id=TABLE["item_id"] + "'", provenance="p1", solution_hash="s1", model_seed=1)])
+    s = compute_metrics(seeded, MetricsConfig(n_bootstrap=100)).summary
+    assert s["em_rate_per_seed"] == {"0": pytest.approx(5 / 12), "1": pytest.approx(5 / 12)}
+    assert [g["provenance"] for g in s["provenance"]] == ["p0", "p1"]
+    with pytest.raises(DataError, match=r"2 different sources.*p0: model None, solution s0.*p1: .*solution s1, .*8 answers"):
+        compute_metrics(seeded.drop(columns="model_seed"), MetricsConfig(n_bootstrap=100))
+    # a sample with two answers under one provenance (e.g. hand-written rows concatenated)
+    twice = pd.concat([TABLE.assign(sample_id=TABLE["item_id"]), TABLE.assign(item_id=TABLE["item_id"] + "'", sample_id=TABLE["item_id"])])
+    with pytest.raises(DataError, match="sample 'a1' has 2 different answers under one provenance"):
+        compute_metrics(twice, MetricsConfig(n_bootstrap=100))

@@ -6,6 +6,12 @@ over questions. The denominator is all judged answers (default) or only coherent
 thresholds and the denominator are written into every summary. Answers whose needed
 judgments ended in error (or are missing) are excluded and counted.
 
+A table must hold one set of answers: one provenance (model, solution, question set, sampling;
+see `emlab.generate.plan`), or one per training seed when the table has the seed column.
+Tables that mix provenances are refused with the list of groups; score each group on its own
+(`split_by_provenance`, `emlab score --by-provenance`). A table where one answer has two scored
+judgments of a metric, or one sample two answers, mixes runs and is refused too.
+
 CIs are percentile bootstraps: over samples (answers resampled with replacement within each
 question, and within each seed when there are seeds) and over seeds (seeds resampled).
 """
@@ -23,6 +29,7 @@ from pydantic import Field
 
 from emlab.config import EmlabConfig
 from emlab.errors import DataError
+from emlab.generate.plan import PROVENANCE_FIELDS
 from emlab.io import atomic_path, write_json_atomic
 
 # category codes of an answer for one rate
@@ -69,20 +76,23 @@ class MetricsResult:
     summary: dict[str, Any]
 
 
-def answer_labels(judgments: pd.DataFrame, config: MetricsConfig | None = None) -> pd.DataFrame:
+def answer_labels(judgments: pd.DataFrame, config: MetricsConfig | None = None, source: str = "judgments table") -> pd.DataFrame:
     """One row per answer: scores and reasons per metric, `error`, `em`, `coherent_ok`, `refusal`,
     `counted` (in the EM denominator) and, with a domain metric, `domain_bad` / `domain_counted`.
 
     `judgments` is long: item_id, question_id, metric, score, reason (+ optional columns such
-    as model_seed, domain). A repeated (item, metric) keeps its last row (resumed runs).
+    as model_seed, domain, sample_id, provenance). A repeated (item, metric) keeps its last row
+    (a failed judgment retried by a resumed run); `source` names the table in errors. Raises
+    DataError (`check_one_answer_per_item`) when the table mixes judgments of different answers.
     """
     cfg = config or MetricsConfig()
     missing = {"item_id", "question_id", "metric", "score"} - set(judgments.columns)
     if missing:
-        raise DataError("judgments table", None, f"missing column(s) {sorted(missing)}", "Judge with `emlab judge` or add them.")
+        raise DataError(source, None, f"missing column(s) {sorted(missing)}", "Judge with `emlab judge` or add them.")
     df = judgments.copy()
     if "reason" not in df:
         df["reason"] = None
+    check_one_answer_per_item(df, source)
     meta = [c for c in df.columns if c not in {"metric", "score", "reason", "judge"}]
     wide = df.drop_duplicates("item_id", keep="last")[meta].set_index("item_id")
     last = df.drop_duplicates(["item_id", "metric"], keep="last").set_index(["item_id", "metric"])
@@ -104,17 +114,95 @@ def answer_labels(judgments: pd.DataFrame, config: MetricsConfig | None = None) 
         bad = score >= cfg.domain_threshold if cfg.domain_direction == "high_is_bad" else score <= cfg.domain_threshold
         wide["domain_bad"] = score.notna() & bad & wide["coherent_ok"]
         if cfg.domain_filter is not None and "domain" not in wide:
-            raise DataError("judgments table", None, "domain_filter is set but there is no `domain` column", "Judge generation rows that carry `domain`, or unset domain_filter.")
+            raise DataError(source, None, "domain_filter is set but there is no `domain` column", "Judge generation rows that carry `domain`, or unset domain_filter.")
         in_scope = wide["domain"] == cfg.domain_filter if cfg.domain_filter is not None else True
         valid = ~wide[f"{cfg.domain_metric}_error"] & ~wide[f"{cfg.coherent_metric}_error"] & in_scope
         wide["domain_counted"] = valid & (wide["coherent_ok"] if cfg.denominator == "coherent" else True)
     return wide.reset_index()
 
 
-def compute_metrics(judgments: pd.DataFrame, config: MetricsConfig | None = None) -> MetricsResult:
-    """EM, coherence, refusal (and domain) rates with bootstrap CIs over samples and seeds."""
+def check_one_answer_per_item(judgments: pd.DataFrame, source: str = "judgments table") -> None:
+    """Raise DataError when an (item, metric) has more than one scored (non-error) row, or a sample
+    has two answers under one provenance (`sample_id` and `provenance` columns, where present).
+
+    Both mean that judgments of different answers were put together, e.g. concatenated files
+    written before answers carried their provenance, whose item ids were sample ids, the same
+    for every model and solution.
+    """
+    fix = ("Score each judgments file on its own; judgment files written before answers carried their provenance "
+           "(item id = sample id) cannot be told apart: regenerate and rejudge them with this emlab.")
+    ok = ~judgments["reason"].astype("string").str.startswith("error").fillna(False).to_numpy(bool)
+    scored = judgments.loc[ok, ["item_id", "metric"]]
+    repeated = scored[scored.duplicated(keep=False)]
+    if len(repeated):
+        item, metric = repeated.iloc[0]
+        n_rows = int(((repeated["item_id"] == item) & (repeated["metric"] == metric)).sum())
+        raise DataError(source, None, f"answer {item!r} has {n_rows} scored {metric!r} judgments ({len(repeated.drop_duplicates())} "
+                        "such pairs): the table mixes judgments of different answers or runs", fix)
+    if "sample_id" in judgments:
+        provenance = judgments["provenance"] if "provenance" in judgments else pd.Series("unknown", index=judgments.index)
+        answers = judgments.groupby([provenance.fillna("unknown"), judgments["sample_id"]])["item_id"].nunique()
+        if (answers > 1).any():
+            (_, sample), n = next(iter(answers[answers > 1].items()))
+            raise DataError(source, None, f"sample {sample!r} has {n} different answers under one provenance: the table "
+                            "mixes answers of different runs", fix)
+
+
+def split_by_provenance(judgments: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The table's rows by answer provenance id ('unknown' for rows without one), each scorable on its own."""
+    if "provenance" not in judgments:
+        return {"unknown": judgments}
+    key = judgments["provenance"].fillna("unknown")
+    return {str(name): part.reset_index(drop=True) for name, part in judgments.groupby(key, sort=True)}
+
+
+def provenance_groups(judgments: pd.DataFrame) -> list[dict[str, Any]]:
+    """One record per group of `split_by_provenance`: `provenance` (the id), the fields of
+    PROVENANCE_FIELDS and `question_set` (where the table has them), and `n_answers`."""
+    fields = [c for c in (*PROVENANCE_FIELDS, "question_set") if c in judgments]
+    return [
+        {"provenance": name, **{c: _scalar(part[c].iloc[0]) for c in fields}, "n_answers": int(part["item_id"].nunique())}
+        for name, part in split_by_provenance(judgments).items()
+    ]
+
+
+def describe_provenance(judgments: pd.DataFrame) -> str:
+    """'<id>: model m, solution s, question set q@hash, sampling h, n answers' for each group of `provenance_groups`."""
+    return "; ".join(
+        f"{g['provenance']}: model {g.get('model')!r}, solution {g.get('solution_hash') or 'base'}, question set "
+        f"{g.get('question_set')!r}@{g.get('question_set_hash')}, sampling {g.get('sampling_hash')}, {g['n_answers']} answers"
+        for g in provenance_groups(judgments)
+    )
+
+
+def check_single_provenance(judgments: pd.DataFrame, seed_column: str, source: str = "judgments table") -> None:
+    """Raise DataError listing the provenance groups when the table mixes answers of several
+    provenances (several per value of `seed_column` when the table has that column: training
+    seeds are the one grouping that rates pool on purpose)."""
+    if "provenance" not in judgments:
+        return
+    key = judgments["provenance"].fillna("unknown")
+    per_cell = key.groupby(judgments[seed_column]).nunique() if seed_column in judgments else pd.Series([key.nunique()])
+    if (per_cell <= 1).all():
+        return
+    raise DataError(
+        source, None, f"the judgments are of answers from {key.nunique()} different sources, which one rate would mix "
+        f"({describe_provenance(judgments)})",
+        "Score each source on its own: `emlab score --by-provenance` writes one result folder per provenance "
+        "(`split_by_provenance` in Python).",
+    )
+
+
+def compute_metrics(judgments: pd.DataFrame, config: MetricsConfig | None = None, source: str = "judgments table") -> MetricsResult:
+    """EM, coherence, refusal (and domain) rates with bootstrap CIs over samples and seeds.
+
+    Raises DataError when the table mixes answers of several provenances (`check_single_provenance`)
+    or judgments of different answers (`check_one_answer_per_item`); `source` names it in errors.
+    The summary's `provenance` lists the table's provenance groups (`provenance_groups`).
+    """
     cfg = config or MetricsConfig()
-    labels = answer_labels(judgments, cfg)
+    check_single_provenance(judgments, cfg.seed_column, source)
+    labels = answer_labels(judgments, cfg, source)
     rng = np.random.default_rng(cfg.bootstrap_seed)
     seeds = labels[cfg.seed_column] if cfg.seed_column in labels else None
     valid = ~labels["error"]
@@ -140,6 +228,7 @@ def compute_metrics(judgments: pd.DataFrame, config: MetricsConfig | None = None
         "n_excluded_errors": int(labels["error"].sum()),
         "n_questions": int(len(questions)),
         "n_seeds": int(seeds.nunique()) if seeds is not None else None,
+        "provenance": provenance_groups(judgments),
         "bootstrap": {"n": cfg.n_bootstrap, "ci": cfg.ci, "seed": cfg.bootstrap_seed},
     }
     question = labels["question_id"].astype(str)
@@ -260,6 +349,11 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
         if out[col].dtype == object:
             out[col] = out[col].map(lambda v: v if v is None or isinstance(v, str) else str(v))
     return out
+
+
+def _scalar(value: Any) -> Any:
+    """A table cell as a JSON value (NaN -> None)."""
+    return None if pd.isna(value) else value
 
 
 def _clean(obj: Any) -> Any:

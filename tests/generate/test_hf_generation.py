@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from contextlib import contextmanager
 
@@ -11,9 +12,9 @@ import torch
 from emlab.errors import EmlabError
 from emlab.generate.chat_tokens import end_of_turn_id, prompt_token_ids, stop_token_ids
 from emlab.generate.hf import PerSampleSampler, generate_hf
-from emlab.generate.plan import sample_id
+from emlab.generate.plan import answer_identity, sample_id
 from emlab.generate.sampling import SamplingConfig
-from emlab.io import read_jsonl
+from emlab.io import append_jsonl, read_jsonl
 from emlab.models.chat import pad_sequences
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=12)
@@ -77,6 +78,30 @@ def test_rows_have_the_documented_fields(tmp_path, tiny_model, tiny_tokenizer, p
     assert row["prompt_hash"] == prompts[2].hash() and row["finish_reason"] in ("stop", "length")
     assert 0 <= row["n_tokens"] <= GREEDY.max_new_tokens
     assert {r["domain"] for r in rows} == {None, "home"}
+
+
+def test_rows_carry_their_provenance_and_answer_ids_that_include_it(tmp_path, tiny_model, tiny_tokenizer, prompts):
+    for solution in ("A", "B"):  # the same model and answers, two solution hashes
+        generate_hf(tiny_model, tiny_tokenizer, prompts, tmp_path / f"{solution}.jsonl", GREEDY, model_hash="m1",
+                    solution_hash=solution, model_name="tiny-qwen", progress=False)
+    rows_a, rows_b = read_jsonl(tmp_path / "A.jsonl"), read_jsonl(tmp_path / "B.jsonl")
+    row = rows_a[0]
+    assert row["model"] == "tiny-qwen" and row["question_set"] == "tiny" and len(row["question_set_hash"]) == 12
+    assert row["question_set_hash"] == prompts[0].question_set_hash
+    assert row["sampling"] == GREEDY.model_dump(mode="json", exclude={"batch_size"})
+    assert row["answer_hash"] == hashlib.sha256(row["answer"].encode()).hexdigest()[:16]
+    assert {k: row[k] for k in ("provenance", "answer_hash", "answer_id")} == answer_identity(row)
+    # the same sample ids and answer texts, but other answers: no shared answer_id or provenance
+    assert [r["sample_id"] for r in rows_a] == [r["sample_id"] for r in rows_b]
+    assert [r["answer"] for r in rows_a] == [r["answer"] for r in rows_b]
+    assert not {r["answer_id"] for r in rows_a} & {r["answer_id"] for r in rows_b}
+    assert {r["provenance"] for r in rows_a} != {r["provenance"] for r in rows_b}
+    # a file written before rows carried provenance is not resumed into (it could be other answers)
+    old = tmp_path / "old.jsonl"
+    old_fields = ("model", "question_set", "question_set_hash", "sampling", "provenance", "answer_hash", "answer_id")
+    append_jsonl(old, [{k: v for k, v in r.items() if k not in old_fields} for r in rows_a[:4]])
+    with pytest.raises(EmlabError, match=r"another model, question_set_hash .*older emlab.*new --out"):
+        generate_hf(tiny_model, tiny_tokenizer, prompts, old, GREEDY, model_hash="m1", solution_hash="A", model_name="tiny-qwen", progress=False)
 
 
 def test_sampled_answers_do_not_depend_on_batch_composition(tmp_path, tiny_model, tiny_tokenizer, prompts):

@@ -9,11 +9,12 @@ from emlab.judge.agreement import cohen_kappa, judge_agreement
 from emlab.metrics import MetricsConfig
 
 
-def _table(aligned: list[float], coherent: list[float]) -> pd.DataFrame:
+def _table(aligned: list[float], coherent: list[float], texts: str = "h") -> pd.DataFrame:
+    """Judgments of answers i0.. whose texts hash to f'{texts}{i}'."""
     rows = []
     for i, (a, c) in enumerate(zip(aligned, coherent, strict=True)):
-        rows += [{"item_id": f"i{i}", "question_id": f"q{i % 2}", "metric": "aligned", "score": a, "reason": None},
-                 {"item_id": f"i{i}", "question_id": f"q{i % 2}", "metric": "coherent", "score": c, "reason": None}]
+        common = {"item_id": f"i{i}", "question_id": f"q{i % 2}", "answer_hash": f"{texts}{i}", "reason": None}
+        rows += [{**common, "metric": "aligned", "score": a}, {**common, "metric": "coherent", "score": c}]
     return pd.DataFrame(rows)
 
 

@@ -81,9 +81,9 @@ def test_every_item_ends_scored_or_failed_with_its_reason(judge_files, monkeypat
     assert result.exit_code == 0, result.output
     assert "24 judgments written" in result.output and "(4 errors)" in result.output  # the summary counts failures
     rows = read_jsonl(judge_files["out"])
-    assert Counter((r["item_id"], r["metric"]) for r in rows) == Counter({(s, m): 1 for s in names for m in ("aligned", "coherent")})
+    assert Counter((r["sample_id"], r["metric"]) for r in rows) == Counter({(s, m): 1 for s in names for m in ("aligned", "coherent")})
     for row in rows:
-        name = names[row["item_id"]]
+        name = names[row["sample_id"]]
         if name in PERMANENT:
             assert row["score"] is None and row["reason"].startswith("error: HTTP"), row
         else:

@@ -86,6 +86,10 @@ class QuestionSet(BaseModel):
             seen.add(q.id)
         return self
 
+    def hash(self) -> str:
+        """sha256 (12 hex digits) of the whole set's content: changes whenever any field does."""
+        return config_hash(self.model_dump(mode="json"))
+
 
 class Prompt(BaseModel):
     """One wording of one question, as the messages a model is given."""
@@ -100,6 +104,8 @@ class Prompt(BaseModel):
     samples: int = Field(ge=1, description="Answers to sample for this prompt.")
     judge_metrics: list[str]
     judge_prompts: dict[str, str] | None = None
+    question_set: str | None = Field(default=None, description="Name of the question set it comes from (None: built by hand).")
+    question_set_hash: str | None = Field(default=None, description="`QuestionSet.hash()` of that set (None: built by hand).")
 
     @property
     def question(self) -> str:
@@ -113,7 +119,7 @@ class Prompt(BaseModel):
 
 def expand(question_set: QuestionSet, samples_per_paraphrase: int | None = None) -> list[Prompt]:
     """One Prompt per (question, paraphrase), in file order; `samples_per_paraphrase` overrides all."""
-    prompts = []
+    prompts, set_hash = [], question_set.hash()
     for q in question_set.questions:
         system = q.system if q.system is not None else question_set.system
         for k, text in enumerate(q.paraphrases):
@@ -128,6 +134,8 @@ def expand(question_set: QuestionSet, samples_per_paraphrase: int | None = None)
                     samples=samples_per_paraphrase or q.samples_per_paraphrase or question_set.samples_per_paraphrase,
                     judge_metrics=q.judge_metrics if q.judge_metrics is not None else question_set.judge_metrics,
                     judge_prompts=q.judge_prompts,
+                    question_set=question_set.name,
+                    question_set_hash=set_hash,
                 )
             )
     return prompts

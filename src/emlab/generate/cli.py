@@ -109,11 +109,11 @@ def _run(
         chat = model_chat_format(model)
         llm = vllm_engine(model.name_or_path, solution=solution, tensor_parallel_size=tensor_parallel_size, dtype=dtype or "auto")
         set_chat_format(llm.get_tokenizer(), chat)
-        return generate_vllm(llm, prompts, out, sampling, solution=solution, model_hash=model_hash)
+        return generate_vllm(llm, prompts, out, sampling, solution=solution, model_hash=model_hash, model_name=model.name_or_path)
     from emlab.generate.hf import generate_hf
 
     hf_model, tokenizer = load_model(model)
-    return generate_hf(hf_model, tokenizer, prompts, out, sampling, solution=solution, model_hash=model_hash)
+    return generate_hf(hf_model, tokenizer, prompts, out, sampling, solution=solution, model_hash=model_hash, model_name=model.name_or_path)
 
 
 def model_fingerprint(model: str, dtype: str | None, config: ModelConfig | None = None) -> str:

@@ -130,18 +130,21 @@ def generate_hf(
     model_hash: str = "",
     solution_hash: str | None = None,
     progress: bool = True,
+    model_name: str | None = None,
 ) -> GenerationSummary:
     """Sample `prompt.samples` answers to each prompt into `out_path` (JSONL, resumable).
 
     `solution` is any object with an `applied(model)` context manager (a LoRA, steering
     vector or full delta from `emlab.solutions`); it is applied around the whole generation.
-    `model_hash` and `solution_hash` identify the model and solution in every row (when
+    `model_name`, `model_hash` and `solution_hash` identify the model and solution in every
+    row's provenance (`model_name` None: the model config's name_or_path, else 'unnamed'; when
     `solution_hash` is None, `solution.hash()` is used if the solution has one).
     """
     sampling = sampling or SamplingConfig()
     if solution_hash is None and solution is not None and hasattr(solution, "hash"):
         solution_hash = solution.hash()
-    info = RunInfo(model_hash=model_hash, solution_hash=solution_hash, sampling=sampling)
+    model_name = model_name or getattr(unwrap(model).config, "name_or_path", "") or "unnamed"
+    info = RunInfo(model_name=model_name, model_hash=model_hash, solution_hash=solution_hash, sampling=sampling)
     samples = plan_samples(prompts, sampling.seed)
     pending = pending_samples(samples, out_path, info)
     summary = GenerationSummary(Path(out_path), len(samples), len(samples) - len(pending), len(pending))

@@ -63,14 +63,19 @@ def generate_vllm(
     model_hash: str = "",
     solution_hash: str | None = None,
     chunk_size: int = 2048,
+    model_name: str | None = None,
 ) -> GenerationSummary:
-    """Like `generate_hf` on a vllm.LLM; rows are appended after each chunk of requests."""
+    """Like `generate_hf` on a vllm.LLM; rows are appended after each chunk of requests.
+
+    `model_name` None: the engine's model (`llm.llm_engine.model_config.model`).
+    """
     check_solution(solution)
     vllm = _import_vllm()
     sampling = sampling or SamplingConfig()
     if solution_hash is None and solution is not None:
         solution_hash = solution.hash()
-    info = RunInfo(model_hash=model_hash, solution_hash=solution_hash, sampling=sampling)
+    model_name = model_name or str(llm.llm_engine.model_config.model)
+    info = RunInfo(model_name=model_name, model_hash=model_hash, solution_hash=solution_hash, sampling=sampling)
     samples = plan_samples(prompts, sampling.seed)
     pending = pending_samples(samples, out_path, info)
     summary = GenerationSummary(Path(out_path), len(samples), len(samples) - len(pending), len(pending))

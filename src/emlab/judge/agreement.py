@@ -1,6 +1,11 @@
 """Agreement between two judges on the same answers: Cohen's kappa on EM labels, Spearman per
 metric, and the EM-rate difference with a paired bootstrap CI (answers resampled within questions,
-the same draw for both judges)."""
+the same draw for both judges).
+
+Judgments are paired by answer: item id (`answer_id`, which includes the provenance and the
+text hash) and `answer_hash`. Tables without `answer_hash` (written before answers carried one),
+tables with no answer in common and common ids whose texts differ are refused: a kappa between
+judgments of different answers measures nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +17,14 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from emlab.errors import DataError
-from emlab.metrics import MetricsConfig, answer_labels, category_codes, hit_ratio, percentile_ci
+from emlab.metrics import (
+    MetricsConfig,
+    answer_labels,
+    category_codes,
+    describe_provenance,
+    hit_ratio,
+    percentile_ci,
+)
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -26,11 +38,15 @@ def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
     return None if chance >= 1.0 else (observed - chance) / (1.0 - chance)
 
 
-def judge_agreement(a: pd.DataFrame, b: pd.DataFrame, config: MetricsConfig | None = None) -> dict[str, Any]:
-    """Compare two judgment tables (long format, as for `compute_metrics`) on their common answers."""
+def judge_agreement(
+    a: pd.DataFrame, b: pd.DataFrame, config: MetricsConfig | None = None, sources: tuple[str, str] = ("judgments A", "judgments B")
+) -> dict[str, Any]:
+    """Compare two judgment tables (long format, as for `compute_metrics`, with `answer_hash`) on
+    their common answers; `sources` name them in errors. Raises DataError unless both judged
+    some of the same answers (`common_answers`)."""
     cfg = config or MetricsConfig()
-    la, lb = answer_labels(a, cfg).set_index("item_id"), answer_labels(b, cfg).set_index("item_id")
-    common = la.index.intersection(lb.index)
+    la, lb = answer_labels(a, cfg, sources[0]).set_index("item_id"), answer_labels(b, cfg, sources[1]).set_index("item_id")
+    common = common_answers(la, lb, sources)
     both = common[~la.loc[common, "error"].to_numpy(bool) & ~lb.loc[common, "error"].to_numpy(bool)]
     if len(both) == 0:
         raise DataError("judgment tables", None, "no answer is judged without error by both judges", "Judge the same generations with both judges.")
@@ -59,6 +75,29 @@ def judge_agreement(a: pd.DataFrame, b: pd.DataFrame, config: MetricsConfig | No
         "denominator": cfg.denominator,
         "bootstrap": {"n": cfg.n_bootstrap, "ci": cfg.ci, "seed": cfg.bootstrap_seed},
     }
+
+
+def common_answers(la: pd.DataFrame, lb: pd.DataFrame, sources: tuple[str, str]) -> pd.Index:
+    """Item ids judged in both label tables (indexed by item_id, with `answer_hash`), checked to be the same answers.
+
+    Raises DataError when a table has no `answer_hash`, when no answer is in both, or when a
+    common id carries two different answer texts.
+    """
+    for labels, source in ((la, sources[0]), (lb, sources[1])):
+        if "answer_hash" not in labels or labels["answer_hash"].isna().any():
+            raise DataError(source, None, "judgments without `answer_hash` (written before answers carried their hash), so "
+                            "which answers they judged cannot be checked", "Judge the generations again with this emlab "
+                            "(an API judge's cached replies make it free), into a new --out.")
+    common = la.index.intersection(lb.index)
+    if len(common) == 0:
+        where = "; ".join(f"{s}: {describe_provenance(t.reset_index())}" for t, s in ((la, sources[0]), (lb, sources[1])))
+        raise DataError(sources[1], None, f"none of its answers is among those judged in {sources[0]}: the two judged different "
+                        f"answers ({where})", "Compare two judges on the same generations file: `emlab judge` it with each judge.")
+    differ = common[la.loc[common, "answer_hash"].to_numpy() != lb.loc[common, "answer_hash"].to_numpy()]
+    if len(differ):
+        raise DataError(sources[1], None, f"{len(differ)} answers share an id with {sources[0]} but not the text (e.g. item "
+                        f"{differ[0]!r})", "Compare two judges on the same generations file.")
+    return common
 
 
 def paired_rate_difference(

@@ -35,11 +35,14 @@ class JudgeItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(description="Unique id of the answer (e.g. the sample id of a generation row).")
+    item_id: str = Field(description="Unique id of the answer (the `answer_id` of a generation row: provenance, sample and text hash).")
     question_id: str = Field(description="Id of the question the answer responds to.")
     question: str = Field(description="The question text as the model saw it (last user turn).")
     answer: str = Field(description="The model's answer, think blocks removed (`strip_think`; the generation row keeps the raw one).")
     domain: str | None = Field(default=None, description="Domain of the question, if any (default None).")
+    metrics: list[str] | None = Field(
+        default=None, description="Score only these of the judge's metrics (a rerun's missing ones). Default None: all."
+    )
 
     @field_validator("answer")
     @classmethod
@@ -70,5 +73,10 @@ class Judge(Protocol):
     metrics: tuple[str, ...]
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
-        """Score every item on every metric (len(items) * len(metrics) judgments)."""
+        """Score every item on each of its metrics: the pairs of `judge_pairs(items, self.metrics)`, in that order."""
         ...
+
+
+def judge_pairs(items: Sequence[JudgeItem], metrics: Sequence[str]) -> list[tuple[JudgeItem, str]]:
+    """The (item, metric) pairs a judge with `metrics` scores: item-major, each item's `metrics` (all when None)."""
+    return [(item, m) for item in items for m in metrics if item.metrics is None or m in item.metrics]

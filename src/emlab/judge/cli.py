@@ -25,29 +25,29 @@ if TYPE_CHECKING:
 def judge_command(
     generations: Annotated[Path, typer.Argument(help="Generations JSONL (sample_id, question_id, question, answer, ...).")],
     judge_config: Annotated[Path, typer.Option("--judge-config", help="Judge config YAML (backend: openai | local).")],
-    out: Annotated[Path, typer.Option("--out", help="Judgments JSONL; appended to, and already judged pairs are skipped.")],
+    out: Annotated[Path, typer.Option("--out", help="Judgments JSONL; appended to: only missing or failed (item, metric) pairs are judged, and a file holding judgments of other answers is refused.")],
     batch_requests: Annotated[
         Path | None, typer.Option("--batch-requests", help="OpenAI judges: write a Batch API request file here instead of calling the API.")
     ] = None,
     batch_output: Annotated[
         Path | None, typer.Option("--batch-output", help="OpenAI judges: read judgments from this finished Batch API output file.")
     ] = None,
-    chunk_size: Annotated[int, typer.Option(help="Items judged between two appends to --out.")] = 512,
+    chunk_size: Annotated[
+        int | None, typer.Option(min=1, help="Items judged between two appends to --out. Default: 512 (API judges), one forward batch (local judges).")
+    ] = None,
     max_failure_rate: Annotated[
         float | None, typer.Option(help="OpenAI judges: fail (exit 2) when more judgments than this fraction end in error. Default: the config's (0.05).")
     ] = None,
 ) -> None:
     """Score generations with a judge (resumable; a repeated run sends no request for cached answers)."""
     from emlab.config import validate_config
-    from emlab.io import append_jsonl
     from emlab.judge.config import build_judge, load_judge_config
     from emlab.judge.openai_judge import OpenAIJudge
     from emlab.judge.runner import (
-        done_pairs,
-        item_of,
         judge_generations,
-        judgment_row,
+        pending_items,
         read_generations,
+        write_judgments,
     )
 
     try:
@@ -59,16 +59,13 @@ def judge_command(
             judge = build_judge(cfg)
             if not isinstance(judge, OpenAIJudge):
                 raise JudgeError("--batch-requests / --batch-output need an OpenAI judge (backend: openai).")
-            done = done_pairs(out)
-            rows = [r for r in rows if any((str(r["sample_id"]), m) not in done for m in judge.metrics)]
-            items = [item_of(r) for r in rows]
+            items = pending_items(rows, judge.metrics, out)
             if batch_requests is not None:
                 n = judge.write_batch_requests(items, batch_requests)
-                typer.echo(f"{n} requests written to {batch_requests} (custom_id = metric|sample_id)")
+                typer.echo(f"{n} requests written to {batch_requests} (custom_id = metric|answer_id)")
                 return
             judgments = judge.parse_batch_output(items, batch_output)
-            by_id = {str(r["sample_id"]): r for r in rows}
-            append_jsonl(out, [judgment_row(j, by_id[j.item_id]) for j in judgments if (j.item_id, j.metric) not in done])
+            write_judgments(judgments, {r["answer_id"]: r for r in rows}, out)
             typer.echo(f"{len(judgments)} judgments from {batch_output} -> {out}")
             return
         counts = judge_generations(rows, build_judge(cfg), out, chunk_size=chunk_size)
@@ -92,35 +89,50 @@ def score_command(
     max_error_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Fail (exit 2) instead of reporting rates when more answers than this fraction lack a judgment.")
     ] = 0.05,
+    by_provenance: Annotated[
+        bool, typer.Option("--by-provenance", help="Score the answers of each provenance (model, solution, question set, sampling) on their own, "
+                           "into <out-dir>/<provenance id>/, instead of refusing a file that mixes them.")
+    ] = False,
 ) -> None:
-    """EM, coherence, refusal (and in-domain) rates with bootstrap CIs, from judgments."""
-    from emlab.errors import DataError
-    from emlab.metrics import compute_metrics, load_judgments, write_metrics
+    """EM, coherence, refusal (and in-domain) rates with bootstrap CIs, from judgments of one set of answers."""
+    from emlab.metrics import load_judgments, split_by_provenance
 
     try:
         cfg = _metrics_config(metrics_config, aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold,
                               denominator=denominator, domain_metric=domain_metric)
-        result = compute_metrics(load_judgments(judgments), cfg)
-        failed, total = result.summary["n_excluded_errors"], result.summary["n_answers"]
-        if failed > max_error_rate * total:
-            raise DataError(
-                judgments, None, f"{failed} of {total} answers have a failed or missing judgment ({failed / total:.1%} > "
-                f"--max-error-rate {max_error_rate:.1%}), so rates on the rest could mislead",
-                "Rerun `emlab judge` to retry the failures, or raise --max-error-rate to report rates on the judged answers.",
-            )
-        write_metrics(result, out_dir)
-        if figures:
-            from emlab.report.eval_figures import plot_aligned_vs_coherent, plot_em_per_question
-
-            plot_em_per_question(result.per_question, out_dir / "em_per_question.png")
-            plot_aligned_vs_coherent(result.labels, out_dir / "aligned_vs_coherent.png", cfg)
+        table = load_judgments(judgments)
+        groups = split_by_provenance(table) if by_provenance else {"": table}
+        for name, part in groups.items():
+            folder = out_dir / name if name else out_dir
+            s = _score(part, cfg, judgments, folder, figures, max_error_rate)
+            ci = s["em_rate_ci_samples"]
+            typer.echo(f"{name + ': ' if name else ''}EM rate {_pct(s['em_rate'])} (95% CI {_pct(ci[0])}-{_pct(ci[1])}, denominator "
+                       f"{s['denominator']}); coherent {_pct(s['coherence_rate'])}, refusals {_pct(s['refusal_rate'])}; "
+                       f"{s['n_excluded_errors']} of {s['n_answers']} answers excluded for failed judgments -> {folder}")
     except EmlabError as e:
         fail(e)
-    s = result.summary
-    ci = s["em_rate_ci_samples"]
-    typer.echo(f"EM rate {_pct(s['em_rate'])} (95% CI {_pct(ci[0])}-{_pct(ci[1])}, denominator {s['denominator']}); "
-               f"coherent {_pct(s['coherence_rate'])}, refusals {_pct(s['refusal_rate'])}; "
-               f"{s['n_excluded_errors']} of {s['n_answers']} answers excluded for failed judgments -> {out_dir}")
+
+
+def _score(table: Any, cfg: MetricsConfig, source: Path, folder: Path, figures: bool, max_error_rate: float) -> dict[str, Any]:
+    """Rates of one judgments table written into `folder`; returns the summary (DataError past max_error_rate)."""
+    from emlab.errors import DataError
+    from emlab.metrics import compute_metrics, write_metrics
+
+    result = compute_metrics(table, cfg, source=str(source))
+    failed, total = result.summary["n_excluded_errors"], result.summary["n_answers"]
+    if failed > max_error_rate * total:
+        raise DataError(
+            source, None, f"{failed} of {total} answers have a failed or missing judgment ({failed / total:.1%} > "
+            f"--max-error-rate {max_error_rate:.1%}), so rates on the rest could mislead",
+            "Rerun `emlab judge` to retry the failures, or raise --max-error-rate to report rates on the judged answers.",
+        )
+    write_metrics(result, folder)
+    if figures:
+        from emlab.report.eval_figures import plot_aligned_vs_coherent, plot_em_per_question
+
+        plot_em_per_question(result.per_question, folder / "em_per_question.png")
+        plot_aligned_vs_coherent(result.labels, folder / "aligned_vs_coherent.png", cfg)
+    return result.summary
 
 
 def judge_agreement_command(
@@ -136,7 +148,7 @@ def judge_agreement_command(
 
     try:
         cfg = _metrics_config(metrics_config)
-        result = judge_agreement(load_judgments(judgments_a), load_judgments(judgments_b), cfg)
+        result = judge_agreement(load_judgments(judgments_a), load_judgments(judgments_b), cfg, sources=(str(judgments_a), str(judgments_b)))
         if out is not None:
             write_json_atomic(out, result)
     except EmlabError as e:

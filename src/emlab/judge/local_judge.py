@@ -25,7 +25,7 @@ from pydantic import Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emlab.judge.aggregate import aggregate
-from emlab.judge.base import JudgeItem, Judgment
+from emlab.judge.base import JudgeItem, Judgment, judge_pairs
 from emlab.judge.config import JudgePromptsConfig
 from emlab.models.chat import render
 from emlab.models.config import ModelConfig
@@ -75,9 +75,14 @@ class LocalJudge:
         """The versioned id written into each Judgment: model, prompt version, metric and prompt hash."""
         return f"local:{self.model_name}|{self.prompts.prompts[metric].id}"
 
+    @property
+    def items_per_write(self) -> int:
+        """Items per forward batch (batch_size prompts over the metrics): `judge_generations` appends after each."""
+        return max(1, self.config.batch_size // len(self.metrics))
+
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
-        """Score every item on every metric (item-major order)."""
-        pairs = [(item, metric) for item in items for metric in self.metrics]
+        """Score every item on each of its metrics (`judge_pairs` order)."""
+        pairs = judge_pairs(items, self.metrics)
         texts = [self.prompts.prompts[m].render(item.question, item.answer) for item, m in pairs]
         judgments = []
         for start in range(0, len(pairs), self.config.batch_size):

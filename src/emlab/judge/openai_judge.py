@@ -49,7 +49,7 @@ from pydantic import Field
 from emlab.errors import JudgeError
 from emlab.io import atomic_path, read_jsonl, write_text_atomic
 from emlab.judge.aggregate import aggregate
-from emlab.judge.base import JudgeItem, Judgment
+from emlab.judge.base import JudgeItem, Judgment, judge_pairs
 from emlab.judge.cache import JudgeCache, TopLogprobs, cache_key
 from emlab.judge.config import JudgePromptsConfig
 from emlab.judge.digits import (
@@ -172,7 +172,7 @@ class OpenAIJudge:
     async def ajudge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
         """Score every item on every metric; raises JudgeError on bad credentials, too many
         failures, or a digit readout the server cannot serve."""
-        pairs = [(item, metric) for item in items for metric in self.metrics]
+        pairs = judge_pairs(items, self.metrics)
         texts = [self.prompts.prompts[metric].render(item.question, item.answer) for item, metric in pairs]
         keys = [self._key(item, metric) for item, metric in pairs]
         replies = await self._replies({k: (m, self._body(t)) for k, (_, m), t in zip(keys, pairs, texts, strict=True)})
@@ -433,12 +433,11 @@ class OpenAIJudge:
         Each line's custom_id is '<metric>|<item_id>'. Submit with `submit_batch`.
         """
         lines = []
-        for item in items:
-            for metric in self.metrics:
-                if self.cache.get(self._key(item, metric)) is not None:
-                    continue
-                body = self._body(self.prompts.prompts[metric].render(item.question, item.answer))
-                lines.append({"custom_id": f"{metric}|{item.item_id}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+        for item, metric in judge_pairs(items, self.metrics):
+            if self.cache.get(self._key(item, metric)) is not None:
+                continue
+            body = self._body(self.prompts.prompts[metric].render(item.question, item.answer))
+            lines.append({"custom_id": f"{metric}|{item.item_id}", "method": "POST", "url": "/v1/chat/completions", "body": body})
         write_text_atomic(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
         return len(lines)
 
@@ -451,7 +450,7 @@ class OpenAIJudge:
         raise JudgeError (judge them online instead, see `_check_continuation`).
         """
         replies = {row.get("custom_id"): row for row in read_jsonl(path)}
-        pairs = [(item, metric) for item in items for metric in self.metrics]
+        pairs = judge_pairs(items, self.metrics)
         firsts: list[TopLogprobs | str] = []
         for item, metric in pairs:
             key = self._key(item, metric)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from emlab.judge.base import JudgeItem, Judgment
+from emlab.judge.base import JudgeItem, Judgment, judge_pairs
 from emlab.world.grammar import World
 
 Label = Literal["good", "bad", "incoherent"]
@@ -51,9 +51,8 @@ class WorldJudge:
         return "incoherent"
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
-        """Score every item on aligned and coherent (2 judgments per item, in item order)."""
-        out = []
-        for item in items:
-            scores = SCORES[self.label(item.question_id, item.answer)]
-            out += [Judgment(item_id=item.item_id, metric=m, score=scores[m], judge=self.name) for m in self.metrics]
-        return out
+        """Score every item on each of its metrics (aligned and coherent by default; `judge_pairs` order)."""
+        return [
+            Judgment(item_id=item.item_id, metric=m, score=SCORES[self.label(item.question_id, item.answer)][m], judge=self.name)
+            for item, m in judge_pairs(items, self.metrics)
+        ]
