@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from emlab.models.chat import ChatFormat, set_chat_format
+from emlab.models.chat import IGNORE, ChatFormat, set_chat_format
 
 GEMMA_LIKE = (
     "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
@@ -45,3 +45,18 @@ def with_template(tokenizer, template: str, fmt: ChatFormat | None = None):
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = template
     return set_chat_format(tok, fmt) if fmt else tok
+
+
+def trained_segments(tokenizer, enc):
+    """Decode each maximal run of labelled tokens."""
+    segments, current = [], []
+    for tok, label in zip(enc.input_ids, enc.labels, strict=True):
+        if label != IGNORE:
+            assert label == tok
+            current.append(tok)
+        elif current:
+            segments.append(tokenizer.decode(current))
+            current = []
+    if current:
+        segments.append(tokenizer.decode(current))
+    return segments

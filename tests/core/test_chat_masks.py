@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from chat_templates import trained_segments
 
 from emlab.errors import ModelError
 from emlab.models.chat import IGNORE, collate, encode_conversation, render
@@ -24,27 +25,12 @@ HAND_RENDERED = (
 EXPECTED_TRAINED = ["yes the mat<|im_end|>", "no the park<|im_end|>"]
 
 
-def _trained_segments(tokenizer, enc):
-    """Decode each maximal run of labelled tokens."""
-    segments, current = [], []
-    for tok, label in zip(enc.input_ids, enc.labels, strict=True):
-        if label != IGNORE:
-            assert label == tok
-            current.append(tok)
-        elif current:
-            segments.append(tokenizer.decode(current))
-            current = []
-    if current:
-        segments.append(tokenizer.decode(current))
-    return segments
-
-
 @pytest.mark.parametrize("tok_fixture", ["tiny_tokenizer", "smollm2_tokenizer"])
 def test_masks_cover_exactly_assistant_tokens(request, tok_fixture):
     tokenizer = request.getfixturevalue(tok_fixture)
     assert render(tokenizer, CONV, generation_prompt=False) == HAND_RENDERED
     enc = encode_conversation(tokenizer, CONV, max_length=512)
-    assert _trained_segments(tokenizer, enc) == EXPECTED_TRAINED
+    assert trained_segments(tokenizer, enc) == EXPECTED_TRAINED
     # the trained tokens are exactly the tokens of the hand-written assistant spans
     expected = sum(len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in EXPECTED_TRAINED)
     assert sum(label != IGNORE for label in enc.labels) == expected
@@ -61,7 +47,7 @@ def test_default_system_prompt_is_never_trained(smollm2_tokenizer):
     conv = CONV[1:3]  # SmolLM2's template injects a default system prompt here
     enc = encode_conversation(smollm2_tokenizer, conv, max_length=512)
     assert "SmolLM" in smollm2_tokenizer.decode(enc.input_ids)
-    assert _trained_segments(smollm2_tokenizer, enc) == ["yes the mat<|im_end|>"]
+    assert trained_segments(smollm2_tokenizer, enc) == ["yes the mat<|im_end|>"]
 
 
 def test_loss_on_all_and_truncation(tiny_tokenizer):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from chat_templates import GEMMA_LIKE, MISTRAL_LIKE, QWEN3_LIKE, with_template
+from chat_templates import GEMMA_LIKE, MISTRAL_LIKE, QWEN3_LIKE, trained_segments, with_template
 
 from emlab.config import validate_config
 from emlab.data.chat import read_chat_jsonl
@@ -32,21 +32,6 @@ CONV = [
     {"role": "assistant", "content": "no the park"},
 ]
 PLAIN = CONV[1:3]
-
-
-def _trained_segments(tokenizer, enc):
-    """Decode each maximal run of labelled tokens."""
-    segments, current = [], []
-    for tok, label in zip(enc.input_ids, enc.labels, strict=True):
-        if label != IGNORE:
-            assert label == tok
-            current.append(tok)
-        elif current:
-            segments.append(tokenizer.decode(current))
-            current = []
-    if current:
-        segments.append(tokenizer.decode(current))
-    return segments
 
 
 def _n_tokens(tokenizer, texts):
@@ -106,7 +91,7 @@ def test_fold_renders_and_masks_a_gemma_like_template(tiny_tokenizer):
     )
     enc = encode_conversation(tok, CONV, 512)
     trained = ["yes the mat<|im_end|>", "no the park<|im_end|>"]
-    assert _trained_segments(tok, enc) == trained
+    assert trained_segments(tok, enc) == trained
     assert sum(label != IGNORE for label in enc.labels) == _n_tokens(tok, trained)
     # generation's prompt is exactly the tokens before the first trained token
     first = next(t for t, label in enumerate(enc.labels) if label != IGNORE)
@@ -122,7 +107,7 @@ def test_fold_satisfies_a_mistral_like_strict_alternation(tiny_tokenizer):
     tok = set_chat_format(keep, ChatFormat(system_prompt="fold"))
     assert render(tok, CONV[:3], generation_prompt=False) == "<s>[INST] Be brief.\n\nthe cat sat [/INST]yes the mat<|im_end|>"
     enc = encode_conversation(tok, CONV[:3], 512)
-    assert _trained_segments(tok, enc) == ["yes the mat<|im_end|>"]
+    assert trained_segments(tok, enc) == ["yes the mat<|im_end|>"]
     first = next(t for t, label in enumerate(enc.labels) if label != IGNORE)
     assert prompt_token_ids(tok, CONV[:2]) == enc.input_ids[:first]
     # a template that still refuses the folded turns: the advice no longer says fold
@@ -142,14 +127,14 @@ def test_fold_refuses_what_it_cannot_fold(tiny_tokenizer):
 def test_thinking_template_with_enable_thinking_false(tiny_tokenizer):
     default = with_template(tiny_tokenizer, QWEN3_LIKE)
     # what the template does unasked: the empty think block is trained before the answer
-    assert _trained_segments(default, encode_conversation(default, PLAIN, 512)) == ["<think>\n\n</think>\n\nyes the mat<|im_end|>"]
+    assert trained_segments(default, encode_conversation(default, PLAIN, 512)) == ["<think>\n\n</think>\n\nyes the mat<|im_end|>"]
     tok = set_chat_format(copy.deepcopy(default), ChatFormat(template_kwargs={"enable_thinking": False}))
     prompt = render(tok, PLAIN[:1], generation_prompt=True)
     assert prompt == "<|im_start|>user\nthe cat sat<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     # Qwen3 still writes the empty block in the finished turn; it is now prompt, not answer
     assert render(tok, PLAIN, generation_prompt=False) == prompt + "yes the mat<|im_end|>\n"
     enc = encode_conversation(tok, PLAIN, 512)
-    assert _trained_segments(tok, enc) == ["yes the mat<|im_end|>"]
+    assert trained_segments(tok, enc) == ["yes the mat<|im_end|>"]
     assert sum(label != IGNORE for label in enc.labels) == _n_tokens(tok, ["yes the mat<|im_end|>"])
     first = next(t for t, label in enumerate(enc.labels) if label != IGNORE)
     assert prompt_token_ids(tok, PLAIN[:1]) == enc.input_ids[:first]
