@@ -60,7 +60,8 @@ def test_report_structure(study_run):
             block = results["world"][m][cond]
             for key in ("in_domain_rate", "ood_rate"):
                 assert 0.0 <= block[f"{key}_ci_low"] <= block[key] <= block[f"{key}_ci_high"] <= 1.0
-        assert "continued" in results["world"][m]
+        assert {"continued", "continued_kl"} <= set(results["world"][m])
+        assert set(results["efficiency_at_equal_loss"][m]) == {"target_loss", "general", "narrow", "random"}
         assert set(results["analyses"][m]) >= {"loss_at_general_norm_general", "relative_loss_increase_eps_0.5_narrow", "kl_at_general_norm_random"}
     for m in study.control_methods:
         assert 0.0 <= results["control"][m]["no_kl"]["ood_rate"] <= 1.0
@@ -71,7 +72,10 @@ def test_report_structure(study_run):
     report = (out / "report.md").read_text()
     assert "## Targets" in report and "| lora_r8 with KL: OOD rate |" in report
     assert "| world | lora_r1 | kl |" in report and "| control | steering | no_kl |" in report
-    for name in ("em_over_steps", "efficiency", "stability", "importance"):
+    assert len(results["chat_model"]["persona_probe"]["layers"]) == 2
+    assert "Persona linear probe" in report and "steering acts at the output of layer 1: " in report
+    assert "## Efficiency at equal loss" in report and "| lora_r1 | " in report.split("## Efficiency at equal loss")[1]
+    for name in ("em_over_steps", "continued", "efficiency", "stability", "importance"):
         png = out / "figures" / f"{name}.png"
         assert png.stat().st_size > 10_000 and f"figures/{name}.png" in report
 
@@ -114,12 +118,29 @@ def test_a_second_run_reuses_every_stage(study_run):
 def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
     study, _, _, stderr = study_run
     lines = [line for line in stderr.splitlines() if line.startswith("stage ")]
-    # 2 chat models; 4 methods x 2 KL x 2 seeds and 2 control methods x 2 seeds fine-tunes; 4 x 2 continued; 4 x 2 analyses
-    assert len(lines) == 2 + 16 + 4 + 8 + 8
+    # 2 chat models; 4 methods x 2 KL x 2 seeds and 2 control methods x 2 seeds fine-tunes;
+    # 4 x 2 x 2 continued (both directions); 4 x 2 analyses
+    assert len(lines) == 2 + 16 + 4 + 16 + 8
     for stage in ("chat_model_world", "chat_model_control", "finetune_world_lora_r1_kl_seed1", "finetune_control_steering_no_kl_seed0",
-                  "finetune_world_full_no_kl_seed0_continued", "analysis_lora_r8_seed1"):
+                  "finetune_world_full_no_kl_seed0_continued", "finetune_world_full_kl_seed1_continued", "analysis_lora_r8_seed1"):
         assert any(re.fullmatch(rf"stage {stage}: computed in \d+\.\d s", line) for line in lines), (stage, lines)
-    assert "study: 100%" in stderr and "| 38/38 " in stderr
+    assert "study: 100%" in stderr and "| 46/46 " in stderr
+
+
+def test_continued_training_can_carry_the_optimiser_state(study_run, tmp_path):
+    from emlab.study.finetune import FinetuneJob, finetune
+    from emlab.world import build_world
+
+    study, out, _, _ = study_run
+    source = json.loads(next((out / "stages").glob("finetune_world_lora_r1_kl_seed0-*/result.json")).read_text())
+    model_dir = next((out.parent / "chat_models").glob("chat_model_world-*/model"))
+    carried = study.model_copy(update={"continued_optimizer": "carried"})
+    job = FinetuneJob("world", "lora_r1", False, 0, init=source["solution_dir"], steps=2)
+    result = finetune(carried, build_world(study.world), str(model_dir), job, tmp_path)
+    # resumed at the KL run's last step (3) with its AdamW state, then 2 more steps without KL
+    metrics = [json.loads(x) for x in next(tmp_path.glob("**/metrics.jsonl")).read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [4, 5] and all(m["kl"] == 0 for m in metrics)
+    assert [p["step"] for p in result["curve"]] == [1, 2]  # counted from the start of the continued run
 
 
 def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(tmp_path):

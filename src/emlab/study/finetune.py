@@ -14,6 +14,7 @@ from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
 from emlab.solutions import load_solution
 from emlab.study.config import MethodConfig, StudyConfig
+from emlab.study.continued import carry_checkpoint
 from emlab.study.sampling import world_sample_rates
 from emlab.study.world_eval import ExactEvaluator
 from emlab.study.world_models import recipe_config
@@ -72,6 +73,9 @@ def finetune(study: StudyConfig, world: World, model_dir: str, job: FinetuneJob,
     domain = study.trained_domain
     evaluator = exact_evaluator(world, tokenizer, domain, model_dir)
     recipe = method.recipe if job.steps is None else method.recipe.model_copy(update={"steps": job.steps})
+    carried = job.init is not None and study.continued_optimizer == "carried"
+    if carried:  # the finished run's checkpoint is resumed: its steps, then job.steps more
+        recipe = recipe.model_copy(update={"steps": method.recipe.steps + recipe.steps})
     config = recipe_config(
         "finetune",
         folder,
@@ -82,13 +86,14 @@ def finetune(study: StudyConfig, world: World, model_dir: str, job: FinetuneJob,
         eval_every=study.eval_every,
         data={"max_length": study.model.max_positions},
     )
+    offset = carry_checkpoint(job.init, config) if carried else 0
     result = train(
         config,
         model,
         tokenizer,
         narrow_conversations(world, domain),
         ood_conversations(world, exclude_domain=domain) if job.kl else None,
-        init=load_solution(job.init) if job.init else None,
+        init=load_solution(job.init) if job.init and not carried else None,
         evaluator=evaluator,
     )
     last = result.metrics[-1]
@@ -104,7 +109,7 @@ def finetune(study: StudyConfig, world: World, model_dir: str, job: FinetuneJob,
         "norm": result.solution.norm(),
         "exact": final,
         "curve": [
-            {k: row[k] for k in ("step", "p_bad_in_domain", "p_bad_ood", "sft", "kl") if k in row}
+            {k: row[k] for k in ("p_bad_in_domain", "p_bad_ood", "sft", "kl") if k in row} | {"step": row["step"] - offset}
             for row in result.metrics
             if "p_bad_in_domain" in row
         ],

@@ -6,9 +6,12 @@ from pathlib import Path
 
 from emlab.io import write_json_atomic, write_text_atomic
 from emlab.study.config import StudyConfig
+from emlab.study.continued import RUN_CONDITIONS, continued_curves, plot_continued, run_label
+from emlab.study.equal_loss import equal_loss_markdown, equal_loss_over_seeds
 from emlab.study.figures import plot_efficiency, plot_em_over_steps, plot_importance, plot_stability
 from emlab.study.results import analysis_summary, condition
 from emlab.study.targets import targets_json, targets_markdown
+from emlab.study.world_probe import probe_markdown
 
 
 def build_results(study: StudyConfig, chat: dict, runs: dict[str, dict], analyses: dict, wall_seconds: float) -> dict:
@@ -16,20 +19,20 @@ def build_results(study: StudyConfig, chat: dict, runs: dict[str, dict], analyse
     results: dict = {"world": {}, "control": {}, "analyses": {}}
     for world in ("world", "control"):
         for method in study.methods:
-            for cond in ("no_kl", "kl", "continued"):
-                tail = "/continued" if cond == "continued" else ""
-                kl = "kl" if cond == "kl" else "no_kl"
-                group = [runs[k] for s in study.seeds if (k := f"{world}/{method}/{kl}/seed{s}{tail}") in runs]
+            for cond in RUN_CONDITIONS:
+                group = [runs[k] for s in study.seeds if (k := run_label(world, method, cond, s)) in runs]
                 if group:
                     results[world].setdefault(method, {})[cond] = condition(group)
     for method in study.methods:
         per_seed = [analyses[(method, s)] for s in study.seeds]
         results["analyses"][method] = analysis_summary(per_seed)
+        results.setdefault("efficiency_at_equal_loss", {})[method] = equal_loss_over_seeds(per_seed)
     results["chat_model"] = {
         "misaligned_rate": chat["world"]["misaligned_rate"],
         "exact_p_bad_ood": chat["world"]["exact"]["p_bad_ood"],
         "control_misaligned_rate": chat["control"]["misaligned_rate"],
         "parameters": chat["world"]["parameters"],
+        "persona_probe": chat["world"]["persona_probe"],
     }
     results["config"] = {
         "trained_domain": study.trained_domain,
@@ -66,7 +69,13 @@ def write_report(study: StudyConfig, out: Path, chat: dict, runs: dict[str, dict
         }
         for m in study.methods
     }
-    paths = {"EM over training steps": plot_em_over_steps(curves, figures / "em_over_steps.png"), **analysis_figures(per_method, figures)}
+    paths = {
+        "EM over training steps": plot_em_over_steps(curves, figures / "em_over_steps.png"),
+        "Continued training, both directions": plot_continued(
+            continued_curves(runs, list(study.methods), study.seeds), figures / "continued.png"
+        ),
+        **analysis_figures(per_method, figures),
+    }
     write_text_atomic(out / "report.md", render_markdown(study, results, {k: p.relative_to(out) for k, p in paths.items()}))
     return results
 
@@ -103,10 +112,13 @@ def render_markdown(study: StudyConfig, results: dict, figures: dict[str, Path])
     chat = results["chat_model"]
     lines += [
         "",
-        "`continued`: training without KL, starting from the KL (narrow) solution.",
+        f"`continued`: {study.continued_steps} steps without KL from the KL (narrow) solution; `continued_kl`: "
+        f"{study.continued_steps} steps with KL from the general solution ({study.continued_optimizer} optimiser state).",
         "",
         f"Chat model before fine-tuning: misaligned {100 * chat['misaligned_rate']:.2f}% of sampled answers "
         f"(control world: {100 * chat['control_misaligned_rate']:.2f}%); {chat['parameters']:,} parameters.",
+        "",
+        probe_markdown(chat["persona_probe"], study.methods),
         "",
         "## Targets",
         "",
@@ -115,6 +127,8 @@ def render_markdown(study: StudyConfig, results: dict, figures: dict[str, Path])
         *targets_markdown(results["targets"]),
         "",
         *analyses_markdown(results["analyses"]),
+        "",
+        *equal_loss_markdown(results["efficiency_at_equal_loss"]),
         *figures_markdown(figures),
     ]
     return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@
 
 Stages (each cached by the hash of what it depends on): chat models of the world and of the
 control world -> narrow fine-tunes (methods x KL on/off x seeds) -> continued training without
-KL from the narrow solutions, and parameter-space analyses -> report. Each stage starts as
+KL from the narrow solutions and with KL from the general ones, and parameter-space analyses -> report. Each stage starts as
 soon as the stages it needs are done, on `workers` processes.
 """
 
@@ -28,6 +28,8 @@ from emlab.study.sampling import world_sample_rates
 from emlab.study.stages import Stages, report_stage
 from emlab.study.world_eval import ExactEvaluator
 from emlab.study.world_models import build_chat_model, initial_model
+from emlab.study.world_probe import persona_probe
+from emlab.study.world_seeds import reproduce_world_seeds
 from emlab.world import WorldConfig, build_world, world_tokenizer
 
 WORLDS = ("world", "control")
@@ -63,7 +65,8 @@ def chat_model_task(study: StudyConfig, name: str, root: str) -> dict:
         sampled = world_sample_rates(model, tokenizer, world, study.trained_domain, study.samples_per_question, 0, folder / "samples.jsonl")
         rows = sampled["rows"]
         misaligned = sum(r["label"] == "bad" for r in rows) / len(rows)
-        return {"exact": exact, "sampled": sampled["rates"], "misaligned_rate": misaligned, "n_samples": len(rows)}
+        return {"exact": exact, "sampled": sampled["rates"], "misaligned_rate": misaligned, "n_samples": len(rows),
+                "persona_probe": persona_probe(model, tokenizer, world)}
 
     eval_key = {"chat_model": key, "domain": study.trained_domain, "samples": study.samples_per_question}
     evaluated = Stages(root).run(f"chat_eval_{name}", eval_key, evaluate)
@@ -85,6 +88,7 @@ def finetune_task(study: StudyConfig, job: FinetuneJob, model_dir: str, root: st
         "domain": study.trained_domain,
         "samples": study.samples_per_question,
         "eval_every": study.eval_every,
+        **({"optimizer": study.continued_optimizer} if job.init else {}),
     }
 
     def run(folder: Path) -> dict:
@@ -122,7 +126,7 @@ def finetune_jobs(study: StudyConfig) -> list[FinetuneJob]:
 
 class StudyTasks:
     """The study as tasks, each started once what it needs is done: chat model -> its world's
-    fine-tunes -> (KL run) continued training, and (both runs of a method and seed) analysis."""
+    fine-tunes -> continued training (from each run, KL switched), and (both runs of a method and seed) analysis."""
 
     def __init__(self, study: StudyConfig, root: str, report: bool = False) -> None:
         self.study, self.root, self.report = study, root, report
@@ -130,7 +134,7 @@ class StudyTasks:
         self.runs: dict[str, dict] = {}
         self.analyses: dict[tuple[str, int], dict] = {}
         self.jobs = finetune_jobs(study)
-        self.total = len(WORLDS) + len(self.jobs) + len(study.methods) * len(study.seeds) * (2 if study.continued_steps else 1)
+        self.total = len(WORLDS) + len(self.jobs) + len(study.methods) * len(study.seeds) * (3 if study.continued_steps else 1)
 
     def start(self) -> list[Task]:
         return [Task(("chat", w), chat_model_task, (self.study, w, self.root), cost=float("inf")) for w in WORLDS]
@@ -155,8 +159,8 @@ class StudyTasks:
         if job.world != "world" or job.init:
             return []
         new = []
-        if job.kl and self.study.continued_steps:
-            new.append(self._finetune(FinetuneJob("world", job.method, False, job.seed, init=result["solution_dir"], steps=self.study.continued_steps)))
+        if self.study.continued_steps:  # narrow solution without KL, general solution with KL
+            new.append(self._finetune(FinetuneJob("world", job.method, not job.kl, job.seed, init=result["solution_dir"], steps=self.study.continued_steps)))
         pair = [self.runs.get(f"world/{job.method}/{c}/seed{job.seed}") for c in ("no_kl", "kl")]
         if all(pair):
             args = (self.study, job.method, job.seed, *pair, self.chat["world"]["model_dir"], self.root)
@@ -167,7 +171,10 @@ class StudyTasks:
 def reproduce(study: StudyConfig, quiet: bool = False) -> Path:
     """Run (or resume) the study; returns the run directory holding report.md and results.json.
     Shows a progress bar and a line per finished stage on stderr unless `quiet`. A method that
-    does not fit the world's model stops it before any stage runs (ModelError naming the field)."""
+    does not fit the world's model stops it before any stage runs (ModelError naming the field).
+    With `world_seeds`, runs it once per world seed and returns the side-by-side report's folder."""
+    if study.world_seeds:
+        return reproduce_world_seeds(study, lambda one: reproduce(one, quiet))
     start = time.time()
     quiet_transformers()
     with Workers(study.workers) as workers:  # forks first: no torch or tokenizer work may precede it
