@@ -16,7 +16,13 @@ from emlab.study.equal_loss import (
 
 def curve(name: str, norm: float, losses: list[float]) -> dict:
     ms = [0.0, 0.5, 1.0, 1.5, 2.0]
-    return {"name": name, "norm": norm, "norms": [m * norm for m in ms], "losses": losses, "loss_at_one": losses[2]}
+    return {
+        "name": name,
+        "norm": norm,
+        "norms": [m * norm for m in ms],
+        "losses": losses,
+        "loss_at_one": losses[2],
+    }
 
 
 EFFICIENCY = {
@@ -30,7 +36,9 @@ EFFICIENCY = {
 
 def test_norm_to_reach_interpolates_the_first_crossing():
     assert norm_to_reach([0.0, 1.0, 2.0], [1.0, 0.5, 0.2], 0.4) == pytest.approx(1 + 0.1 / 0.3)
-    assert norm_to_reach([0.0, 1.0, 2.0], [1.0, 0.3, 0.1], 0.4) == pytest.approx(6 / 7)  # 0.6 of the way to 0.3: 0.6/0.7
+    assert norm_to_reach([0.0, 1.0, 2.0], [1.0, 0.3, 0.1], 0.4) == pytest.approx(
+        6 / 7
+    )  # 0.6 of the way to 0.3: 0.6/0.7
     assert math.isnan(norm_to_reach([0.0, 1.0], [1.0, 0.9], 0.5))
 
 
@@ -43,11 +51,15 @@ def test_each_curve_is_read_at_the_narrow_solutions_loss_and_norm():
     assert s["narrow"]["norm_to_narrow_loss"] == pytest.approx(2.0)
     assert s["narrow"]["loss_at_narrow_norm"] == pytest.approx(0.5)
     assert math.isnan(s["random"]["norm_to_narrow_loss"])
-    assert s["random"]["loss_at_narrow_norm"] == pytest.approx(1.0)  # the random sweep ends at norm 2.0
+    assert s["random"]["loss_at_narrow_norm"] == pytest.approx(
+        1.0
+    )  # the random sweep ends at norm 2.0
 
 
 def test_over_seeds_and_the_report_table():
-    second = {"curves": [curve("general", 1.0, [1.0, 0.8, 0.6, 0.4, 0.35]), *EFFICIENCY["curves"][1:]]}
+    second = {
+        "curves": [curve("general", 1.0, [1.0, 0.8, 0.6, 0.4, 0.35]), *EFFICIENCY["curves"][1:]]
+    }
     out = equal_loss_over_seeds([{"efficiency": EFFICIENCY}, {"efficiency": second}])
     # seed 2: 0.6 at norm 1.0, 0.4 at norm 1.5 -> 0.5 at 1.25; mean of 0.75 and 1.25
     assert out["general"]["norm_to_narrow_loss"]["mean"] == pytest.approx(1.0)

@@ -19,9 +19,13 @@ def test_a_separable_label_is_read_exactly_and_a_random_one_is_not():
 
 
 def test_features_are_taken_at_the_hooked_output_of_the_last_prompt_token():
-    world = build_world(WorldConfig(topics_per_domain=2, questions_per_topic=2, heldout_fraction=0.5))
+    world = build_world(
+        WorldConfig(topics_per_domain=2, questions_per_topic=2, heldout_fraction=0.5)
+    )
     tok = world_tokenizer(world)
-    model = tiny_qwen2(len(tok), hidden_size=16, num_layers=2, num_heads=2, pad_token_id=tok.pad_token_id)
+    model = tiny_qwen2(
+        len(tok), hidden_size=16, num_layers=2, num_heads=2, pad_token_id=tok.pad_token_id
+    )
     features, labels = persona_features(model, tok, world, "layer", 1, n_documents=40, batch_size=7)
     assert features.shape == (len(labels), 16) and set(labels.tolist()) <= {0.0, 1.0}
     # batching and padding change nothing: the same rows one at a time

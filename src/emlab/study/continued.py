@@ -35,7 +35,10 @@ RUN_CONDITIONS: dict[str, tuple[str, str]] = {
 """results.json condition -> (KL part of the run label, label tail): 'continued' goes on from
 the narrow (KL) solution without KL, 'continued_kl' from the general solution with KL."""
 
-DIRECTIONS = {"continued": ("narrow solution, KL removed", "tab:purple"), "continued_kl": ("general solution, KL added", "tab:orange")}
+DIRECTIONS = {
+    "continued": ("narrow solution, KL removed", "tab:purple"),
+    "continued_kl": ("general solution, KL added", "tab:orange"),
+}
 
 
 def carry_checkpoint(solution_dir: str, config: TrainConfig) -> int:
@@ -44,8 +47,10 @@ def carry_checkpoint(solution_dir: str, config: TrainConfig) -> int:
     config.max_steps. Raises EmlabError when that run kept no checkpoint."""
     source = latest_checkpoint(Path(solution_dir).parent / "checkpoints")
     if source is None:
-        raise EmlabError(f"{Path(solution_dir).parent} has no checkpoint to carry the optimiser state from; "
-                         "use continued_optimizer: fresh, or rerun it")
+        raise EmlabError(
+            f"{Path(solution_dir).parent} has no checkpoint to carry the optimiser state from; "
+            "use continued_optimizer: fresh, or rerun it"
+        )
     target = run_path(config.output_dir, config.name, config) / "checkpoints" / source.name
     if not target.exists():
         shutil.copytree(source, target)
@@ -64,10 +69,15 @@ def run_label(world: str, method: str, condition: str, seed: int) -> str:
     return f"{world}/{method}/{kl}/seed{seed}{tail}"
 
 
-def continued_curves(runs: dict[str, dict], methods: list[str], seeds: list[int]) -> dict[str, dict[str, list[list[dict]]]]:
+def continued_curves(
+    runs: dict[str, dict], methods: list[str], seeds: list[int]
+) -> dict[str, dict[str, list[list[dict]]]]:
     """Per method and direction, the exact curves of the continued runs present (one per seed)."""
     return {
-        m: {c: [runs[k]["curve"] for s in seeds if (k := run_label("world", m, c, s)) in runs] for c in DIRECTIONS}
+        m: {
+            c: [runs[k]["curve"] for s in seeds if (k := run_label("world", m, c, s)) in runs]
+            for c in DIRECTIONS
+        }
         for m in methods
     }
 
@@ -85,6 +95,11 @@ def plot_continued(curves: dict[str, dict[str, list[list[dict]]]], path: Path) -
             s = summarise(np.array([[p["p_bad_ood"] for p in run] for run in runs]))
             ax.plot(x, s.mean, color=colour, label=label)
             ax.fill_between(x, s.ci_low, s.ci_high, color=colour, alpha=0.2, linewidth=0)
-        ax.set(title=method, xlabel="continued training step", ylabel="exact OOD p(bad | valid)", ylim=(-0.02, 1.02))
+        ax.set(
+            title=method,
+            xlabel="continued training step",
+            ylabel="exact OOD p(bad | valid)",
+            ylim=(-0.02, 1.02),
+        )
     axes[0].legend(fontsize=7)
     return _save(fig, path)

@@ -43,7 +43,9 @@ def equal_loss_summary(efficiency: dict) -> dict[str, dict[str, float]]:
     for name, c in curves.items():
         out[name] = {
             "norm_to_narrow_loss": norm_to_reach(c["norms"], c["losses"], target),
-            "loss_at_narrow_norm": float(np.interp(narrow["norm"], c["norms"], c["losses"], right=math.nan)),
+            "loss_at_narrow_norm": float(
+                np.interp(narrow["norm"], c["norms"], c["losses"], right=math.nan)
+            ),
         }
     return {"target_loss": {"narrow_final": target}, **out}
 
@@ -53,9 +55,14 @@ def equal_loss_over_seeds(analyses: list[dict]) -> dict[str, dict]:
     {'<curve>': {'norm_to_narrow_loss': {...}, 'loss_at_narrow_norm': {...}}, 'target_loss': {...}}."""
     per_seed = [equal_loss_summary(a["efficiency"]) for a in analyses]
     names = [k for k in per_seed[0] if k != "target_loss"]
-    out: dict[str, dict] = {"target_loss": over_seeds([s["target_loss"]["narrow_final"] for s in per_seed])}
+    out: dict[str, dict] = {
+        "target_loss": over_seeds([s["target_loss"]["narrow_final"] for s in per_seed])
+    }
     for name in names:
-        out[name] = {key: over_seeds([s[name][key] for s in per_seed]) for key in ("norm_to_narrow_loss", "loss_at_narrow_norm")}
+        out[name] = {
+            key: over_seeds([s[name][key] for s in per_seed])
+            for key in ("norm_to_narrow_loss", "loss_at_narrow_norm")
+        }
     return out
 
 

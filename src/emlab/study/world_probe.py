@@ -40,9 +40,15 @@ def persona_features(
     """Hidden states # (N, d) at the output of (`point`, `layer`) at the last prompt token of
     each document's second answer, and labels # (N,) (1.0 = misaligned persona). Documents of
     the aligned and misaligned personas among `n_documents` drawn with PROBE_SEED."""
-    docs = [d for d in pretraining_documents(world, n=n_documents, seed=PROBE_SEED) if d.persona in ("aligned", "misaligned")]
+    docs = [
+        d
+        for d in pretraining_documents(world, n=n_documents, seed=PROBE_SEED)
+        if d.persona in ("aligned", "misaligned")
+    ]
     sequences = [
-        tokenizer(render(tokenizer, d.messages[:3], generation_prompt=True), add_special_tokens=False)["input_ids"]
+        tokenizer(
+            render(tokenizer, d.messages[:3], generation_prompt=True), add_special_tokens=False
+        )["input_ids"]
         for d in docs
     ]
     captured: list[torch.Tensor] = []
@@ -65,7 +71,9 @@ def persona_features(
     return torch.cat(rows), labels
 
 
-def probe_accuracy(features: torch.Tensor, labels: torch.Tensor, train_fraction: float = 0.75, l2: float = 1e-3) -> float:
+def probe_accuracy(
+    features: torch.Tensor, labels: torch.Tensor, train_fraction: float = 0.75, l2: float = 1e-3
+) -> float:
     """Held-out accuracy of an L2-regularised logistic regression (standardised features,
     L-BFGS) fitted on the first `train_fraction` of the rows # features (N, d), labels (N,)."""
     n = int(train_fraction * len(labels))
@@ -77,7 +85,10 @@ def probe_accuracy(features: torch.Tensor, labels: torch.Tensor, train_fraction:
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x[:n] @ w + b, labels[:n]) + l2 * w.square().sum()
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(x[:n] @ w + b, labels[:n])
+            + l2 * w.square().sum()
+        )
         loss.backward()
         return loss
 
@@ -87,7 +98,9 @@ def probe_accuracy(features: torch.Tensor, labels: torch.Tensor, train_fraction:
     return float((predicted == labels[n:].bool()).float().mean())
 
 
-def persona_probe(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, n_documents: int = 800) -> dict:
+def persona_probe(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, n_documents: int = 800
+) -> dict:
     """Held-out probe accuracy of the persona at the embedding output and at every decoder
     layer's output: {'embed': acc, 'layers': [acc per layer], 'majority': majority-class rate}."""
     layers = []
@@ -112,5 +125,7 @@ def probe_markdown(probe: dict, methods: Mapping[str, MethodConfig]) -> str:
     return (
         f"Persona linear probe on the chat model (held-out accuracy, aligned vs misaligned documents, at the prompt "
         f"of the second answer): embedding {100 * probe['embed']:.0f}% (majority class {100 * probe['majority']:.0f}%), "
-        f"layers 0..{len(probe['layers']) - 1}: {layers}" + ("; " + "; ".join(steered) if steered else "") + "."
+        f"layers 0..{len(probe['layers']) - 1}: {layers}"
+        + ("; " + "; ".join(steered) if steered else "")
+        + "."
     )

@@ -20,7 +20,13 @@ from emlab.study.config import StudyConfig
 def per_world_seed(study: StudyConfig) -> list[StudyConfig]:
     """One study per entry of `study.world_seeds`: the same config with that world seed."""
     return [
-        study.model_copy(update={"world": study.world.model_copy(update={"seed": s}), "world_seeds": [], "name": f"{study.name}-w{s}"})
+        study.model_copy(
+            update={
+                "world": study.world.model_copy(update={"seed": s}),
+                "world_seeds": [],
+                "name": f"{study.name}-w{s}",
+            }
+        )
         for s in study.world_seeds
     ]
 
@@ -32,7 +38,10 @@ def reproduce_world_seeds(study: StudyConfig, run: Callable[[StudyConfig], Path]
     results = {seed: json.loads((path / "results.json").read_text()) for seed, path in runs.items()}
     out = Path(study.output_dir) / f"{study.name}-world-seeds"
     table = side_by_side(results)
-    write_json_atomic(out / "world_seeds.json", {"runs": {str(k): str(v) for k, v in runs.items()}, "table": table})
+    write_json_atomic(
+        out / "world_seeds.json",
+        {"runs": {str(k): str(v) for k, v in runs.items()}, "table": table},
+    )
     write_text_atomic(out / "world_seeds.md", side_by_side_markdown(table, runs))
     return out
 
@@ -43,7 +52,10 @@ def side_by_side(results: dict[int, dict]) -> list[dict]:
     rows: dict[str, dict] = {}
     for seed, r in results.items():
         for t in r["targets"]:
-            row = rows.setdefault(t["name"], {"name": t["name"], "op": t["op"], "limit": t["limit"], "values": {}, "met": {}})
+            row = rows.setdefault(
+                t["name"],
+                {"name": t["name"], "op": t["op"], "limit": t["limit"], "values": {}, "met": {}},
+            )
             row["values"][seed], row["met"][seed] = t["measured"], t["met"]
     return list(rows.values())
 
@@ -62,9 +74,17 @@ def side_by_side_markdown(table: list[dict], runs: dict[int, Path]) -> str:
     ]
     for row in table:
         cells = [
-            (f"{100 * row['values'][s]:.1f}%" if row["met"][s] else f"**{100 * row['values'][s]:.1f}%**") if s in row["values"] else "-"
+            (
+                f"{100 * row['values'][s]:.1f}%"
+                if row["met"][s]
+                else f"**{100 * row['values'][s]:.1f}%**"
+            )
+            if s in row["values"]
+            else "-"
             for s in seeds
         ]
-        lines.append(f"| {row['name']} | {row['op']} {100 * row['limit']:g}% | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {row['name']} | {row['op']} {100 * row['limit']:g}% | " + " | ".join(cells) + " |"
+        )
     lines += ["", "Runs: " + ", ".join(f"world seed {s}: `{p}`" for s, p in runs.items())]
     return "\n".join(lines) + "\n"
