@@ -22,9 +22,18 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
+from emlab.data.chat import Conversation
 from emlab.errors import EmlabError
 from emlab.io import append_jsonl, read_jsonl, write_text_atomic
-from emlab.models.chat import IGNORE, Conversation, Encoded, LossOn, collate, encode_conversations
+from emlab.models.chat import (
+    IGNORE,
+    DataCounts,
+    Encoded,
+    LossOn,
+    collate,
+    encode_counted,
+    padding_id,
+)
 from emlab.models.config import ModelConfig
 from emlab.models.load import check_chat_format
 from emlab.runs import DONE, HELDOUT, RunDir, run_path
@@ -72,49 +81,6 @@ class TrainResult:
 
             self.base_model = load_model(self.model_config)[0].eval()
         return self.base_model
-
-
-@dataclass(frozen=True)
-class DataCounts:
-    """What `data.max_length` did to a set of conversations (recorded in the run's manifest).
-
-    `kept` includes the `truncated` ones (cut to max_length, some trained token left);
-    `dropped` ones have no trained token within max_length. `shortest` and `longest` are
-    tokenised lengths before truncation (0 for no conversation).
-    """
-
-    conversations: int
-    kept: int
-    truncated: int
-    dropped: int
-    shortest: int
-    longest: int
-
-
-def encode_counted(
-    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
-) -> tuple[list[Encoded], DataCounts]:
-    """Tokenise conversations, dropping those with no trained token left after truncation;
-    returns the kept ones and the counts of what truncation did."""
-    encoded = encode_conversations(tokenizer, conversations, max_length, loss_on)
-    kept = [e for e in encoded if any(label != IGNORE for label in e.labels[1:])]
-    lengths = [e.length for e in encoded]
-    counts = DataCounts(
-        conversations=len(encoded),
-        kept=len(kept),
-        truncated=sum(e.length > max_length for e in kept),
-        dropped=len(encoded) - len(kept),
-        shortest=min(lengths, default=0),
-        longest=max(lengths, default=0),
-    )
-    return kept, counts
-
-
-def encode_all(
-    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
-) -> list[Encoded]:
-    """Tokenise conversations, dropping those with no trained token left after truncation."""
-    return encode_counted(tokenizer, conversations, max_length, loss_on)[0]
 
 
 def train(
@@ -183,7 +149,7 @@ def train(
     scheduler = get_scheduler(
         config.optim.schedule, optimizer, num_warmup_steps=config.optim.warmup_steps, num_training_steps=total_steps
     )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = padding_id(tokenizer)
     # the trainable is still the base model here: cache its top-k before any change
     top_k = None
     if kl_on and config.kl.base == "top_k":
