@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
@@ -106,6 +108,60 @@ def train(
     out = run_path(config.output_dir, config.name, config)
     if (out / DONE).is_file():
         return _finished(out, config, model)
+    run = _setup(config, out, model, tokenizer, train_data, ood_data, init, evaluator)
+    started = _loop(run)
+    return _finish(run, started)
+
+
+@dataclass
+class _Run:
+    """One run's training state, built by `_setup`, stepped by `_loop`, saved by `_finish`."""
+
+    config: TrainConfig
+    out: Path  # the run folder
+    accelerator: Accelerator
+    trainable: Trainable
+    wrapped: nn.Module  # trainable.model as accelerate prepared it
+    params: dict[str, nn.Parameter]  # what the optimiser steps and checkpoints hold
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    examples: list[Encoded]  # the training conversations, tokenised
+    ood_examples: list[Encoded]  # the KL term's conversations, tokenised (none without KL)
+    stream: BatchStream
+    ood_stream: BatchStream | None
+    top_k: TopKCache | None  # cached base log-probs (kl.base 'top_k')
+    pad_id: int
+    lam: float  # the KL term's weight per token
+    total_steps: int
+    start: int  # the step training starts from (a checkpoint's, else 0)
+    heldout: list[Conversation]
+    data_counts: dict[str, Any]  # what data.max_length did, for the manifest
+    manifest: RunDir | None  # the run folder's manifest (main process only)
+    evaluator: Evaluator | None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / "checkpoints"
+
+
+def _setup(
+    config: TrainConfig,
+    out: Path,
+    model: nn.Module | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    train_data: list[Conversation] | None,
+    ood_data: list[Conversation] | None,
+    init: Solution | None,
+    evaluator: Evaluator | None,
+) -> _Run:
+    """Everything before the first step (see `train`): data read and tokenised, model loaded and
+    made trainable, optimiser, scheduler and data streams built, the model prepared by accelerate,
+    the latest checkpoint loaded. Whatever can reject the config or the data runs before the run
+    folder exists."""
     sources = (_source(train_data, config.data.train, "data.train", "training"), _source(ood_data, config.data.ood, "data.ood", "OOD"))
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
@@ -113,7 +169,6 @@ def train(
         project_dir=config.output_dir,
     )
     set_seed(config.seed)
-    # everything that can reject the config or the data runs before the run folder exists
     train_data, heldout, ood_data = _data(config, train_data, ood_data)
     kl_on = config.kl.weight > 0
     if kl_on and not ood_data:
@@ -133,7 +188,7 @@ def train(
 
     trainable = make_trainable(model, config.solution, need_reference=kl_on and config.kl.base == "exact")
     _keep_masters(trainable, accelerator)
-    run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
+    manifest = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
     params = trainable.master_parameters()
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
@@ -169,95 +224,117 @@ def train(
     head = OutputHead(unwrap_training(wrapped))
     with _out_of_memory_advice(config):  # through the prepared model: it runs where training runs (DDP, FSDP, DeepSpeed)
         check_output_head(wrapped, head, accelerator.device)
-    ckpt_dir = out / "checkpoints"
     start = 0
-    latest = latest_checkpoint(ckpt_dir)
+    latest = latest_checkpoint(out / "checkpoints")
     if latest is not None:
         start = load_checkpoint(latest, params, optimizer, scheduler)
         trainable.masters_to_model()
-    metrics_path = out / "metrics.jsonl"
+    data_counts = {"train": asdict(train_counts), "ood": asdict(ood_counts) if ood_counts else None, "heldout": len(heldout)}
+    return _Run(
+        config, out, accelerator, trainable, wrapped, params, optimizer, scheduler, examples, ood_examples, stream,
+        ood_stream, top_k, pad_id, config.kl.per_token_weight(head.vocab_size), total_steps, start, heldout,
+        data_counts, manifest, evaluator,
+    )
+
+
+def _loop(run: _Run) -> float:
+    """Train from `run.start` to `run.total_steps`, writing metrics rows and checkpoints; returns
+    the time (time.time()) training started, after the step-0 evaluation."""
+    config, accelerator = run.config, run.accelerator
     if accelerator.is_main_process:
-        _truncate_metrics(metrics_path, start)
+        _truncate_metrics(run.metrics_path, run.start)
         if config.trackers:
             accelerator.init_trackers(config.name, config=config.model_dump(mode="json"))
-        if evaluator is not None and start == 0:
-            append_jsonl(metrics_path, [{"step": 0, **_evaluate(evaluator, wrapped)}])
-    lam = config.kl.per_token_weight(head.vocab_size)
-    t0 = time.time()
-    wrapped.train()
-    bar = tqdm(total=total_steps, initial=start, desc=config.name, disable=not (config.progress and accelerator.is_main_process))
-    for step in range(start, total_steps):
-        micro_batches = []
-        for k in range(config.grad_accum):
-            micro = step * config.grad_accum + k
-            ood = ood_stream.indices(micro) if ood_stream else []
-            micro_batches.append(([examples[i] for i in stream.indices(micro)], ood))
-        # losses are token means over the whole step (all micro-batches and processes), so
-        # grad accumulation and data parallelism give the gradient of one big batch
-        local = torch.tensor(
-            [[_n_trained(b) for b, _ in micro_batches], [_n_kl_positions([ood_examples[i] for i in o], config.kl.scope) for _, o in micro_batches]],
-            dtype=torch.float64,
-        ).sum(dim=1)
-        counts = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu().clamp(min=1)
-        scales = (accelerator.num_processes / counts[0], lam * accelerator.num_processes / counts[1])  # DDP averages over processes
-        sums = torch.zeros(2, dtype=torch.float64)  # sft and kl token sums of this process
-        for k, (batch, ood) in enumerate(micro_batches):
-            with _out_of_memory_advice(config):
-                sft_sum, kl_sum = _micro_step(
-                    wrapped, trainable, batch, ood, ood_examples, top_k, pad_id, config, accelerator, scales, last=k == config.grad_accum - 1
-                )
-            sums += torch.tensor([sft_sum, kl_sum], dtype=torch.float64)
-        trainable.grads_to_masters()
-        if config.optim.max_grad_norm:
-            accelerator.clip_grad_norm_(list(params.values()), config.optim.max_grad_norm)
-        optimizer.step()
-        trainable.masters_to_model()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        sft_mean, kl_mean = (accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu() / counts).tolist()
-        loss_mean = sft_mean + lam * kl_mean
+        if run.evaluator is not None and run.start == 0:
+            append_jsonl(run.metrics_path, [{"step": 0, **_evaluate(run.evaluator, run.wrapped)}])
+    started = time.time()
+    run.wrapped.train()
+    bar = tqdm(total=run.total_steps, initial=run.start, desc=config.name, disable=not (config.progress and accelerator.is_main_process))
+    for step in range(run.start, run.total_steps):
+        sft_mean, kl_mean = _step(run, step)
+        loss_mean = sft_mean + run.lam * kl_mean
         done = step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss_mean:.4f}")
-        if accelerator.is_main_process and (done % config.log_every == 0 or done == total_steps):
+        if accelerator.is_main_process and (done % config.log_every == 0 or done == run.total_steps):
             row = {
                 "step": done,
                 "loss": loss_mean,
                 "sft": sft_mean,
                 "kl": kl_mean,
-                "norm": trainable.norm(),
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": round(time.time() - t0, 3),
+                "norm": run.trainable.norm(),
+                "lr": run.scheduler.get_last_lr()[0],
+                "seconds": round(time.time() - started, 3),
             }
-            if evaluator is not None and config.eval_every and (done % config.eval_every == 0 or done == total_steps):
-                row.update(_evaluate(evaluator, wrapped))
-            append_jsonl(metrics_path, [row])
+            if run.evaluator is not None and config.eval_every and (done % config.eval_every == 0 or done == run.total_steps):
+                row.update(_evaluate(run.evaluator, run.wrapped))
+            append_jsonl(run.metrics_path, [row])
             if config.trackers:
                 accelerator.log(row, step=done)
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total_steps:
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < run.total_steps:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(ckpt_dir, done, params, optimizer, scheduler, config.keep_checkpoints)
+                save_checkpoint(run.checkpoints, done, run.params, run.optimizer, run.scheduler, config.keep_checkpoints)
     bar.close()
-    solution = trainable.solution()
+    return started
+
+
+def _step(run: _Run, step: int) -> tuple[float, float]:
+    """One optimiser step (all its micro-batches); returns its (SFT, KL) token means over all
+    micro-batches and processes."""
+    config, accelerator = run.config, run.accelerator
+    micro_batches = []
+    for k in range(config.grad_accum):
+        micro = step * config.grad_accum + k
+        ood = run.ood_stream.indices(micro) if run.ood_stream else []
+        micro_batches.append(([run.examples[i] for i in run.stream.indices(micro)], ood))
+    # losses are token means over the whole step (all micro-batches and processes), so
+    # grad accumulation and data parallelism give the gradient of one big batch
+    local = torch.tensor(
+        [[_n_trained(b) for b, _ in micro_batches], [_n_kl_positions([run.ood_examples[i] for i in o], config.kl.scope) for _, o in micro_batches]],
+        dtype=torch.float64,
+    ).sum(dim=1)
+    counts = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu().clamp(min=1)
+    scales = (accelerator.num_processes / counts[0], run.lam * accelerator.num_processes / counts[1])  # DDP averages over processes
+    sums = torch.zeros(2, dtype=torch.float64)  # sft and kl token sums of this process
+    for k, (batch, ood) in enumerate(micro_batches):
+        with _out_of_memory_advice(config):
+            sft_sum, kl_sum = _micro_step(run, batch, ood, scales, last=k == config.grad_accum - 1)
+        sums += torch.tensor([sft_sum, kl_sum], dtype=torch.float64)
+    run.trainable.grads_to_masters()
+    if config.optim.max_grad_norm:
+        accelerator.clip_grad_norm_(list(run.params.values()), config.optim.max_grad_norm)
+    run.optimizer.step()
+    run.trainable.masters_to_model()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    sft_mean, kl_mean = (accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu() / counts).tolist()
+    return sft_mean, kl_mean
+
+
+def _finish(run: _Run, started: float) -> TrainResult:
+    """Save the solution, the held-out split, the last checkpoint, the manifest's record and DONE
+    (main process); hand the base model back in its base state."""
+    config, accelerator = run.config, run.accelerator
+    solution = run.trainable.solution()
     if accelerator.is_main_process:
-        solution.save(out / "solution")
-        if heldout:
+        solution.save(run.out / "solution")
+        if run.heldout:
             from emlab.data.chat import write_chat_jsonl
 
-            write_chat_jsonl(out / HELDOUT, heldout)
-        if start < total_steps:
-            save_checkpoint(ckpt_dir, total_steps, params, optimizer, scheduler, config.keep_checkpoints)
-        run.record(
-            steps=total_steps, resumed_from=start, n_train=len(examples), n_ood=len(ood_examples), kl_per_token_weight=lam,
-            data={"train": asdict(train_counts), "ood": asdict(ood_counts) if ood_counts else None, "heldout": len(heldout)},
+            write_chat_jsonl(run.out / HELDOUT, run.heldout)
+        if run.start < run.total_steps:
+            save_checkpoint(run.checkpoints, run.total_steps, run.params, run.optimizer, run.scheduler, config.keep_checkpoints)
+        run.manifest.record(
+            steps=run.total_steps, resumed_from=run.start, n_train=len(run.examples), n_ood=len(run.ood_examples),
+            kl_per_token_weight=run.lam, data=run.data_counts,
         )
-        run.time_stage("train", time.time() - t0)
-        write_text_atomic(out / DONE, f"{total_steps}\n")
+        run.manifest.time_stage("train", time.time() - started)
+        write_text_atomic(run.out / DONE, f"{run.total_steps}\n")
     if config.trackers:
         accelerator.end_training()
     accelerator.wait_for_everyone()
-    return TrainResult(out, solution, read_jsonl(metrics_path), heldout, config.model, trainable.release().eval())
+    return TrainResult(run.out, solution, read_jsonl(run.metrics_path), run.heldout, config.model, run.trainable.release().eval())
 
 
 def _finished(out: Path, config: TrainConfig, model: nn.Module | None) -> TrainResult:
@@ -311,29 +388,20 @@ def _evaluate(evaluator: Evaluator, wrapped: nn.Module) -> dict[str, float]:
     return numbers
 
 
-def _micro_step(
-    wrapped: nn.Module,
-    trainable: Trainable,
-    batch: list[Encoded],
-    ood: list[int],
-    ood_examples: list[Encoded],
-    top_k: TopKCache | None,
-    pad_id: int,
-    config: TrainConfig,
-    accelerator: Accelerator,
-    scales: tuple[float, float],
-    last: bool,
-) -> tuple[float, float]:
-    """Forward and backward of one micro-batch; returns its (SFT token-loss sum, KL token sum).
+def _micro_step(run: _Run, batch: list[Encoded], ood: list[int], scales: tuple[float, float], last: bool) -> tuple[float, float]:
+    """Forward and backward of one micro-batch (`ood`: indices of its OOD rows, `scales`: what
+    the SFT and KL token sums are multiplied by before backward, `last`: the step's last
+    micro-batch); returns its (SFT token-loss sum, KL token sum).
 
     The SFT rows and the OOD rows go through separate passes, each followed by its backward, so
     their activations are never held together; gradients synchronise across processes only in
     the last backward of the step. Logits exist one chunk of scored rows at a time (head_loss).
     The OOD passes (base and tuned) run without dropout, the SFT pass with the model's.
     """
+    wrapped, accelerator = run.wrapped, run.accelerator
     model = unwrap_training(wrapped)
     head = OutputHead(model)
-    inputs = _to_device(collate(batch, pad_id), accelerator)
+    inputs = _to_device(collate(batch, run.pad_id), accelerator)
     labels = inputs["labels"][:, 1:]
     scored = labels != IGNORE  # (B, T-1)
     with _sync_unless(accelerator, wrapped, last and not ood):
@@ -342,14 +410,17 @@ def _micro_step(
         accelerator.backward(sft * scales[0])
     if not ood:
         return sft.item(), 0.0
-    ood_inputs = _to_device(collate([ood_examples[i] for i in ood], pad_id), accelerator)
-    positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], config.kl.scope)  # (O, T-1)
+    ood_inputs = _to_device(collate([run.ood_examples[i] for i in ood], run.pad_id), accelerator)
+    positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], run.config.kl.scope)  # (O, T-1)
     # the base pass runs (and frees its activations) before the tuned pass keeps its own
     with without_dropout(wrapped):
-        base = top_k.target(ood) if top_k else ExactBase(trainable, model, base_hidden(trainable, model, ood_inputs, positions))
+        if run.top_k:
+            base = run.top_k.target(ood)
+        else:
+            base = ExactBase(run.trainable, model, base_hidden(run.trainable, model, ood_inputs, positions))
         with _sync_unless(accelerator, wrapped, last):
             hidden = final_hidden(wrapped, ood_inputs)[:, :-1][positions]
-            kl = head_loss(hidden, head, kl_chunks(base, config.kl.direction))
+            kl = head_loss(hidden, head, kl_chunks(base, run.config.kl.direction))
             accelerator.backward(kl * scales[1])
     return sft.item(), kl.item()
 
