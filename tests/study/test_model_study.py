@@ -26,6 +26,8 @@ from emlab.io import read_jsonl  # noqa: E402
 from emlab.study.model_study import reproduce_model_study  # noqa: E402
 from emlab.study.model_study_config import ModelStudyConfig  # noqa: E402
 
+pytestmark = pytest.mark.system  # every test uses the module's model study
+
 WORDS = "the cat sat on a mat and the dog ran to the park".split()
 METHODS = ("lora_r1", "steering")
 CONDITIONS = ("no_kl", "kl", "continued")

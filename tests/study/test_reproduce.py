@@ -51,6 +51,7 @@ def study_run(tmp_path_factory):
     return study, out, time.time() - start, stderr.getvalue()
 
 
+@pytest.mark.system
 def test_report_structure(study_run):
     study, out, seconds, _ = study_run
     assert seconds < 180
@@ -76,6 +77,7 @@ def test_report_structure(study_run):
         assert png.stat().st_size > 10_000 and f"figures/{name}.png" in report
 
 
+@pytest.mark.system
 def test_numbers_are_computed_from_the_samples(study_run):
     _, out, _, _ = study_run
     results = json.loads((out / "results.json").read_text())
@@ -94,6 +96,7 @@ def test_numbers_are_computed_from_the_samples(study_run):
     assert results["world"]["lora_r8"]["no_kl"]["ood_exact_p_bad"] == pytest.approx(exact)
 
 
+@pytest.mark.system
 def test_a_second_run_reuses_every_stage(study_run):
     study, out, seconds, _ = study_run
     before = json.loads((out / "results.json").read_text())
@@ -111,6 +114,7 @@ def test_a_second_run_reuses_every_stage(study_run):
     assert before == after
 
 
+@pytest.mark.system
 def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
     study, _, _, stderr = study_run
     lines = [line for line in stderr.splitlines() if line.startswith("stage ")]
