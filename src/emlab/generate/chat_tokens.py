@@ -6,11 +6,12 @@ from collections.abc import Iterable
 
 from transformers import PreTrainedTokenizerBase
 
+from emlab.data.chat import Conversation
 from emlab.data.questions import Prompt
 from emlab.models.chat import end_of_turn, located, render
 
 
-def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: Conversation) -> list[int]:
     """Token ids of `messages` rendered (`models.chat.render`) with a generation prompt: the
     prefix training's assistant masks start after.
 
