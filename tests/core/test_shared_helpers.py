@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -63,35 +61,3 @@ def test_end_of_turn_is_what_the_template_writes_after_an_answer(tiny_tokenizer,
     other.chat_template = "{{ raise_exception('no assistant turns') }}"
     assert end_of_turn(other) == ""
 
-
-def test_importing_emlab_changes_no_global_state():
-    """No emlab module switches matplotlib's backend, imports pyplot, sets a logging level or
-    installs a warnings filter when imported (figure modules included; third-party imports may).
-    The study's modules are checked beside the study."""
-    code = (
-        "import importlib, logging, pkgutil, sys, warnings\n"
-        "import matplotlib\n"
-        "calls = []\n"
-        "helpers = ('logging', 'warnings', 'transformers.utils.logging', 'matplotlib')\n"
-        "def spy(owner, name):\n"
-        "    real = getattr(owner, name)\n"
-        "    def wrapper(*args, **kwargs):\n"
-        "        frame = sys._getframe(1)  # the caller, past the helpers that wrap these calls\n"
-        "        while frame.f_globals.get('__name__', '').startswith(helpers):\n"
-        "            frame = frame.f_back\n"
-        "        if frame.f_globals.get('__name__', '').startswith('emlab'):\n"
-        "            calls.append(f\"{name} from {frame.f_globals['__name__']}\")\n"
-        "        return real(*args, **kwargs)\n"
-        "    setattr(owner, name, wrapper)\n"
-        "for owner, name in [(warnings, 'filterwarnings'), (warnings, 'simplefilter'),\n"
-        "                    (logging.Logger, 'setLevel'), (logging, 'disable'), (matplotlib, 'use')]:\n"
-        "    spy(owner, name)\n"
-        "import emlab\n"
-        "skip = ('emlab.study', 'emlab.generate.vllm', 'emlab.__main__')\n"
-        "names = [m.name for m in pkgutil.walk_packages(emlab.__path__, 'emlab.') if not m.name.startswith(skip)]\n"
-        "for name in names: importlib.import_module(name)\n"
-        "print(len(names), 'emlab.report.figures' in names, 'matplotlib.pyplot' in sys.modules, calls)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split(" ", 1)[1].strip() == "True False []", out
-    assert int(out.split()[0]) > 50
