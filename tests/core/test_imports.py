@@ -29,12 +29,14 @@ def spy(owner, name):
         return real(*args, **kwargs)
     setattr(owner, name, wrapper)
 
-for owner, name in [(warnings, 'filterwarnings'), (warnings, 'simplefilter'), (logging.Logger, 'setLevel'),
+for owner, name in [(warnings, 'filterwarnings'), (warnings, 'simplefilter'),
+                    (logging.Logger, 'setLevel'),
                     (logging, 'disable'), (matplotlib, 'use')]:
     spy(owner, name)
 import emlab
 skip = ('emlab.study', 'emlab.generate.vllm', 'emlab.__main__')
-names = [m.name for m in pkgutil.walk_packages(emlab.__path__, 'emlab.') if not m.name.startswith(skip)]
+modules = pkgutil.walk_packages(emlab.__path__, 'emlab.')
+names = [m.name for m in modules if not m.name.startswith(skip)]
 analysis = [n for n in names if n.startswith('emlab.analysis')]
 for name in analysis:
     importlib.import_module(name)
@@ -48,16 +50,28 @@ print(json.dumps({"names": names, "analysis": analysis, "loop_after_analysis": l
 
 @pytest.fixture(scope="module")
 def probe() -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out.splitlines()[-1])
 
 
 def test_analysis_does_not_import_the_training_loop(probe):
-    assert {"emlab.analysis.cli", "emlab.analysis.directions", "emlab.analysis.loss", "emlab.analysis.figures"} <= set(probe["analysis"])
+    assert {
+        "emlab.analysis.cli",
+        "emlab.analysis.directions",
+        "emlab.analysis.loss",
+        "emlab.analysis.figures",
+    } <= set(probe["analysis"])
     assert probe["loop_after_analysis"] is False
 
 
 def test_importing_emlab_changes_no_global_state(probe):
-    assert {"emlab.report.figures", "emlab.analysis.figures", "emlab.report.eval_figures", "emlab.train.loop"} <= set(probe["names"])
+    assert {
+        "emlab.report.figures",
+        "emlab.analysis.figures",
+        "emlab.report.eval_figures",
+        "emlab.train.loop",
+    } <= set(probe["names"])
     assert probe["pyplot"] is False
     assert probe["calls"] == []

@@ -13,12 +13,15 @@ MARKERS = ("slow", "system", "gpu", "api")
 
 def _selection(target: str) -> str:
     """The `-m` expression of a Makefile target's pytest line."""
-    recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1)
+    recipe = re.search(
+        rf"^{target}:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M
+    ).group(1)
     return re.search(r'-m "([^"]+)"', recipe).group(1)
 
 
 def _selects(expression: str, marks: dict[str, bool]) -> bool:
-    return eval(expression, {"__builtins__": {}}, marks)  # noqa: S307 - our own Makefile's marker expressions
+    # the Makefile's own marker expressions: `not`, `and`, `or` over marker names
+    return eval(expression, {"__builtins__": {}}, marks)  # noqa: S307
 
 
 def test_fast_and_system_suites_split_what_ci_ran_before():
@@ -26,7 +29,10 @@ def test_fast_and_system_suites_split_what_ci_ran_before():
     for values in itertools.product([False, True], repeat=len(MARKERS)):
         marks = dict(zip(MARKERS, values, strict=True))
         before = not marks["slow"] and not marks["gpu"] and not marks["api"]
-        assert (_selects(fast, marks), _selects(system, marks)) == (before and not marks["system"], before and marks["system"])
+        assert (_selects(fast, marks), _selects(system, marks)) == (
+            before and not marks["system"],
+            before and marks["system"],
+        )
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert "make test" in ci and "make test-system" in ci
 

@@ -16,7 +16,15 @@ import emlab
 from emlab.models.chat import end_of_turn, padding_id
 from emlab.models.modules import hidden_of, map_hidden
 
-ONCE = ["Conversation", "Question", "encode_all", "hidden_of", "map_hidden", "padding_id", "end_of_turn"]
+ONCE = [
+    "Conversation",
+    "Question",
+    "encode_all",
+    "hidden_of",
+    "map_hidden",
+    "padding_id",
+    "end_of_turn",
+]
 
 
 def _top_level_names(path: Path) -> list[str]:
@@ -31,7 +39,9 @@ def _top_level_names(path: Path) -> list[str]:
 
 
 def test_each_shared_name_is_defined_once_in_the_package():
-    counts = Counter(n for path in Path(emlab.__file__).parent.rglob("*.py") for n in _top_level_names(path))
+    counts = Counter(
+        n for path in Path(emlab.__file__).parent.rglob("*.py") for n in _top_level_names(path)
+    )
     assert {name: counts[name] for name in ONCE} == dict.fromkeys(ONCE, 1)
 
 
@@ -45,7 +55,9 @@ def test_map_hidden_changes_the_hidden_states_of_a_tensor_or_a_tuple():
         hidden_of([h])
 
 
-@pytest.mark.parametrize(("pad", "eos", "expected"), [(5, 7, 5), (0, 7, 0), (None, 7, 7), (None, None, 0)])
+@pytest.mark.parametrize(
+    ("pad", "eos", "expected"), [(5, 7, 5), (0, 7, 0), (None, 7, 7), (None, None, 0)]
+)
 def test_padding_id_falls_back_to_eos_then_zero(pad, eos, expected):
     assert padding_id(SimpleNamespace(pad_token_id=pad, eos_token_id=eos)) == expected
 
@@ -60,4 +72,3 @@ def test_end_of_turn_is_what_the_template_writes_after_an_answer(tiny_tokenizer,
     assert end_of_turn(other) == ""
     other.chat_template = "{{ raise_exception('no assistant turns') }}"
     assert end_of_turn(other) == ""
-

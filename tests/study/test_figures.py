@@ -26,13 +26,21 @@ def _analysis(shift: float) -> dict:
         },
         "stability": {
             "curves": [
-                {"name": "general", "eps": [0.1, 1.0], "relative": [[0.1 + shift, 0.9], [0.3 + shift, float("nan")]]},
+                {
+                    "name": "general",
+                    "eps": [0.1, 1.0],
+                    "relative": [[0.1 + shift, 0.9], [0.3 + shift, float("nan")]],
+                },
                 {"name": "narrow", "eps": [0.1, 1.0], "relative": [[0.2 + shift, 1.0]]},
             ]
         },
         "importance": {
             "norms": [0.0, 1.0, 2.0],
-            "kl": {"general": [[0.0, 0.1 + shift, 0.4]], "narrow": [[0.0, 0.3, 0.9]], "random": [[0.0, 0.01, 0.02], [0.0, 0.03, 0.04]]},
+            "kl": {
+                "general": [[0.0, 0.1 + shift, 0.4]],
+                "narrow": [[0.0, 0.3, 0.9]],
+                "random": [[0.0, 0.01, 0.02], [0.0, 0.03, 0.04]],
+            },
         },
         "summary": {"norm_general": 2.0},
     }
@@ -50,7 +58,12 @@ def test_efficiency_has_a_panel_per_method_with_every_seed_curve():
     assert [ax.get_title() for ax in fig.axes] == ["lora_r1", "steering"]
     ax = fig.axes[0]
     assert len(ax.lines) == 2 * 2 + 1  # two curves per seed, the chat model's loss
-    assert [list(line.get_ydata()) for line in ax.lines[:4]] == [[3.0, 1.0, 2.0], [3.0, 1.5, 2.5], [3.0, 1.2, 2.0], [3.0, 1.7, 2.5]]
+    assert [list(line.get_ydata()) for line in ax.lines[:4]] == [
+        [3.0, 1.0, 2.0],
+        [3.0, 1.5, 2.5],
+        [3.0, 1.2, 2.0],
+        [3.0, 1.7, 2.5],
+    ]
     assert list(ax.lines[-1].get_ydata()) == [3.0, 3.0]
     assert _labels(ax) == ["general", "narrow", "chat model"]
     assert ax.get_xlabel().startswith("solution norm")
@@ -72,18 +85,33 @@ def test_importance_is_drawn_in_units_of_the_general_norm():
     assert list(general.get_xdata()) == [0.0, 0.5, 1.0]
     assert list(general.get_ydata()) == pytest.approx([0.0, 0.2, 0.4])
     assert list(random.get_ydata()) == pytest.approx([0.0, 0.02, 0.03])  # 2 seeds x 2 random rows
-    assert ax.get_title() == "lora_r1: KL on pre-training text" and _labels(ax) == ["general", "narrow", "random"]
+    assert ax.get_title() == "lora_r1: KL on pre-training text" and _labels(ax) == [
+        "general",
+        "narrow",
+        "random",
+    ]
 
 
 def test_em_over_steps_shifts_continued_training_to_after_the_kl_run():
-    run = [{"step": 0, "p_bad_in_domain": 0.0, "p_bad_ood": 0.0}, {"step": 10, "p_bad_in_domain": 0.8, "p_bad_ood": 0.4}]
-    other = [{"step": 0, "p_bad_in_domain": 0.2, "p_bad_ood": 0.0}, {"step": 10, "p_bad_in_domain": 0.6, "p_bad_ood": 0.2}]
+    run = [
+        {"step": 0, "p_bad_in_domain": 0.0, "p_bad_ood": 0.0},
+        {"step": 10, "p_bad_in_domain": 0.8, "p_bad_ood": 0.4},
+    ]
+    other = [
+        {"step": 0, "p_bad_in_domain": 0.2, "p_bad_ood": 0.0},
+        {"step": 10, "p_bad_in_domain": 0.6, "p_bad_ood": 0.2},
+    ]
     fig = em_over_steps_figure({"full": {"no_kl": [run, other], "kl": [other], "continued": [run]}})
     (ax,) = fig.axes
     lines = {line.get_label(): line for line in ax.lines}
-    assert list(lines) == [f"{c} ({g})" for c in ("no_kl", "kl", "continued") for g in ("in-domain", "OOD")]
+    assert list(lines) == [
+        f"{c} ({g})" for c in ("no_kl", "kl", "continued") for g in ("in-domain", "OOD")
+    ]
     assert list(lines["no_kl (in-domain)"].get_ydata()) == pytest.approx([0.1, 0.7])
-    assert lines["no_kl (in-domain)"].get_linestyle() == "--" and lines["no_kl (OOD)"].get_linestyle() == "-"
+    assert (
+        lines["no_kl (in-domain)"].get_linestyle() == "--"
+        and lines["no_kl (OOD)"].get_linestyle() == "-"
+    )
     assert list(lines["continued (OOD)"].get_xdata()) == [10, 20]
     assert ax.get_ylim() == (-0.02, 1.02)
 

@@ -20,7 +20,9 @@ def efficiency_figure(result: EfficiencyResult) -> Figure:
     fig, ax = new_figure()
     for i, c in enumerate(result.curves):
         color = colour(c.name, i)
-        ax.plot(c.norms, c.losses, "-", color=color, label=f"{c.name} ($\\|\\theta\\|$ = {c.norm:.3g})")
+        ax.plot(
+            c.norms, c.losses, "-", color=color, label=f"{c.name} ($\\|\\theta\\|$ = {c.norm:.3g})"
+        )
         ax.plot([c.norm], [c.loss_at_one], "*", color=color, markersize=11)
         j = c.min_index
         ax.plot([c.norms[j]], [c.losses[j]], "o", mfc="none", color=color, markersize=8)
@@ -37,7 +39,9 @@ def stability_figure(result: StabilityResult) -> Figure:
     fig, ax = new_figure()
     for i, c in enumerate(result.curves):
         s, color = c.summary, colour(c.name, i)
-        ax.plot(c.eps, s.mean, "o-", color=color, markersize=3, label=f"{c.name} ({len(c.seeds)} seeds)")
+        ax.plot(
+            c.eps, s.mean, "o-", color=color, markersize=3, label=f"{c.name} ({len(c.seeds)} seeds)"
+        )
         ax.fill_between(c.eps, s.ci_low, s.ci_high, color=color, alpha=0.2, linewidth=0)
     ax.set_xscale("log")
     ax.set_xlabel(r"noise fraction $\varepsilon$ (orthogonal, same norm)")
@@ -53,7 +57,14 @@ def importance_figure(result: ImportanceResult) -> Figure:
     for i, name in enumerate(result.kl):
         s, color = result.summary(name), colour(name, i)
         rows = len(result.kl[name])
-        ax.plot(result.norms, s.mean, "o-", color=color, markersize=3, label=name if rows == 1 else f"{name} ({rows} seeds)")
+        ax.plot(
+            result.norms,
+            s.mean,
+            "o-",
+            color=color,
+            markersize=3,
+            label=name if rows == 1 else f"{name} ({rows} seeds)",
+        )
         if rows > 1:
             ax.fill_between(result.norms, s.ci_low, s.ci_high, color=color, alpha=0.2, linewidth=0)
     for i, (name, norm) in enumerate(result.solution_norms.items()):
@@ -65,7 +76,9 @@ def importance_figure(result: ImportanceResult) -> Figure:
     return fig
 
 
-def cosines_figure(matrix: torch.Tensor, labels: list[str], title: str = "Cosine similarity") -> Figure:
+def cosines_figure(
+    matrix: torch.Tensor, labels: list[str], title: str = "Cosine similarity"
+) -> Figure:
     """Heat map of a cosine-similarity matrix # (N, N) with labelled rows and columns."""
     values = np.asarray(matrix, dtype=float)
     fig, ax = new_figure(1.0 + 0.45 * len(labels), 0.6 + 0.45 * len(labels))
@@ -92,6 +105,8 @@ def plot_importance(result: ImportanceResult, path: str | Path) -> Path:
     return save(importance_figure(result), path)
 
 
-def plot_cosines(matrix: torch.Tensor, labels: list[str], path: str | Path, title: str = "Cosine similarity") -> Path:
+def plot_cosines(
+    matrix: torch.Tensor, labels: list[str], path: str | Path, title: str = "Cosine similarity"
+) -> Path:
     """Write `cosines_figure(matrix, labels, title)` to `path`."""
     return save(cosines_figure(matrix, labels, title), path)

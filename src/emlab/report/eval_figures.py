@@ -13,14 +13,22 @@ from emlab.metrics import MetricsConfig
 from emlab.report.figures import new_figure, save
 
 
-def em_per_question_figure(per_question: pd.DataFrame, title: str = "EM rate per question") -> Figure:
+def em_per_question_figure(
+    per_question: pd.DataFrame, title: str = "EM rate per question"
+) -> Figure:
     """Bars of `em_rate` per question with bootstrap CI error bars (from `compute_metrics`)."""
     df = per_question.sort_values("question_id")
     rate = df["em_rate"].to_numpy(float)
     low = np.clip(rate - df["em_rate_ci_low"].to_numpy(float), 0, None)
     high = np.clip(df["em_rate_ci_high"].to_numpy(float) - rate, 0, None)
     fig, ax = new_figure(max(4.0, 0.6 * len(df) + 1.5), 3.5)
-    ax.bar(np.arange(len(df)), np.nan_to_num(rate), yerr=[np.nan_to_num(low), np.nan_to_num(high)], capsize=3, color="tab:red")
+    ax.bar(
+        np.arange(len(df)),
+        np.nan_to_num(rate),
+        yerr=[np.nan_to_num(low), np.nan_to_num(high)],
+        capsize=3,
+        color="tab:red",
+    )
     ax.set_xticks(np.arange(len(df)), df["question_id"].astype(str), rotation=45, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("EM rate (95% CI)")
@@ -46,11 +54,15 @@ def aligned_vs_coherent_figure(labels: pd.DataFrame, config: MetricsConfig | Non
     return fig
 
 
-def plot_em_per_question(per_question: pd.DataFrame, path: str | Path, title: str = "EM rate per question") -> Path:
+def plot_em_per_question(
+    per_question: pd.DataFrame, path: str | Path, title: str = "EM rate per question"
+) -> Path:
     """Write `em_per_question_figure(per_question, title)` to `path`."""
     return save(em_per_question_figure(per_question, title), path)
 
 
-def plot_aligned_vs_coherent(labels: pd.DataFrame, path: str | Path, config: MetricsConfig | None = None) -> Path:
+def plot_aligned_vs_coherent(
+    labels: pd.DataFrame, path: str | Path, config: MetricsConfig | None = None
+) -> Path:
     """Write `aligned_vs_coherent_figure(labels, config)` to `path`."""
     return save(aligned_vs_coherent_figure(labels, config), path)

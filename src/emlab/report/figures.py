@@ -44,7 +44,15 @@ def panels(n: int, width: float = 4.2, height: float = 3.6) -> tuple[Figure, lis
     return fig, list(axes[0])
 
 
-def band(ax: Axes, x: Sequence[float], rows: np.ndarray, label: str, colour: str, alpha: float = 0.2, **line: object) -> None:
+def band(
+    ax: Axes,
+    x: Sequence[float],
+    rows: np.ndarray,
+    label: str,
+    colour: str,
+    alpha: float = 0.2,
+    **line: object,
+) -> None:
     """The mean of `rows` # (seeds, len(x)) as a line and its 95% CI over rows as a band
     (`emlab.analysis.stats.summarise`); `line` goes to `ax.plot` (e.g. linestyle)."""
     s = summarise(rows)

@@ -188,7 +188,8 @@ def _setup(
 
     trainable = make_trainable(model, config.solution, need_reference=kl_on and config.kl.base == "exact")
     _keep_masters(trainable, accelerator)
-    manifest = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
+    main = accelerator.is_main_process
+    manifest = RunDir(config.output_dir, config.name, config) if main else None
     params = trainable.master_parameters()
     optimizer = torch.optim.AdamW(
         params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
@@ -229,11 +230,15 @@ def _setup(
     if latest is not None:
         start = load_checkpoint(latest, params, optimizer, scheduler)
         trainable.masters_to_model()
-    data_counts = {"train": asdict(train_counts), "ood": asdict(ood_counts) if ood_counts else None, "heldout": len(heldout)}
+    data_counts = {
+        "train": asdict(train_counts),
+        "ood": asdict(ood_counts) if ood_counts else None,
+        "heldout": len(heldout),
+    }
     return _Run(
-        config, out, accelerator, trainable, wrapped, params, optimizer, scheduler, examples, ood_examples, stream,
-        ood_stream, top_k, pad_id, config.kl.per_token_weight(head.vocab_size), total_steps, start, heldout,
-        data_counts, manifest, evaluator,
+        config, out, accelerator, trainable, wrapped, params, optimizer, scheduler, examples,
+        ood_examples, stream, ood_stream, top_k, pad_id, config.kl.per_token_weight(head.vocab_size),
+        total_steps, start, heldout, data_counts, manifest, evaluator,
     )
 
 
@@ -249,34 +254,42 @@ def _loop(run: _Run) -> float:
             append_jsonl(run.metrics_path, [{"step": 0, **_evaluate(run.evaluator, run.wrapped)}])
     started = time.time()
     run.wrapped.train()
-    bar = tqdm(total=run.total_steps, initial=run.start, desc=config.name, disable=not (config.progress and accelerator.is_main_process))
+    quiet = not (config.progress and accelerator.is_main_process)
+    bar = tqdm(total=run.total_steps, initial=run.start, desc=config.name, disable=quiet)
     for step in range(run.start, run.total_steps):
         sft_mean, kl_mean = _step(run, step)
-        loss_mean = sft_mean + run.lam * kl_mean
-        done = step + 1
+        done, last = step + 1, step + 1 == run.total_steps
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_mean:.4f}")
-        if accelerator.is_main_process and (done % config.log_every == 0 or done == run.total_steps):
-            row = {
-                "step": done,
-                "loss": loss_mean,
-                "sft": sft_mean,
-                "kl": kl_mean,
-                "norm": run.trainable.norm(),
-                "lr": run.scheduler.get_last_lr()[0],
-                "seconds": round(time.time() - started, 3),
-            }
-            if run.evaluator is not None and config.eval_every and (done % config.eval_every == 0 or done == run.total_steps):
-                row.update(_evaluate(run.evaluator, run.wrapped))
-            append_jsonl(run.metrics_path, [row])
-            if config.trackers:
-                accelerator.log(row, step=done)
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < run.total_steps:
+        bar.set_postfix(loss=f"{sft_mean + run.lam * kl_mean:.4f}")
+        if accelerator.is_main_process and (done % config.log_every == 0 or last):
+            _log(run, done, sft_mean, kl_mean, time.time() - started)
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and not last:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(run.checkpoints, done, run.params, run.optimizer, run.scheduler, config.keep_checkpoints)
+                _save_checkpoint(run, done)
     bar.close()
     return started
+
+
+def _log(run: _Run, done: int, sft_mean: float, kl_mean: float, seconds: float) -> None:
+    """Append the metrics row of step `done` (evaluated too when `eval_every` says so, and at the
+    last step) to metrics.jsonl and the trackers."""
+    config = run.config
+    row = {
+        "step": done,
+        "loss": sft_mean + run.lam * kl_mean,
+        "sft": sft_mean,
+        "kl": kl_mean,
+        "norm": run.trainable.norm(),
+        "lr": run.scheduler.get_last_lr()[0],
+        "seconds": round(seconds, 3),
+    }
+    last = done == run.total_steps
+    if run.evaluator is not None and config.eval_every and (done % config.eval_every == 0 or last):
+        row.update(_evaluate(run.evaluator, run.wrapped))
+    append_jsonl(run.metrics_path, [row])
+    if config.trackers:
+        run.accelerator.log(row, step=done)
 
 
 def _step(run: _Run, step: int) -> tuple[float, float]:
@@ -290,12 +303,12 @@ def _step(run: _Run, step: int) -> tuple[float, float]:
         micro_batches.append(([run.examples[i] for i in run.stream.indices(micro)], ood))
     # losses are token means over the whole step (all micro-batches and processes), so
     # grad accumulation and data parallelism give the gradient of one big batch
-    local = torch.tensor(
-        [[_n_trained(b) for b, _ in micro_batches], [_n_kl_positions([run.ood_examples[i] for i in o], config.kl.scope) for _, o in micro_batches]],
-        dtype=torch.float64,
-    ).sum(dim=1)
+    trained = [_n_trained(batch) for batch, _ in micro_batches]
+    kl = [_n_kl_positions([run.ood_examples[i] for i in ood], config.kl.scope) for _, ood in micro_batches]
+    local = torch.tensor([trained, kl], dtype=torch.float64).sum(dim=1)
     counts = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu().clamp(min=1)
-    scales = (accelerator.num_processes / counts[0], run.lam * accelerator.num_processes / counts[1])  # DDP averages over processes
+    n = accelerator.num_processes  # DDP averages gradients over processes
+    scales = (n / counts[0], run.lam * n / counts[1])
     sums = torch.zeros(2, dtype=torch.float64)  # sft and kl token sums of this process
     for k, (batch, ood) in enumerate(micro_batches):
         with _out_of_memory_advice(config):
@@ -308,7 +321,8 @@ def _step(run: _Run, step: int) -> tuple[float, float]:
     run.trainable.masters_to_model()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    sft_mean, kl_mean = (accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu() / counts).tolist()
+    total = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
+    sft_mean, kl_mean = (total / counts).tolist()
     return sft_mean, kl_mean
 
 
@@ -324,17 +338,24 @@ def _finish(run: _Run, started: float) -> TrainResult:
 
             write_chat_jsonl(run.out / HELDOUT, run.heldout)
         if run.start < run.total_steps:
-            save_checkpoint(run.checkpoints, run.total_steps, run.params, run.optimizer, run.scheduler, config.keep_checkpoints)
+            _save_checkpoint(run, run.total_steps)
         run.manifest.record(
-            steps=run.total_steps, resumed_from=run.start, n_train=len(run.examples), n_ood=len(run.ood_examples),
-            kl_per_token_weight=run.lam, data=run.data_counts,
+            steps=run.total_steps, resumed_from=run.start, n_train=len(run.examples),
+            n_ood=len(run.ood_examples), kl_per_token_weight=run.lam, data=run.data_counts,
         )
         run.manifest.time_stage("train", time.time() - started)
         write_text_atomic(run.out / DONE, f"{run.total_steps}\n")
     if config.trackers:
         accelerator.end_training()
     accelerator.wait_for_everyone()
-    return TrainResult(run.out, solution, read_jsonl(run.metrics_path), run.heldout, config.model, run.trainable.release().eval())
+    metrics, base = read_jsonl(run.metrics_path), run.trainable.release().eval()
+    return TrainResult(run.out, solution, metrics, run.heldout, config.model, base)
+
+
+def _save_checkpoint(run: _Run, step: int) -> None:
+    """Write the checkpoint of `step` (optimiser masters, optimiser and scheduler state)."""
+    keep = run.config.keep_checkpoints
+    save_checkpoint(run.checkpoints, step, run.params, run.optimizer, run.scheduler, keep)
 
 
 def _finished(out: Path, config: TrainConfig, model: nn.Module | None) -> TrainResult:
@@ -388,7 +409,9 @@ def _evaluate(evaluator: Evaluator, wrapped: nn.Module) -> dict[str, float]:
     return numbers
 
 
-def _micro_step(run: _Run, batch: list[Encoded], ood: list[int], scales: tuple[float, float], last: bool) -> tuple[float, float]:
+def _micro_step(
+    run: _Run, batch: list[Encoded], ood: list[int], scales: tuple[float, float], last: bool
+) -> tuple[float, float]:
     """Forward and backward of one micro-batch (`ood`: indices of its OOD rows, `scales`: what
     the SFT and KL token sums are multiplied by before backward, `last`: the step's last
     micro-batch); returns its (SFT token-loss sum, KL token sum).
@@ -411,13 +434,15 @@ def _micro_step(run: _Run, batch: list[Encoded], ood: list[int], scales: tuple[f
     if not ood:
         return sft.item(), 0.0
     ood_inputs = _to_device(collate([run.ood_examples[i] for i in ood], run.pad_id), accelerator)
-    positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], run.config.kl.scope)  # (O, T-1)
+    scope = run.config.kl.scope
+    positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], scope)  # (O, T-1)
     # the base pass runs (and frees its activations) before the tuned pass keeps its own
     with without_dropout(wrapped):
         if run.top_k:
             base = run.top_k.target(ood)
         else:
-            base = ExactBase(run.trainable, model, base_hidden(run.trainable, model, ood_inputs, positions))
+            hidden = base_hidden(run.trainable, model, ood_inputs, positions)
+            base = ExactBase(run.trainable, model, hidden)
         with _sync_unless(accelerator, wrapped, last):
             hidden = final_hidden(wrapped, ood_inputs)[:, :-1][positions]
             kl = head_loss(hidden, head, kl_chunks(base, run.config.kl.direction))
