@@ -1,8 +1,12 @@
-"""The paper's three lines of evidence for one (general, narrow) pair of solutions (world or real model)."""
+"""The paper's three lines of evidence for one (general, narrow) pair of solutions (world or real model),
+as a typed stage result."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emlab.analysis import (
@@ -14,23 +18,41 @@ from emlab.analysis import (
     text_batches,
 )
 from emlab.models.chat import Conversation
-from emlab.models.config import ModelConfig
-from emlab.models.load import load_model
-from emlab.solutions import Solution, load_solution
-from emlab.study.config import AnalysisConfig, StudyConfig
-from emlab.world import World, narrow_conversations, pretraining_documents, pretraining_text
+from emlab.solutions import Solution
+from emlab.study.common.config import AnalysisConfig
+from emlab.study.common.stages import StageResult
 
 
-def analyse_pair(study: StudyConfig, world: World, model_dir: str, general_dir: str, narrow_dir: str, seed: int) -> dict:
-    """Efficiency (loss vs norm), stability (loss under orthogonal noise) and importance (KL on
-    pre-training text vs norm) of the general (no KL) and narrow (KL) solutions of one seed."""
-    model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
-    heldout = narrow_conversations(world, study.trained_domain, split="heldout")
-    docs = pretraining_documents(world, n=study.analysis.importance_documents, seed=10_000 + seed)
-    return compare_solutions(
-        model, tokenizer, load_solution(general_dir), load_solution(narrow_dir), heldout,
-        pretraining_text(docs, tokenizer), study.analysis, seed, max_length=study.model.max_positions,
-    )
+class AnalysisSummary(BaseModel):
+    """The numbers of one seed's comparison that the report averages over seeds. Dicts are by
+    solution ('general', 'narrow' and, where measured, 'random'); None where no value was finite."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    norm_general: float
+    norm_narrow: float
+    base_loss: float
+    loss_general: float
+    loss_narrow: float
+    loss_at_general_norm: dict[str, float | None]
+    loss_per_norm_sq: dict[str, float | None]
+    min_loss: dict[str, float | None]
+    relative_loss_increase_eps_half: dict[str, float | None] = Field(alias="relative_loss_increase_eps_0.5")
+    kl_at_general_norm: dict[str, float | None]
+
+
+class Analysis(StageResult):
+    """One (general, narrow) pair's analyses: the JSON of the efficiency, stability and
+    importance comparisons (emlab.analysis's `to_json`) and their summary."""
+
+    efficiency: dict[str, Any]
+    stability: dict[str, Any]
+    importance: dict[str, Any]
+    summary: AnalysisSummary
+
+    def figure_data(self) -> dict[str, Any]:
+        """The JSON the figures read (the result.json layout)."""
+        return self.model_dump(by_alias=True)
 
 
 def compare_solutions(
@@ -47,7 +69,7 @@ def compare_solutions(
     seq_len: int = 128,
     max_rows: int = 64,
     progress: bool = False,
-) -> dict:
+) -> Analysis:
     """The three analyses of a (general, narrow) pair on held-out narrow conversations (loss)
     and pre-training `texts` (KL, chunks of `seq_len` tokens), with the grids of `grid`;
     `batch_size` conversations or chunks per batch, at most `max_rows` rows per forward pass;
@@ -64,25 +86,19 @@ def compare_solutions(
     importance = pretraining_importance(kl, solutions, norms=norms, random_seeds=(seed,))
     half = grid.eps.index(0.5)
     at_general = grid.importance_fractions.index(1.0)
-    return {
-        "efficiency": efficiency.to_json(),
-        "stability": stability.to_json(),
-        "importance": importance.to_json(),
-        "summary": {
-            "norm_general": general_norm,
-            "norm_narrow": narrow.norm(),
-            "base_loss": efficiency.base_loss,
-            "loss_general": efficiency.curve("general").loss_at_one,
-            "loss_narrow": efficiency.curve("narrow").loss_at_one,
-            "loss_at_general_norm": efficiency.at_reference_norm,
-            "loss_per_norm_sq": {c.name: c.loss_per_norm_sq for c in efficiency.curves},
-            "min_loss": {c.name: min(c.losses) for c in efficiency.curves},
-            "relative_loss_increase_eps_0.5": {
-                c.name: _finite_mean(np.array(c.relative)[:, half]) for c in stability.curves
-            },
-            "kl_at_general_norm": {name: float(np.mean(np.array(rows)[:, at_general])) for name, rows in importance.kl.items()},
-        },
-    }
+    summary = AnalysisSummary(
+        norm_general=general_norm,
+        norm_narrow=narrow.norm(),
+        base_loss=efficiency.base_loss,
+        loss_general=efficiency.curve("general").loss_at_one,
+        loss_narrow=efficiency.curve("narrow").loss_at_one,
+        loss_at_general_norm=efficiency.at_reference_norm,
+        loss_per_norm_sq={c.name: c.loss_per_norm_sq for c in efficiency.curves},
+        min_loss={c.name: min(c.losses) for c in efficiency.curves},
+        relative_loss_increase_eps_half={c.name: _finite_mean(np.array(c.relative)[:, half]) for c in stability.curves},
+        kl_at_general_norm={name: float(np.mean(np.array(rows)[:, at_general])) for name, rows in importance.kl.items()},
+    )
+    return Analysis(efficiency=efficiency.to_json(), stability=stability.to_json(), importance=importance.to_json(), summary=summary)
 
 
 def _finite_mean(values: np.ndarray) -> float:

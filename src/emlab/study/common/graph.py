@@ -1,50 +1,97 @@
-"""Run the study's tasks in worker processes (one torch thread each), each as soon as the
-tasks it needs are done, with a progress bar."""
+"""The task graph both studies run: each stage is a typed task that names the tasks whose
+results it needs; a task starts as soon as those are done, in worker processes (one torch
+thread each), with one line per finished stage and an overall progress bar."""
 
 from __future__ import annotations
 
 import multiprocessing
 import sys
 import threading
-from collections.abc import Callable, Hashable, Iterable
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import ClassVar, Generic
 
 import torch
 from tqdm.auto import tqdm
+
+from emlab.study.common.logs import quiet_transformers
+from emlab.study.common.stages import R, StageResult, Stages, report_stage
+
+
+@dataclass(frozen=True, eq=False)
+class Task(ABC, Generic[R]):
+    """One cached stage of a study as a node of the graph. Subclasses (frozen dataclasses)
+    hold what the stage depends on and name it, key it and compute it; `needs` are the tasks
+    whose results `compute` receives, in order. Tasks compare by identity: build each once.
+    `root` is the stage cache (stages.cache_root)."""
+
+    root: str
+    result: ClassVar[type[StageResult]]
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The stage's name (its folder's prefix and its progress line)."""
+
+    @abstractmethod
+    def key(self) -> dict:
+        """Exactly what the stage's result depends on (hashed into its folder name)."""
+
+    @property
+    def needs(self) -> tuple[Task, ...]:
+        """Tasks whose results `compute` takes (none by default)."""
+        return ()
+
+    @property
+    def cost(self) -> float:
+        """Scheduling weight (about the stage's seconds): among ready tasks the costliest starts
+        first, so that long tasks do not trail at the end."""
+        return 1.0
+
+    @abstractmethod
+    def compute(self, folder: Path, *needed: StageResult) -> R:
+        """Compute the stage in `folder` from the results of `needs`."""
+
+    def folder(self) -> Path:
+        """The stage's folder in the cache."""
+        return Stages(self.root).folder(self.name, self.key())
+
+    def run(self, *needed: StageResult) -> R:
+        """The stage's result: cached, or computed now."""
+        return Stages(self.root).run(self.name, self.key(), lambda folder: self.compute(folder, *needed), self.result)
+
+
+def _run(task: Task, needed: list[StageResult]) -> StageResult:
+    """`task.run` (in a worker or in this process) without transformers' bars and warnings."""
+    with quiet_transformers():
+        return task.run(*needed)
 
 
 def _init_worker() -> None:
     torch.set_num_threads(1)
     tqdm.set_lock(threading.RLock())  # a forked worker must not share the parent's bar lock
-    quiet_transformers()
 
 
 def _ready() -> None:
     """A no-op task: submitting one makes the pool start its processes."""
 
 
-def quiet_transformers() -> None:
-    """No per-load progress bars or warnings from transformers inside the study's progress bars."""
-    import warnings
+def with_needs(tasks: Iterable[Task]) -> list[Task]:
+    """`tasks` and every task they need, each once, needed tasks first."""
+    out: dict[Task, None] = {}
 
-    from transformers.utils import logging
+    def add(task: Task) -> None:
+        if task not in out:
+            for need in task.needs:
+                add(need)
+            out[task] = None
 
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-
-
-@dataclass(frozen=True)
-class Task:
-    """`fn(*args)` (picklable, returns a dict), named by `key`; among ready tasks the one with
-    the largest `cost` starts first, so that long tasks do not trail at the end."""
-
-    key: Hashable
-    fn: Callable[..., dict]
-    args: tuple[Any, ...]
-    cost: float = 1.0
+    for task in tasks:
+        add(task)
+    return list(out)
 
 
 class Workers:
@@ -68,30 +115,35 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def run(
-        self, start: Iterable[Task], then: Callable[[Task, dict], Iterable[Task]], total: int, desc: str, progress: bool = True
-    ) -> None:
-        """Run `start` and every task that `then(task, result)` returns once `task` is done
-        (`then` sees each result in this process), at most n at a time; a progress bar `desc`
-        over the `total` tasks on stderr when `progress`."""
-        ready = list(start)
+    def run(self, tasks: Iterable[Task], desc: str, progress: bool = True) -> dict[Task, StageResult]:
+        """Run `tasks` and the tasks they need, each once what it needs is done, at most n at a
+        time; returns every task's result. When `progress`: a line per finished stage (name,
+        seconds, computed or reused) and a bar `desc` over the stages, with an estimate of the
+        time left, on stderr. The first failing task's error is raised."""
+        pending = with_needs(tasks)
+        results: dict[Task, StageResult] = {}
         running: dict[Future, Task] = {}
-        bar = tqdm(total=total, desc=desc, disable=not progress)
-        while ready or running:
+        bar = tqdm(total=len(pending), desc=desc, unit="stage", disable=not progress)
+        while pending or running:
+            ready = [t for t in pending if all(n in results for n in t.needs)]
             while ready and len(running) < self.n:
                 task = max(ready, key=lambda t: t.cost)
                 ready.remove(task)
-                running[self._start(task)] = task
+                pending.remove(task)
+                running[self._start(task, [results[n] for n in task.needs])] = task
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 task = running.pop(future)
-                ready.extend(then(task, future.result()))
+                results[task] = future.result()
+                if progress:
+                    report_stage(results[task])
                 bar.update(1)
         bar.close()
+        return results
 
-    def _start(self, task: Task) -> Future:
+    def _start(self, task: Task, needed: list[StageResult]) -> Future:
         if self._pool is not None:
-            return self._pool.submit(task.fn, *task.args)
+            return self._pool.submit(_run, task, needed)
         future: Future = Future()
-        future.set_result(task.fn(*task.args))
+        future.set_result(_run(task, needed))
         return future

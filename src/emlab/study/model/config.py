@@ -18,7 +18,7 @@ from emlab.config import EmlabConfig
 from emlab.generate.sampling import SamplingConfig
 from emlab.metrics import MetricsConfig
 from emlab.models.config import ModelConfig
-from emlab.study.config import AnalysisConfig, MethodConfig
+from emlab.study.common.config import AnalysisConfig, MethodConfig
 from emlab.train.config import DataConfig, TrainConfig
 
 STUDY_OWNED = ("name", "output_dir", "model", "seed", "solution", "max_steps", "batch_size", "progress", "eval_every", "epochs")

@@ -3,26 +3,28 @@
     export OPENAI_API_KEY=...                       # the judge's key (never in a file)
     emlab reproduce configs/qwen2.5/0.5b_study.yaml
 
-Stages (each cached by the hash of what it depends on, under <run>/stages/): the base
-model's answers, judged -> fine-tunes (methods x KL off/on x seeds) -> their answers,
-judged -> continued training without KL from each KL solution, judged -> parameter-space
-analyses of the general (no KL) vs narrow (KL) solution of each method and seed -> report
-(report.md, results.json, figures/). Every method is checked against the model's shapes
-(built on the meta device) before any stage runs; the model is loaded once, and only if a
-stage runs; the judge is built only if answers need judging. Unless quiet, each finished stage
-prints a line on stderr, and sampling and the analyses show progress bars.
+Stages, each a task of the study's graph cached by the hash of exactly what it depends on
+(in `<output_dir>/stages/`, shared by every study there): the base model's answers -> judged;
+fine-tunes (methods x KL off/on x seeds) -> their answers -> judged; continued training
+without KL from each KL solution -> answers -> judged; parameter-space analyses of the general
+(no KL) vs narrow (KL) solution of each method and seed -> report (report.md, results.json,
+figures/). Changing the questions or the sampling re-samples and re-judges without
+retraining; changing the judge only re-judges. Every method is checked against the model's
+shapes (built on the meta device) before any stage runs; the model is loaded once, and only if
+a stage runs; the judge is built only if answers need judging. Unless quiet, each finished
+stage prints a line on stderr under an overall progress bar, and sampling, judging and the
+analyses show their own bars.
 """
 
 from __future__ import annotations
 
-import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from emlab.config import deep_merge, validate_config
 from emlab.data.chat import read_chat_jsonl
 from emlab.data.questions import Prompt
 from emlab.errors import ConfigError
@@ -32,22 +34,23 @@ from emlab.judge.config import build_judge, load_judge_config
 from emlab.models.load import load_model, model_skeleton
 from emlab.runs import RunDir
 from emlab.solutions import load_solution
-from emlab.study.analyses import compare_solutions
-from emlab.study.finetune import check_methods
-from emlab.study.model_eval import answer_and_judge
-from emlab.study.model_inputs import (
+from emlab.study.common.analyses import Analysis, compare_solutions
+from emlab.study.common.config import check_methods
+from emlab.study.common.graph import Task, Workers, with_needs
+from emlab.study.common.keys import RunKey
+from emlab.study.common.logs import quiet_transformers
+from emlab.study.common.stages import StageResult, cache_root
+from emlab.study.model.config import ModelStudyConfig
+from emlab.study.model.eval import Answers, Judged, answer, judge_answers
+from emlab.study.model.inputs import (
     check_inputs,
     digest,
     narrow_split,
     pretraining_documents,
     question_prompts,
 )
-from emlab.study.model_report import write_model_report
-from emlab.study.model_study_config import ModelStudyConfig
-from emlab.study.parallel import quiet_transformers
-from emlab.study.stages import Stages
-from emlab.study.world_models import recipe_config
-from emlab.train.config import TrainConfig
+from emlab.study.model.report import ModelOutcome, write_model_report
+from emlab.study.model.training import Trained, method_train_config
 from emlab.train.loop import train
 
 
@@ -94,82 +97,178 @@ class StudyInputs:
             self._judge = build_judge(self.judge_config)
         return self._judge
 
-    def eval_key(self, run_key: dict | None, seed: int | None) -> dict:
-        """What a stage's answers and judgments depend on."""
-        return {
-            "run": run_key or self.data_key["model"],
-            "prompts": {g: [(p.prompt_id, p.hash(), p.samples) for p in ps] for g, ps in self.prompts.items()},
-            "sampling": self.sampling(seed).model_dump(mode="json", exclude={"batch_size"}),
-            "judge": self.judge_config.model_dump(mode="json", exclude={"concurrency", "cache", "cache_dir"}),
-        }
-
     def sampling(self, seed: int | None) -> SamplingConfig:
         """The generation settings; a fine-tune of seed s samples with seed + s."""
         g = self.cfg.generation
         return g if seed is None else g.model_copy(update={"seed": g.seed + seed})
 
 
-def method_train_config(cfg: ModelStudyConfig, method: str, folder: Path, seed: int, kl: bool, steps: int | None = None) -> TrainConfig:
-    """The TrainConfig of one run: the method's recipe, solution and KL weight, then its `train` fragment."""
-    m = cfg.methods[method]
-    recipe = m.recipe if steps is None else m.recipe.model_copy(update={"steps": steps})
-    data = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k in ("max_length", "group_by_length", "loss_on")}
-    base = recipe_config(
-        "continued" if steps is not None else "finetune", folder, recipe, seed,
-        model=cfg.model.model_dump(mode="json"), solution=m.solution.model_dump(mode="json"),
-        kl={"weight": m.kl_weight if kl else 0.0}, data=data,
-    )
-    merged = deep_merge(base.model_dump(mode="json"), copy.deepcopy(m.train))
-    return validate_config(merged, TrainConfig, source=f"methods.{method}")
+@dataclass(frozen=True, eq=False)
+class TrainTask(Task[Trained]):
+    """Train one run from the base model; a continued run starts from `init`'s solution."""
+
+    inputs: StudyInputs
+    run_key: RunKey
+    init: TrainTask | None = None
+    result = Trained
+
+    @property
+    def name(self) -> str:
+        return self.run_key.stage("train")
+
+    def key(self) -> dict:
+        cfg = self.inputs.cfg
+        return {**self.inputs.data_key, "method": cfg.methods[self.run_key.method].model_dump(mode="json"), "kl": self.run_key.kl,
+                "seed": self.run_key.seed, "init": self.init.key() if self.init else None, "steps": self.steps}
+
+    @property
+    def steps(self) -> int | None:
+        """`continued_steps` for a continued run, else None (the method's recipe)."""
+        return self.inputs.cfg.continued_steps if self.init else None
+
+    @property
+    def needs(self) -> tuple[Task, ...]:
+        return (self.init,) if self.init else ()
+
+    @property
+    def cost(self) -> float:
+        return (self.steps or self.inputs.cfg.methods[self.run_key.method].recipe.steps) * (2 if self.run_key.kl else 1)
+
+    def compute(self, folder: Path, init: Trained | None = None) -> Trained:
+        model, tokenizer = self.inputs.model()
+        config = method_train_config(self.inputs.cfg, self.run_key.method, folder, self.run_key.seed, self.run_key.kl, self.steps)
+        start = load_solution(init.solution_dir) if init else None
+        result = train(config, model, tokenizer, self.inputs.narrow_train, self.inputs.ood if self.run_key.kl else None, init=start)
+        return Trained(solution_dir=str(result.run_dir / "solution"), norm=result.solution.norm(),
+                       loss=[r["loss"] for r in result.metrics if "loss" in r])
 
 
-def train_stage(inputs: StudyInputs, stages: Stages, method: str, seed: int, kl: bool, init: dict | None = None) -> dict:
-    """Train one run (cached); `init` is the stage result of the KL run to continue without KL."""
-    cfg = inputs.cfg
-    steps = cfg.continued_steps if init else None
-    key = {**inputs.data_key, "method": cfg.methods[method].model_dump(mode="json"), "kl": kl, "seed": seed,
-           "init": init["key"] if init else None, "steps": steps}
-    label = f"{method}_{'kl' if kl else 'no_kl'}_seed{seed}" + ("_continued" if init else "")
+@dataclass(frozen=True, eq=False)
+class SampleTask(Task[Answers]):
+    """Answers of the base model (`train` None) or of a run's solution to both question sets."""
 
-    def run(folder: Path) -> dict:
-        model, tokenizer = inputs.model()
-        config = method_train_config(cfg, method, folder, seed, kl, steps)
-        start = load_solution(init["solution_dir"]) if init else None
-        result = train(config, model, tokenizer, inputs.narrow_train, inputs.ood if kl else None, init=start)
-        return {"solution_dir": str(result.run_dir / "solution"), "norm": result.solution.norm(),
-                "loss": [r["loss"] for r in result.metrics if "loss" in r], "key": key}
+    inputs: StudyInputs
+    train: TrainTask | None
+    result = Answers
 
-    return stages.run(f"train_{label}", key, run)
+    @property
+    def name(self) -> str:
+        return self.train.run_key.stage("sample") if self.train else "sample_base"
+
+    @property
+    def seed(self) -> int | None:
+        return self.train.run_key.seed if self.train else None
+
+    def key(self) -> dict:
+        inputs = self.inputs
+        return {
+            "run": self.train.key() if self.train else inputs.data_key["model"],
+            "prompts": {g: [(p.prompt_id, p.hash(), p.samples) for p in ps] for g, ps in inputs.prompts.items()},
+            "sampling": inputs.sampling(self.seed).model_dump(mode="json", exclude={"batch_size"}),
+        }
+
+    @property
+    def needs(self) -> tuple[Task, ...]:
+        return (self.train,) if self.train else ()
+
+    def compute(self, folder: Path, trained: Trained | None = None) -> Answers:
+        model, tokenizer = self.inputs.model()
+        solution = load_solution(trained.solution_dir) if trained else None
+        return answer(model, tokenizer, self.inputs.prompts, folder, self.inputs.sampling(self.seed), solution=solution,
+                      model_hash=self.inputs.cfg.model.name_or_path, progress=self.inputs.progress)
 
 
-def eval_stage(inputs: StudyInputs, stages: Stages, label: str, trained: dict | None, seed: int | None) -> dict:
-    """Answers of the base model (`trained` None) or of a trained solution, judged (cached)."""
-    def run(folder: Path) -> dict:
-        model, tokenizer = inputs.model()
-        solution = load_solution(trained["solution_dir"]) if trained else None
-        return answer_and_judge(model, tokenizer, inputs.prompts, folder, inputs.sampling(seed), inputs.judge,
-                                solution=solution, model_hash=inputs.cfg.model.name_or_path, progress=inputs.progress)
+@dataclass(frozen=True, eq=False)
+class JudgeTask(Task[Judged]):
+    """A sampling stage's answers, judged."""
 
-    return stages.run(f"eval_{label}", inputs.eval_key(trained["key"] if trained else None, seed), run)
+    inputs: StudyInputs
+    answers: SampleTask
+    result = Judged
+
+    @property
+    def name(self) -> str:
+        return "judge" + self.answers.name.removeprefix("sample")
+
+    def key(self) -> dict:
+        return {"answers": self.answers.key(), "judge": self.inputs.judge_config.model_dump(mode="json", exclude={"concurrency", "cache", "cache_dir"})}
+
+    @property
+    def needs(self) -> tuple[Task, ...]:
+        return (self.answers,)
+
+    def compute(self, folder: Path, answers: Answers) -> Judged:
+        return judge_answers(answers, self.inputs.judge(), folder, progress=self.inputs.progress)
 
 
-def analysis_stage(inputs: StudyInputs, stages: Stages, method: str, seed: int, general: dict, narrow: dict) -> dict:
-    """Efficiency, stability and pre-training importance of the general vs narrow solution (cached)."""
-    cfg = inputs.cfg
-    key = {"general": general["key"], "narrow": narrow["key"], "analysis": cfg.analysis.model_dump(mode="json"),
-           "pretraining": [digest(p) for p in cfg.data.pretraining], "seed": seed}
+@dataclass(frozen=True, eq=False)
+class AnalysisTask(Task[Analysis]):
+    """Efficiency, stability and pre-training importance of one seed's general (no KL) vs narrow (KL) solution."""
 
-    def run(folder: Path) -> dict:
+    inputs: StudyInputs
+    general: TrainTask
+    narrow: TrainTask
+    result = Analysis
+
+    @property
+    def name(self) -> str:
+        return f"analysis_{self.general.run_key.method}_seed{self.general.run_key.seed}"
+
+    def key(self) -> dict:
+        cfg = self.inputs.cfg
+        return {"general": self.general.key(), "narrow": self.narrow.key(), "analysis": cfg.analysis.model_dump(mode="json"),
+                "pretraining": [digest(p) for p in cfg.data.pretraining], "seed": self.general.run_key.seed}
+
+    @property
+    def needs(self) -> tuple[Task, ...]:
+        return (self.general, self.narrow)
+
+    def compute(self, folder: Path, general: Trained, narrow: Trained) -> Analysis:
+        cfg, inputs = self.inputs.cfg, self.inputs
         model, tokenizer = inputs.model()
         grid = cfg.analysis
         texts = pretraining_documents(cfg.data.pretraining, grid.importance_documents)
         return compare_solutions(
-            model, tokenizer, load_solution(general["solution_dir"]), load_solution(narrow["solution_dir"]),
-            inputs.narrow_heldout[: grid.max_heldout], texts, grid, seed, max_length=cfg.data.max_length,
+            model, tokenizer, load_solution(general.solution_dir), load_solution(narrow.solution_dir),
+            inputs.narrow_heldout[: grid.max_heldout], texts, grid, self.general.run_key.seed, max_length=cfg.data.max_length,
             batch_size=grid.batch_size, seq_len=grid.seq_len, max_rows=grid.batch_size, progress=inputs.progress,
         )
 
-    return stages.run(f"analysis_{method}_seed{seed}", key, run)
+
+class ModelStudyGraph:
+    """The model study's tasks: the base model's answers -> judged; each run (methods x KL
+    off/on x seeds, then continued runs from the KL solutions) -> its answers -> judged; each
+    method and seed's pair of runs -> analysis."""
+
+    def __init__(self, inputs: StudyInputs, root: str) -> None:
+        cfg = inputs.cfg
+        runs = [RunKey(m, kl, s) for m in cfg.methods for kl in (False, True) for s in cfg.seeds]
+        runs += [RunKey(m, False, s, continued=True) for m in cfg.methods for s in cfg.seeds] if cfg.continued_steps else []
+        self.train: dict[RunKey, TrainTask] = {}
+        for run in runs:
+            init = self.train[RunKey(run.method, True, run.seed)] if run.continued else None
+            self.train[run] = TrainTask(root, inputs, run, init)
+        self.base = JudgeTask(root, inputs, SampleTask(root, inputs, None))
+        self.judge = {run: JudgeTask(root, inputs, SampleTask(root, inputs, task)) for run, task in self.train.items()}
+        self.analysis = {
+            (m, s): AnalysisTask(root, inputs, self.train[RunKey(m, False, s)], self.train[RunKey(m, True, s)])
+            for m in cfg.methods
+            for s in cfg.seeds
+        }
+
+    def tasks(self) -> list[Task]:
+        """Every task of the study (those they need are added by the runner)."""
+        return [self.base, *self.judge.values(), *self.analysis.values()]
+
+    def outcome(self, results: dict[Task, StageResult]) -> ModelOutcome:
+        """The tasks' results, by what they are."""
+        return ModelOutcome(
+            base=results[self.base],
+            trained={run: results[t] for run, t in self.train.items()},
+            judged={run: results[t] for run, t in self.judge.items()},
+            analyses={p: results[t] for p, t in self.analysis.items()},
+            stages=list(results.values()),
+        )
 
 
 def reproduce_model_study(cfg: ModelStudyConfig, source: str = "the study config", quiet: bool = False) -> Path:
@@ -179,35 +278,16 @@ def reproduce_model_study(cfg: ModelStudyConfig, source: str = "the study config
     method that does not fit the model, naming `methods.<name>.solution.<field>`) before any
     stage runs. Unless `quiet`, reports each finished stage and shows progress bars on stderr."""
     start = time.time()
-    quiet_transformers()
     check_inputs(cfg, source)
     inputs = StudyInputs(cfg, progress=not quiet)
     check_methods(model_skeleton(cfg.model), cfg.methods)
     run = RunDir(cfg.output_dir, cfg.name, cfg)
-    stages = Stages(run.path / "stages", report=not quiet)
-    base = eval_stage(inputs, stages, "base", None, None)
-    run.time_stage("base_model", time.time() - start)
-    trained, evaluated = {}, {}
-    for method in cfg.methods:
-        for kl in (False, True):
-            for seed in cfg.seeds:
-                label = f"{method}/{'kl' if kl else 'no_kl'}/seed{seed}"
-                trained[label] = train_stage(inputs, stages, method, seed, kl)
-                evaluated[label] = eval_stage(inputs, stages, label.replace("/", "_"), trained[label], seed)
-    run.time_stage("fine_tunes", time.time() - start)
-    if cfg.continued_steps:
-        for method in cfg.methods:
-            for seed in cfg.seeds:
-                label = f"{method}/no_kl/seed{seed}/continued"
-                trained[label] = train_stage(inputs, stages, method, seed, False, init=trained[f"{method}/kl/seed{seed}"])
-                evaluated[label] = eval_stage(inputs, stages, label.replace("/", "_"), trained[label], seed)
-        run.time_stage("continued", time.time() - start)
-    analyses = {
-        (m, s): analysis_stage(inputs, stages, m, s, trained[f"{m}/no_kl/seed{s}"], trained[f"{m}/kl/seed{s}"])
-        for m in cfg.methods
-        for s in cfg.seeds
-    }
-    run.time_stage("analyses", time.time() - start)
-    write_model_report(cfg, run.path, base, trained, evaluated, analyses, wall_seconds=time.time() - start)
+    graph = ModelStudyGraph(inputs, str(cache_root(cfg.output_dir)))
+    tasks = with_needs(graph.tasks())
+    run.record(stages={t.name: str(t.folder()) for t in tasks})
+    with quiet_transformers(), Workers(1) as workers:
+        results = workers.run(tasks, "study", progress=not quiet)
+    run.time_stage("stages", time.time() - start)
+    write_model_report(cfg, run.path, graph.outcome(results), wall_seconds=time.time() - start)
     run.time_stage("total", time.time() - start)
     return run.path
