@@ -3,7 +3,7 @@
 The YAML says `kind: model` (the world study's configs say nothing or `kind: world`). Data
 are the user's: a narrow chat JSONL to fine-tune on, out-of-domain chats for the KL term,
 pre-training text for the importance analysis and an in-domain question set. Methods reuse
-the world study's `MethodConfig` (solution, recipe, KL weight) plus a fragment of
+the shared `MethodConfig` of study.common (solution, recipe, KL weight) plus a fragment of
 `TrainConfig` fields for real models (gradient accumulation, mixed precision, the KL
 convention...).
 """
