@@ -52,8 +52,15 @@ def test_children_run_after_their_parents_with_the_parents_results(tmp_path, n):
     parents = {x: Square(str(tmp_path), x) for x in (2, 3)}
     children = {x: Square(str(tmp_path), x, parent=p) for x, p in parents.items()}
     with Workers(n) as workers:
-        results = workers.run(children.values(), desc="test", progress=False)  # parents come in as needed
-    assert {t.name: r.value for t, r in results.items()} == {"square_2": 4, "square_3": 9, "square_2_child": 16, "square_3_child": 81}
+        results = workers.run(
+            children.values(), desc="test", progress=False
+        )  # parents come in as needed
+    assert {t.name: r.value for t, r in results.items()} == {
+        "square_2": 4,
+        "square_3": 9,
+        "square_2_child": 16,
+        "square_3_child": 81,
+    }
     assert list(results).index(parents[2]) < list(results).index(children[2])
     assert all(not r.reused and r.stage == t.name for t, r in results.items())
 
@@ -78,11 +85,17 @@ def test_a_finished_stage_is_reused_and_each_stage_prints_its_line(tmp_path, cap
     first_err = capsys.readouterr().err
     (task.folder() / "computed").unlink()
     with Workers(1) as workers:
-        again = workers.run([Square(str(tmp_path), 4, parent=Square(str(tmp_path), 2))], desc="test")
+        again = workers.run(
+            [Square(str(tmp_path), 4, parent=Square(str(tmp_path), 2))], desc="test"
+        )
     again_err = capsys.readouterr().err
     assert [r.value for r in first.values()] == [r.value for r in again.values()] == [4, 16]
     assert all(r.reused for r in again.values()) and not (task.folder() / "computed").exists()
-    assert re.search(r"stage square_2: computed in \d+\.\d s\n.*stage square_4_child: computed in", first_err, re.S)
+    assert re.search(
+        r"stage square_2: computed in \d+\.\d s\n.*stage square_4_child: computed in",
+        first_err,
+        re.S,
+    )
     assert "stage square_4_child: reused (computed earlier in" in again_err
     assert re.search(r"test: 100%.*\| 2/2 \[", first_err)  # the overall bar, with its time estimate
     with Workers(1) as workers:

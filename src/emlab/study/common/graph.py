@@ -61,7 +61,9 @@ class Task(ABC, Generic[R]):
 
     def run(self, *needed: StageResult) -> R:
         """The stage's result: cached, or computed now."""
-        return Stages(self.root).run(self.name, self.key(), lambda folder: self.compute(folder, *needed), self.result)
+        return Stages(self.root).run(
+            self.name, self.key(), lambda folder: self.compute(folder, *needed), self.result
+        )
 
 
 def _run(task: Task, needed: list[StageResult]) -> StageResult:
@@ -107,7 +109,9 @@ class Workers:
     def __enter__(self) -> Workers:
         if self.n > 1:
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.n, mp_context=context, initializer=_init_worker)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.n, mp_context=context, initializer=_init_worker
+            )
             self._pool.submit(_ready).result()  # forks now, while this process has no other thread
         return self
 
@@ -115,7 +119,9 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def run(self, tasks: Iterable[Task], desc: str, progress: bool = True) -> dict[Task, StageResult]:
+    def run(
+        self, tasks: Iterable[Task], desc: str, progress: bool = True
+    ) -> dict[Task, StageResult]:
         """Run `tasks` and the tasks they need, each once what it needs is done, at most n at a
         time; returns every task's result. When `progress`: a line per finished stage (name,
         seconds, computed or reused) and a bar `desc` over the stages, with an estimate of the

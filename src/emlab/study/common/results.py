@@ -43,12 +43,20 @@ def over_seeds(values: list[float]) -> dict[str, float]:
 def analysis_summary(per_seed: list[Analysis]) -> dict:
     """Each analysis number of the general/narrow comparison as mean and CI over seeds."""
     summaries = [a.summary for a in per_seed]
-    out = {name: over_seeds([getattr(s, name) for s in summaries])
-           for name in ("norm_general", "norm_narrow", "loss_general", "loss_narrow", "base_loss")}
+    out = {
+        name: over_seeds([getattr(s, name) for s in summaries])
+        for name in ("norm_general", "norm_narrow", "loss_general", "loss_narrow", "base_loss")
+    }
     for name in ("general", "narrow", "random"):
-        out[f"loss_at_general_norm_{name}"] = over_seeds([s.loss_at_general_norm[name] for s in summaries])
-        out[f"kl_at_general_norm_{name}"] = over_seeds([s.kl_at_general_norm[name] for s in summaries])
+        out[f"loss_at_general_norm_{name}"] = over_seeds(
+            [s.loss_at_general_norm[name] for s in summaries]
+        )
+        out[f"kl_at_general_norm_{name}"] = over_seeds(
+            [s.kl_at_general_norm[name] for s in summaries]
+        )
     for name in ("general", "narrow"):
         out[f"loss_per_norm_sq_{name}"] = over_seeds([s.loss_per_norm_sq[name] for s in summaries])
-        out[f"relative_loss_increase_eps_0.5_{name}"] = over_seeds([s.relative_loss_increase_eps_half[name] for s in summaries])
+        out[f"relative_loss_increase_eps_0.5_{name}"] = over_seeds(
+            [s.relative_loss_increase_eps_half[name] for s in summaries]
+        )
     return out

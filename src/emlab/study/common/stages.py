@@ -47,7 +47,11 @@ def report_stage(result: StageResult) -> None:
     """Print one line on stderr for a finished stage: its name, and the seconds it took now
     (computed) or when it was computed (reused)."""
     seconds = result.stage_seconds
-    how = f"reused (computed earlier in {seconds:.1f} s)" if result.reused else f"computed in {seconds:.1f} s"
+    how = (
+        f"reused (computed earlier in {seconds:.1f} s)"
+        if result.reused
+        else f"computed in {seconds:.1f} s"
+    )
     tqdm.write(f"stage {result.stage}: {how}", file=sys.stderr)
 
 
@@ -68,9 +72,13 @@ class Stages:
         what they left in the folder)."""
         folder = self.folder(name, key)
         if (folder / RESULT).exists():
-            return kind.model_validate({**json.loads((folder / RESULT).read_text()), "reused": True, "stage": name})
+            return kind.model_validate(
+                {**json.loads((folder / RESULT).read_text()), "reused": True, "stage": name}
+            )
         ensure_dir(folder)
         start = time.time()
-        computed = fn(folder).model_copy(update={"stage_seconds": time.time() - start, "stage": name})
+        computed = fn(folder).model_copy(
+            update={"stage_seconds": time.time() - start, "stage": name}
+        )
         write_json_atomic(folder / RESULT, computed.model_dump(exclude={"reused", "stage"}))
         return computed

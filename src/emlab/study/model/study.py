@@ -75,13 +75,24 @@ class StudyInputs:
         }
         self.judge_config = load_judge_config(cfg.judge)
         judged = [*self.judge_config.metrics, *self.judge_config.domains]
-        needed = [m for m in (cfg.metrics.aligned_metric, cfg.metrics.coherent_metric, cfg.metrics.domain_metric) if m]
+        needed = [
+            m
+            for m in (
+                cfg.metrics.aligned_metric,
+                cfg.metrics.coherent_metric,
+                cfg.metrics.domain_metric,
+            )
+            if m
+        ]
         if missing := [m for m in needed if m not in judged]:
             raise ConfigError(
                 f"metrics needs the judge metric(s) {missing}, but {cfg.judge} scores only {judged}: add them to the "
                 "judge config (`metrics:`, or `domains:` for a domain-harm metric) or change `metrics`."
             )
-        data = cfg.data.model_dump(mode="json", exclude={"pretraining"}) | {"train": digest(cfg.data.train), "ood": digest(cfg.data.ood)}
+        data = cfg.data.model_dump(mode="json", exclude={"pretraining"}) | {
+            "train": digest(cfg.data.train),
+            "ood": digest(cfg.data.ood),
+        }
         self.data_key = {"model": cfg.model.model_dump(mode="json"), "data": data}
 
     def model(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -118,8 +129,14 @@ class TrainTask(Task[Trained]):
 
     def key(self) -> dict:
         cfg = self.inputs.cfg
-        return {**self.inputs.data_key, "method": cfg.methods[self.run_key.method].model_dump(mode="json"), "kl": self.run_key.kl,
-                "seed": self.run_key.seed, "init": self.init.key() if self.init else None, "steps": self.steps}
+        return {
+            **self.inputs.data_key,
+            "method": cfg.methods[self.run_key.method].model_dump(mode="json"),
+            "kl": self.run_key.kl,
+            "seed": self.run_key.seed,
+            "init": self.init.key() if self.init else None,
+            "steps": self.steps,
+        }
 
     @property
     def steps(self) -> int | None:
@@ -132,15 +149,34 @@ class TrainTask(Task[Trained]):
 
     @property
     def cost(self) -> float:
-        return (self.steps or self.inputs.cfg.methods[self.run_key.method].recipe.steps) * (2 if self.run_key.kl else 1)
+        return (self.steps or self.inputs.cfg.methods[self.run_key.method].recipe.steps) * (
+            2 if self.run_key.kl else 1
+        )
 
     def compute(self, folder: Path, init: Trained | None = None) -> Trained:
         model, tokenizer = self.inputs.model()
-        config = method_train_config(self.inputs.cfg, self.run_key.method, folder, self.run_key.seed, self.run_key.kl, self.steps)
+        config = method_train_config(
+            self.inputs.cfg,
+            self.run_key.method,
+            folder,
+            self.run_key.seed,
+            self.run_key.kl,
+            self.steps,
+        )
         start = load_solution(init.solution_dir) if init else None
-        result = train(config, model, tokenizer, self.inputs.narrow_train, self.inputs.ood if self.run_key.kl else None, init=start)
-        return Trained(solution_dir=str(result.run_dir / "solution"), norm=result.solution.norm(),
-                       loss=[r["loss"] for r in result.metrics if "loss" in r])
+        result = train(
+            config,
+            model,
+            tokenizer,
+            self.inputs.narrow_train,
+            self.inputs.ood if self.run_key.kl else None,
+            init=start,
+        )
+        return Trained(
+            solution_dir=str(result.run_dir / "solution"),
+            norm=result.solution.norm(),
+            loss=[r["loss"] for r in result.metrics if "loss" in r],
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,7 +199,10 @@ class SampleTask(Task[Answers]):
         inputs = self.inputs
         return {
             "run": self.train.key() if self.train else inputs.data_key["model"],
-            "prompts": {g: [(p.prompt_id, p.hash(), p.samples) for p in ps] for g, ps in inputs.prompts.items()},
+            "prompts": {
+                g: [(p.prompt_id, p.hash(), p.samples) for p in ps]
+                for g, ps in inputs.prompts.items()
+            },
             "sampling": inputs.sampling(self.seed).model_dump(mode="json", exclude={"batch_size"}),
         }
 
@@ -174,8 +213,16 @@ class SampleTask(Task[Answers]):
     def compute(self, folder: Path, trained: Trained | None = None) -> Answers:
         model, tokenizer = self.inputs.model()
         solution = load_solution(trained.solution_dir) if trained else None
-        return answer(model, tokenizer, self.inputs.prompts, folder, self.inputs.sampling(self.seed), solution=solution,
-                      model_hash=self.inputs.cfg.model.name_or_path, progress=self.inputs.progress)
+        return answer(
+            model,
+            tokenizer,
+            self.inputs.prompts,
+            folder,
+            self.inputs.sampling(self.seed),
+            solution=solution,
+            model_hash=self.inputs.cfg.model.name_or_path,
+            progress=self.inputs.progress,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +238,12 @@ class JudgeTask(Task[Judged]):
         return "judge" + self.answers.name.removeprefix("sample")
 
     def key(self) -> dict:
-        return {"answers": self.answers.key(), "judge": self.inputs.judge_config.model_dump(mode="json", exclude={"concurrency", "cache", "cache_dir"})}
+        return {
+            "answers": self.answers.key(),
+            "judge": self.inputs.judge_config.model_dump(
+                mode="json", exclude={"concurrency", "cache", "cache_dir"}
+            ),
+        }
 
     @property
     def needs(self) -> tuple[Task, ...]:
@@ -216,8 +268,13 @@ class AnalysisTask(Task[Analysis]):
 
     def key(self) -> dict:
         cfg = self.inputs.cfg
-        return {"general": self.general.key(), "narrow": self.narrow.key(), "analysis": cfg.analysis.model_dump(mode="json"),
-                "pretraining": [digest(p) for p in cfg.data.pretraining], "seed": self.general.run_key.seed}
+        return {
+            "general": self.general.key(),
+            "narrow": self.narrow.key(),
+            "analysis": cfg.analysis.model_dump(mode="json"),
+            "pretraining": [digest(p) for p in cfg.data.pretraining],
+            "seed": self.general.run_key.seed,
+        }
 
     @property
     def needs(self) -> tuple[Task, ...]:
@@ -229,9 +286,19 @@ class AnalysisTask(Task[Analysis]):
         grid = cfg.analysis
         texts = pretraining_documents(cfg.data.pretraining, grid.importance_documents)
         return compare_solutions(
-            model, tokenizer, load_solution(general.solution_dir), load_solution(narrow.solution_dir),
-            inputs.narrow_heldout[: grid.max_heldout], texts, grid, self.general.run_key.seed, max_length=cfg.data.max_length,
-            batch_size=grid.batch_size, seq_len=grid.seq_len, max_rows=grid.batch_size, progress=inputs.progress,
+            model,
+            tokenizer,
+            load_solution(general.solution_dir),
+            load_solution(narrow.solution_dir),
+            inputs.narrow_heldout[: grid.max_heldout],
+            texts,
+            grid,
+            self.general.run_key.seed,
+            max_length=cfg.data.max_length,
+            batch_size=grid.batch_size,
+            seq_len=grid.seq_len,
+            max_rows=grid.batch_size,
+            progress=inputs.progress,
         )
 
 
@@ -243,15 +310,24 @@ class ModelStudyGraph:
     def __init__(self, inputs: StudyInputs, root: str) -> None:
         cfg = inputs.cfg
         runs = [RunKey(m, kl, s) for m in cfg.methods for kl in (False, True) for s in cfg.seeds]
-        runs += [RunKey(m, False, s, continued=True) for m in cfg.methods for s in cfg.seeds] if cfg.continued_steps else []
+        runs += (
+            [RunKey(m, False, s, continued=True) for m in cfg.methods for s in cfg.seeds]
+            if cfg.continued_steps
+            else []
+        )
         self.train: dict[RunKey, TrainTask] = {}
         for run in runs:
             init = self.train[RunKey(run.method, True, run.seed)] if run.continued else None
             self.train[run] = TrainTask(root, inputs, run, init)
         self.base = JudgeTask(root, inputs, SampleTask(root, inputs, None))
-        self.judge = {run: JudgeTask(root, inputs, SampleTask(root, inputs, task)) for run, task in self.train.items()}
+        self.judge = {
+            run: JudgeTask(root, inputs, SampleTask(root, inputs, task))
+            for run, task in self.train.items()
+        }
         self.analysis = {
-            (m, s): AnalysisTask(root, inputs, self.train[RunKey(m, False, s)], self.train[RunKey(m, True, s)])
+            (m, s): AnalysisTask(
+                root, inputs, self.train[RunKey(m, False, s)], self.train[RunKey(m, True, s)]
+            )
             for m in cfg.methods
             for s in cfg.seeds
         }
@@ -271,7 +347,9 @@ class ModelStudyGraph:
         )
 
 
-def reproduce_model_study(cfg: ModelStudyConfig, source: str = "the study config", quiet: bool = False) -> Path:
+def reproduce_model_study(
+    cfg: ModelStudyConfig, source: str = "the study config", quiet: bool = False
+) -> Path:
     """Run (or resume) the study; returns the run directory holding report.md and results.json.
 
     Raises ConfigError (a missing input, a metric the judge does not score) or ModelError (a

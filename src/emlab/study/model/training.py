@@ -20,15 +20,26 @@ class Trained(StageResult):
     loss: list[float]
 
 
-def method_train_config(cfg: ModelStudyConfig, method: str, folder: Path, seed: int, kl: bool, steps: int | None = None) -> TrainConfig:
+def method_train_config(
+    cfg: ModelStudyConfig, method: str, folder: Path, seed: int, kl: bool, steps: int | None = None
+) -> TrainConfig:
     """The TrainConfig of one run: the method's recipe, solution and KL weight, then its `train` fragment."""
     m = cfg.methods[method]
     recipe = m.recipe if steps is None else m.recipe.model_copy(update={"steps": steps})
-    data = {k: v for k, v in cfg.data.model_dump(mode="json").items() if k in ("max_length", "group_by_length", "loss_on")}
+    data = {
+        k: v
+        for k, v in cfg.data.model_dump(mode="json").items()
+        if k in ("max_length", "group_by_length", "loss_on")
+    }
     base = recipe_config(
-        "continued" if steps is not None else "finetune", folder, recipe, seed,
-        model=cfg.model.model_dump(mode="json"), solution=m.solution.model_dump(mode="json"),
-        kl={"weight": m.kl_weight if kl else 0.0}, data=data,
+        "continued" if steps is not None else "finetune",
+        folder,
+        recipe,
+        seed,
+        model=cfg.model.model_dump(mode="json"),
+        solution=m.solution.model_dump(mode="json"),
+        kl={"weight": m.kl_weight if kl else 0.0},
+        data=data,
     )
     merged = deep_merge(base.model_dump(mode="json"), copy.deepcopy(m.train))
     return validate_config(merged, TrainConfig, source=f"methods.{method}")

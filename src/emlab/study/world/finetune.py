@@ -29,15 +29,25 @@ class Trained(StageResult):
     curve: list[dict[str, float]]
 
 
-def finetune(study: StudyConfig, world: World, model_dir: str, run: RunKey, folder: Path,
-             init_dir: str | None = None) -> Trained:
+def finetune(
+    study: StudyConfig,
+    world: World,
+    model_dir: str,
+    run: RunKey,
+    folder: Path,
+    init_dir: str | None = None,
+) -> Trained:
     """Train `run` in `folder` from the chat model in `model_dir` (continuing the solution in
     `init_dir` for a continued run, for `study.continued_steps`)."""
     method = study.methods[run.method]
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     domain = study.trained_domain
     evaluator = ExactEvaluator(world, tokenizer, domain)
-    recipe = method.recipe.model_copy(update={"steps": study.continued_steps}) if run.continued else method.recipe
+    recipe = (
+        method.recipe.model_copy(update={"steps": study.continued_steps})
+        if run.continued
+        else method.recipe
+    )
     config = recipe_config(
         "finetune",
         folder,
@@ -58,7 +68,11 @@ def finetune(study: StudyConfig, world: World, model_dir: str, run: RunKey, fold
         evaluator=evaluator,
     )
     last = result.metrics[-1]
-    final = {k: v for k, v in last.items() if k.startswith("p_")} if "p_bad_ood" in last else evaluator(result.model, result.solution)
+    final = (
+        {k: v for k, v in last.items() if k.startswith("p_")}
+        if "p_bad_ood" in last
+        else evaluator(result.model, result.solution)
+    )
     return Trained(
         solution_dir=str(result.run_dir / "solution"),
         norm=result.solution.norm(),
@@ -71,9 +85,19 @@ def finetune(study: StudyConfig, world: World, model_dir: str, run: RunKey, fold
     )
 
 
-def sample_solution(study: StudyConfig, world: World, model_dir: str, run: RunKey, solution_dir: str, folder: Path) -> Sampled:
+def sample_solution(
+    study: StudyConfig, world: World, model_dir: str, run: RunKey, solution_dir: str, folder: Path
+) -> Sampled:
     """The labelled answers of the chat model in `model_dir` with the solution of `run` applied
     (sampling seed: the run's seed + 1000)."""
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
-    return world_sample_rates(model, tokenizer, world, study.trained_domain, study.samples_per_question, run.seed + 1000,
-                              folder / "samples.jsonl", load_solution(solution_dir))
+    return world_sample_rates(
+        model,
+        tokenizer,
+        world,
+        study.trained_domain,
+        study.samples_per_question,
+        run.seed + 1000,
+        folder / "samples.jsonl",
+        load_solution(solution_dir),
+    )

@@ -62,8 +62,12 @@ class ChatModelTask(Task[ChatModel]):
 
     def key(self) -> dict:
         s = self.study
-        return {"world": world_config(s, self.world).model_dump(mode="json"), "model": s.model.model_dump(mode="json"),
-                "pretrain": s.pretrain.model_dump(mode="json"), "chat_tune": s.chat_tune.model_dump(mode="json")}
+        return {
+            "world": world_config(s, self.world).model_dump(mode="json"),
+            "model": s.model.model_dump(mode="json"),
+            "pretrain": s.pretrain.model_dump(mode="json"),
+            "chat_tune": s.chat_tune.model_dump(mode="json"),
+        }
 
     @property
     def cost(self) -> float:
@@ -87,7 +91,11 @@ class ChatEvalTask(Task[ChatEval]):
         return f"chat_eval_{self.chat.world}"
 
     def key(self) -> dict:
-        return {"chat_model": self.chat.key(), "domain": self.study.trained_domain, "samples": self.study.samples_per_question}
+        return {
+            "chat_model": self.chat.key(),
+            "domain": self.study.trained_domain,
+            "samples": self.study.samples_per_question,
+        }
 
     @property
     def needs(self) -> tuple[Task, ...]:
@@ -115,9 +123,15 @@ class TrainTask(Task[Trained]):
 
     def key(self) -> dict:
         s = self.study
-        return {"chat_model": self.chat.key(), "run": self.run_key.key(), "method": s.methods[self.run_key.method].model_dump(mode="json"),
-                "domain": s.trained_domain, "eval_every": s.eval_every,
-                "continued_steps": s.continued_steps if self.init else None, "init": self.init.key() if self.init else None}
+        return {
+            "chat_model": self.chat.key(),
+            "run": self.run_key.key(),
+            "method": s.methods[self.run_key.method].model_dump(mode="json"),
+            "domain": s.trained_domain,
+            "eval_every": s.eval_every,
+            "continued_steps": s.continued_steps if self.init else None,
+            "init": self.init.key() if self.init else None,
+        }
 
     @property
     def needs(self) -> tuple[Task, ...]:
@@ -125,12 +139,23 @@ class TrainTask(Task[Trained]):
 
     @property
     def cost(self) -> float:
-        steps = self.study.continued_steps if self.run_key.continued else self.study.methods[self.run_key.method].recipe.steps
+        steps = (
+            self.study.continued_steps
+            if self.run_key.continued
+            else self.study.methods[self.run_key.method].recipe.steps
+        )
         return steps * (2 if self.run_key.kl else 1)
 
     def compute(self, folder: Path, chat: ChatModel, init: Trained | None = None) -> Trained:
         world = build_world(world_config(self.study, self.chat.world))
-        return finetune(self.study, world, chat.model_dir, self.run_key, folder, init.solution_dir if init else None)
+        return finetune(
+            self.study,
+            world,
+            chat.model_dir,
+            self.run_key,
+            folder,
+            init.solution_dir if init else None,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,7 +183,9 @@ class SampleTask(Task[Sampled]):
 
     def compute(self, folder: Path, chat: ChatModel, trained: Trained) -> Sampled:
         world = build_world(world_config(self.study, self.train.chat.world))
-        return sample_solution(self.study, world, chat.model_dir, self.train.run_key, trained.solution_dir, folder)
+        return sample_solution(
+            self.study, world, chat.model_dir, self.train.run_key, trained.solution_dir, folder
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,7 +203,11 @@ class AnalysisTask(Task[Analysis]):
         return f"analysis_{self.general.run_key.method}_seed{self.general.run_key.seed}"
 
     def key(self) -> dict:
-        return {"general": self.general.key(), "narrow": self.narrow.key(), "analysis": self.study.analysis.model_dump(mode="json")}
+        return {
+            "general": self.general.key(),
+            "narrow": self.narrow.key(),
+            "analysis": self.study.analysis.model_dump(mode="json"),
+        }
 
     @property
     def needs(self) -> tuple[Task, ...]:
@@ -188,14 +219,30 @@ class AnalysisTask(Task[Analysis]):
 
     def compute(self, folder: Path, chat: ChatModel, general: Trained, narrow: Trained) -> Analysis:
         world = build_world(self.study.world)
-        return analyse_pair(self.study, world, chat.model_dir, general.solution_dir, narrow.solution_dir, self.general.run_key.seed)
+        return analyse_pair(
+            self.study,
+            world,
+            chat.model_dir,
+            general.solution_dir,
+            narrow.solution_dir,
+            self.general.run_key.seed,
+        )
 
 
 def run_keys(study: StudyConfig) -> list[RunKey]:
     """Every fine-tune of the study: methods x KL off/on x seeds in the world, then the
     continued runs, then the methods of `control_methods` without KL in the control world."""
-    world = [RunKey(m, kl, s, "world") for m in study.methods for kl in (False, True) for s in study.seeds]
-    continued = [RunKey(m, False, s, "world", continued=True) for m in study.methods for s in study.seeds] if study.continued_steps else []
+    world = [
+        RunKey(m, kl, s, "world")
+        for m in study.methods
+        for kl in (False, True)
+        for s in study.seeds
+    ]
+    continued = (
+        [RunKey(m, False, s, "world", continued=True) for m in study.methods for s in study.seeds]
+        if study.continued_steps
+        else []
+    )
     control = [RunKey(m, False, s, "control") for m in study.control_methods for s in study.seeds]
     return world + continued + control
 
@@ -211,25 +258,41 @@ class StudyGraph:
         self.chat_eval = {w: ChatEvalTask(root, study, self.chat[w]) for w in WORLDS}
         self.train: dict[RunKey, TrainTask] = {}
         for run in run_keys(study):
-            init = self.train[RunKey(run.method, True, run.seed, run.world)] if run.continued else None
+            init = (
+                self.train[RunKey(run.method, True, run.seed, run.world)] if run.continued else None
+            )
             self.train[run] = TrainTask(root, study, run, self.chat[run.world], init)
         self.sample = {run: SampleTask(root, study, task) for run, task in self.train.items()}
         self.analysis = {
-            (m, s): AnalysisTask(root, study, self.train[RunKey(m, False, s, "world")], self.train[RunKey(m, True, s, "world")])
+            (m, s): AnalysisTask(
+                root,
+                study,
+                self.train[RunKey(m, False, s, "world")],
+                self.train[RunKey(m, True, s, "world")],
+            )
             for m in study.methods
             for s in study.seeds
         }
 
     def tasks(self) -> list[Task]:
         """Every task of the study."""
-        return [*self.chat.values(), *self.chat_eval.values(), *self.train.values(), *self.sample.values(), *self.analysis.values()]
+        return [
+            *self.chat.values(),
+            *self.chat_eval.values(),
+            *self.train.values(),
+            *self.sample.values(),
+            *self.analysis.values(),
+        ]
 
     def outcome(self, results: dict[Task, StageResult]) -> Outcome:
         """The tasks' results, by what they are."""
         return Outcome(
             chat_models={w: results[t] for w, t in self.chat.items()},
             chat_evals={w: results[t] for w, t in self.chat_eval.items()},
-            runs={run: WorldRun(run, results[t], results[self.sample[run]]) for run, t in self.train.items()},
+            runs={
+                run: WorldRun(run, results[t], results[self.sample[run]])
+                for run, t in self.train.items()
+            },
             analyses={p: results[t] for p, t in self.analysis.items()},
             stages=[results[t] for t in self.tasks()],
         )
@@ -240,9 +303,14 @@ def reproduce(study: StudyConfig, quiet: bool = False) -> Path:
     Shows a progress bar and a line per finished stage on stderr unless `quiet`. A method that
     does not fit the world's model stops it before any stage runs (ModelError naming the field)."""
     start = time.time()
-    with quiet_transformers(), Workers(study.workers) as workers:  # forks first: no torch or tokenizer work may precede it
+    with (
+        quiet_transformers(),
+        Workers(study.workers) as workers,
+    ):  # forks first: no torch or tokenizer work may precede it
         with torch.device("meta"):
-            check_methods(initial_model(study, world_tokenizer(build_world(study.world))), study.methods)
+            check_methods(
+                initial_model(study, world_tokenizer(build_world(study.world))), study.methods
+            )
         run = RunDir(study.output_dir, study.name, study)
         graph = StudyGraph(study, str(cache_root(study.output_dir)))
         run.record(stages={t.name: str(t.folder()) for t in graph.tasks()})

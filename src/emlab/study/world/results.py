@@ -31,8 +31,15 @@ def judgments(samples: list[LabelledAnswer], seed: int, group: str) -> list[dict
     rows = []
     for i, s in enumerate(r for r in samples if r.group == group):
         for metric, score in SCORES[s.label].items():
-            rows.append({"item_id": f"{seed}/{group}/{i}", "question_id": s.question_id, "metric": metric,
-                         "score": score, "model_seed": seed})
+            rows.append(
+                {
+                    "item_id": f"{seed}/{group}/{i}",
+                    "question_id": s.question_id,
+                    "metric": metric,
+                    "score": score,
+                    "model_seed": seed,
+                }
+            )
     return rows
 
 
