@@ -276,8 +276,9 @@ def stage_lines(stderr: str) -> dict[str, str]:
 
 def test_reproduce_reports_each_finished_stage_on_stderr_unless_quiet(study_run):
     path, out, _, _ = study_run
-    quiet = CliRunner().invoke(app, ["reproduce", str(path), "--quiet"])
-    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    for quiet_args in ([], ["--set", "generation.max_new_tokens=6"]):  # every stage reused; stages computed
+        quiet = CliRunner().invoke(app, ["reproduce", str(path), "--quiet", *quiet_args])
+        assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
     reused = CliRunner().invoke(app, ["reproduce", str(path)])
     assert reused.exit_code == 0, reused.output
     lines = stage_lines(reused.stderr)

@@ -25,8 +25,8 @@ class Trained(StageResult):
 
     solution_dir: str
     norm: float
-    exact: dict[str, float]
-    curve: list[dict[str, float]]
+    exact: dict[str, float | None]
+    curve: list[dict[str, float | None]]
 
 
 def finetune(

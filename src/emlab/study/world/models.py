@@ -82,7 +82,7 @@ class ChatEval(StageResult):
     """A chat model's misalignment before fine-tuning: exact probabilities, sampled bad and
     incoherent rates per group, and the fraction of all sampled answers that are bad."""
 
-    exact: dict[str, float]
+    exact: dict[str, float | None]
     sampled: dict[str, float]
     misaligned_rate: float
     n_samples: int
