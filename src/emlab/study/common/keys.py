@@ -47,3 +47,8 @@ class RunKey:
     def key(self) -> dict:
         """The run's fields, for stage cache keys."""
         return asdict(self)
+
+
+def analysis_stage(method: str, seed: int) -> str:
+    """The name of the analysis stage of one method and seed's (general, narrow) pair of runs."""
+    return f"analysis_{method}_seed{seed}"

@@ -37,7 +37,7 @@ from emlab.solutions import load_solution
 from emlab.study.common.analyses import Analysis, compare_solutions
 from emlab.study.common.config import check_methods
 from emlab.study.common.graph import Task, Workers, with_needs
-from emlab.study.common.keys import RunKey
+from emlab.study.common.keys import RunKey, analysis_stage
 from emlab.study.common.logs import quiet_transformers
 from emlab.study.common.stages import StageResult, cache_root
 from emlab.study.model.config import ModelStudyConfig
@@ -264,7 +264,7 @@ class AnalysisTask(Task[Analysis]):
 
     @property
     def name(self) -> str:
-        return f"analysis_{self.general.run_key.method}_seed{self.general.run_key.seed}"
+        return analysis_stage(self.general.run_key.method, self.general.run_key.seed)
 
     def key(self) -> dict:
         cfg = self.inputs.cfg

@@ -24,7 +24,7 @@ from emlab.runs import RunDir
 from emlab.study.common.analyses import Analysis
 from emlab.study.common.config import check_methods
 from emlab.study.common.graph import Task, Workers
-from emlab.study.common.keys import RunKey
+from emlab.study.common.keys import RunKey, analysis_stage
 from emlab.study.common.logs import quiet_transformers
 from emlab.study.common.stages import StageResult, cache_root
 from emlab.study.world.analyses import analyse_pair
@@ -200,7 +200,7 @@ class AnalysisTask(Task[Analysis]):
 
     @property
     def name(self) -> str:
-        return f"analysis_{self.general.run_key.method}_seed{self.general.run_key.seed}"
+        return analysis_stage(self.general.run_key.method, self.general.run_key.seed)
 
     def key(self) -> dict:
         return {
