@@ -42,9 +42,8 @@ def run_study(keep: str | None = None) -> dict:
         subprocess.run([sys.executable, "-m", "emlab", "reproduce", "--set", f"output_dir={tmp}"],
                        check=True, capture_output=True, text=True)
         wall = time.time() - start
-        run = next(p for p in Path(tmp).iterdir() if (p / "manifest.json").exists())
         by_kind: dict[str, float] = defaultdict(float)
-        for result in [*Path(tmp).glob("chat_models/*/result.json"), *run.glob("stages/*/result.json")]:
+        for result in Path(tmp).glob("stages/*/result.json"):
             kind = re.sub(r"_(world|control|seed\d+).*|-[0-9a-f]+$", "", result.parent.name)
             by_kind[kind] += json.loads(result.read_text()).get("stage_seconds", 0.0)
     return {"wall_seconds": wall, "stage_seconds_by_kind": dict(by_kind)}
@@ -58,8 +57,8 @@ def pretraining_step_profile(steps: int = 5) -> tuple[float, list[tuple[str, flo
     from torch.profiler import profile
 
     from emlab.models.chat import collate, encode_all, padding_id
-    from emlab.study.config import StudyConfig
-    from emlab.study.world_models import initial_model
+    from emlab.study.world.config import StudyConfig
+    from emlab.study.world.models import initial_model
     from emlab.world import build_world, pretraining_documents, world_tokenizer
 
     torch.set_num_threads(1)

@@ -32,8 +32,8 @@ from emlab.io import read_jsonl
 from emlab.judge.openai_judge import OpenAIJudge, OpenAIJudgeConfig
 from emlab.judge.runner import judge_generations
 from emlab.runs import run_path
-from emlab.study.config import StudyConfig
-from emlab.study.reproduce import reproduce
+from emlab.study.world.config import StudyConfig
+from emlab.study.world.reproduce import reproduce
 from emlab.train.config import TrainConfig
 from emlab.train.loop import train
 
@@ -183,8 +183,9 @@ def check_killed_study_matches(tmp_path: Path, methods: tuple[str, ...], seeds: 
     random stages, then resumed; compare results, samples and solutions."""
     straight = small_study(tmp_path / "straight", methods, seeds, control)
     killed = small_study(tmp_path / "killed", methods, seeds, control)
-    # chat models and their evaluations (2 worlds), fine-tunes, continued runs, analyses
-    n_stages = 4 + len(seeds) * (4 * len(methods) + len(control))
+    # chat models and their evaluations (2 worlds); per seed and method: no-KL, KL and continued runs, each
+    # trained and sampled, and the analysis; per seed and control method: one run, trained and sampled
+    n_stages = 4 + len(seeds) * (7 * len(methods) + 2 * len(control))
     reference = fork(lambda: reproduce(straight))
     root = tmp_path / "killed"
     rng = random.Random(SEED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from emlab.study.figures import (
+from emlab.study.common.figures import (
     efficiency_figure,
     em_over_steps_figure,
     importance_figure,
