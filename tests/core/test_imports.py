@@ -1,7 +1,7 @@
 """What importing emlab does, checked in a fresh interpreter: analysis stands on models/ and
 solutions/, never on the training loop; and no emlab module switches matplotlib's backend,
 imports pyplot, sets a logging level or installs a warnings filter when imported (third-party
-imports may). The study's modules are left out here: they are checked beside the study."""
+imports may). `emlab.generate.vllm_backend` is left out (vLLM is an optional extra)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ for owner, name in [(warnings, 'filterwarnings'), (warnings, 'simplefilter'),
                     (logging, 'disable'), (matplotlib, 'use')]:
     spy(owner, name)
 import emlab
-skip = ('emlab.study', 'emlab.generate.vllm', 'emlab.__main__')
+skip = ('emlab.generate.vllm', 'emlab.__main__')
 modules = pkgutil.walk_packages(emlab.__path__, 'emlab.')
 names = [m.name for m in modules if not m.name.startswith(skip)]
 analysis = [n for n in names if n.startswith('emlab.analysis')]

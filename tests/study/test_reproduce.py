@@ -154,6 +154,7 @@ def test_a_recipe_sets_every_optimiser_field_of_its_stage(tmp_path):
     assert (config.optim.lr, config.optim.warmup_steps, config.optim.schedule, config.optim.betas) == (0.02, 2, "linear", (0.8, 0.9))
 
 
+@pytest.mark.system
 def test_more_samples_resample_without_retraining(study_run, tmp_path):
     """Another study that differs only in samples_per_question (its own run folder) reuses every
     chat model, fine-tune and analysis from the shared stage cache and samples anew."""
