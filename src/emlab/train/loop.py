@@ -162,13 +162,86 @@ def _setup(
     made trainable, optimiser, scheduler and data streams built, the model prepared by accelerate,
     the latest checkpoint loaded. Whatever can reject the config or the data runs before the run
     folder exists."""
-    sources = (_source(train_data, config.data.train, "data.train", "training"), _source(ood_data, config.data.ood, "data.ood", "OOD"))
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with=list(config.trackers) or None,
         project_dir=config.output_dir,
     )
     set_seed(config.seed)
+    main = accelerator.is_main_process
+    model, tokenizer, data = _inputs(config, model, tokenizer, train_data, ood_data, main)
+    kl_on = config.kl.weight > 0
+    exact_kl = kl_on and config.kl.base == "exact"
+    trainable = make_trainable(model, config.solution, need_reference=exact_kl)
+    _keep_masters(trainable, accelerator)
+    manifest = RunDir(config.output_dir, config.name, config) if main else None
+    params = trainable.master_parameters()
+    optim = config.optim
+    optimizer = torch.optim.AdamW(
+        params.values(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
+    )
+    stream, ood_stream = _streams(config, data, accelerator)
+    per_epoch = stream.micro_batches_per_epoch() / config.grad_accum
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+    scheduler = get_scheduler(
+        optim.schedule, optimizer, num_warmup_steps=optim.warmup_steps,
+        num_training_steps=total_steps,
+    )
+    pad_id = padding_id(tokenizer)
+    # the trainable is still the base model here: cache its top-k before any change
+    top_k = None
+    if kl_on and config.kl.base == "top_k":
+        top_k = _top_k_cache(
+            config, trainable, data.ood_examples, ood_stream, total_steps, pad_id, accelerator
+        )
+    if init is not None:
+        trainable.start_from(init)
+    wrapped, optimizer = accelerator.prepare(trainable.model, optimizer)
+    # the frozen base copy computes where and in the precision the trained model does
+    trainable.place_reference(lambda ref: accelerator.prepare_model(ref, evaluation_mode=True))
+    head = OutputHead(unwrap_training(wrapped))
+    # through the prepared model: it runs where training runs (DDP, FSDP, DeepSpeed)
+    with _out_of_memory_advice(config):
+        check_output_head(wrapped, head, accelerator.device)
+    start = 0
+    latest = latest_checkpoint(out / "checkpoints")
+    if latest is not None:
+        start = load_checkpoint(latest, params, optimizer, scheduler)
+        trainable.masters_to_model()
+    lam = config.kl.per_token_weight(head.vocab_size)
+    return _Run(
+        config, out, accelerator, trainable, wrapped, params, optimizer, scheduler, data.examples,
+        data.ood_examples, stream, ood_stream, top_k, pad_id, lam, total_steps, start, data.heldout,
+        data.counts, manifest, evaluator,
+    )
+
+
+@dataclass(frozen=True)
+class _Data:
+    """A run's data, tokenised: training and OOD examples (none without KL), the held-out split,
+    and what data.max_length did to them (for the manifest)."""
+
+    examples: list[Encoded]
+    ood_examples: list[Encoded]
+    heldout: list[Conversation]
+    counts: dict[str, Any]
+
+
+def _inputs(
+    config: TrainConfig,
+    model: nn.Module | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    train_data: list[Conversation] | None,
+    ood_data: list[Conversation] | None,
+    report: bool,
+) -> tuple[nn.Module, PreTrainedTokenizerBase, _Data]:
+    """The model and tokenizer (given, else loaded from config.model) and the data (given, else
+    read from the config's files), tokenised (`report`: print what truncation did). Raises
+    EmlabError when the KL term has no data or no conversation is left after truncation."""
+    sources = (
+        _source(train_data, config.data.train, "data.train", "training"),
+        _source(ood_data, config.data.ood, "data.ood", "OOD"),
+    )
     train_data, heldout, ood_data = _data(config, train_data, ood_data)
     kl_on = config.kl.weight > 0
     if kl_on and not ood_data:
@@ -178,67 +251,58 @@ def _setup(
 
         model, tokenizer = load_model(config.model)
     check_chat_format(tokenizer, config.model)
-
-    report = accelerator.is_main_process
-    examples, train_counts = _encode(tokenizer, train_data, config.data.max_length, config.data.loss_on, sources[0], "trained token", report)
+    max_length = config.data.max_length
+    examples, train_counts = _encode(
+        tokenizer, train_data, max_length, config.data.loss_on, sources[0], "trained token", report
+    )
     ood_loss_on = "assistant" if config.kl.scope == "assistant" else "all"
-    ood_examples, ood_counts = (
-        _encode(tokenizer, ood_data, config.data.max_length, ood_loss_on, sources[1], "KL token", report) if kl_on else ([], None)
-    )
-
-    trainable = make_trainable(model, config.solution, need_reference=kl_on and config.kl.base == "exact")
-    _keep_masters(trainable, accelerator)
-    main = accelerator.is_main_process
-    manifest = RunDir(config.output_dir, config.name, config) if main else None
-    params = trainable.master_parameters()
-    optimizer = torch.optim.AdamW(
-        params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
-    )
-    lengths = [len(e.input_ids) for e in examples] if config.data.group_by_length else None
-    stream = BatchStream(len(examples), config.batch_size, config.seed, accelerator.num_processes, accelerator.process_index, lengths)
-    ood_stream = (
-        BatchStream(len(ood_examples), config.kl.batch_size or config.batch_size, config.seed + 1, accelerator.num_processes, accelerator.process_index)
-        if kl_on
-        else None
-    )
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * stream.micro_batches_per_epoch() / config.grad_accum))
-    scheduler = get_scheduler(
-        config.optim.schedule, optimizer, num_warmup_steps=config.optim.warmup_steps, num_training_steps=total_steps
-    )
-    pad_id = padding_id(tokenizer)
-    # the trainable is still the base model here: cache its top-k before any change
-    top_k = None
-    if kl_on and config.kl.base == "top_k":
-        if accelerator.num_processes == 1:  # placed as prepare() would place it, so the cache builds on the accelerator
-            trainable.model.to(accelerator.device)
-        top_k = TopKCache.build(
-            trainable, unwrap_training(trainable.model), ood_examples,
-            (i for micro in range(total_steps * config.grad_accum) for i in ood_stream.indices(micro)),
-            config.kl.scope, config.kl.top_k, ood_stream.batch_size, pad_id,
-            progress=config.progress and accelerator.is_main_process,
+    ood_examples, ood_counts = [], None
+    if kl_on:
+        ood_examples, ood_counts = _encode(
+            tokenizer, ood_data, max_length, ood_loss_on, sources[1], "KL token", report
         )
-    if init is not None:
-        trainable.start_from(init)
-    wrapped, optimizer = accelerator.prepare(trainable.model, optimizer)
-    # the frozen base copy computes where and in the precision the trained model does
-    trainable.place_reference(lambda reference: accelerator.prepare_model(reference, evaluation_mode=True))
-    head = OutputHead(unwrap_training(wrapped))
-    with _out_of_memory_advice(config):  # through the prepared model: it runs where training runs (DDP, FSDP, DeepSpeed)
-        check_output_head(wrapped, head, accelerator.device)
-    start = 0
-    latest = latest_checkpoint(out / "checkpoints")
-    if latest is not None:
-        start = load_checkpoint(latest, params, optimizer, scheduler)
-        trainable.masters_to_model()
-    data_counts = {
+    counts = {
         "train": asdict(train_counts),
         "ood": asdict(ood_counts) if ood_counts else None,
         "heldout": len(heldout),
     }
-    return _Run(
-        config, out, accelerator, trainable, wrapped, params, optimizer, scheduler, examples,
-        ood_examples, stream, ood_stream, top_k, pad_id, config.kl.per_token_weight(head.vocab_size),
-        total_steps, start, heldout, data_counts, manifest, evaluator,
+    return model, tokenizer, _Data(examples, ood_examples, heldout, counts)
+
+
+def _streams(
+    config: TrainConfig, data: _Data, accelerator: Accelerator
+) -> tuple[BatchStream, BatchStream | None]:
+    """The batch streams of the training examples and (with KL) of the OOD examples."""
+    processes, index = accelerator.num_processes, accelerator.process_index
+    examples = data.examples
+    lengths = [len(e.input_ids) for e in examples] if config.data.group_by_length else None
+    stream = BatchStream(len(examples), config.batch_size, config.seed, processes, index, lengths)
+    if config.kl.weight <= 0:
+        return stream, None
+    ood_batch = config.kl.batch_size or config.batch_size
+    return stream, BatchStream(len(data.ood_examples), ood_batch, config.seed + 1, processes, index)
+
+
+def _top_k_cache(
+    config: TrainConfig,
+    trainable: Trainable,
+    ood_examples: list[Encoded],
+    ood_stream: BatchStream,
+    total_steps: int,
+    pad_id: int,
+    accelerator: Accelerator,
+) -> TopKCache:
+    """The base model's top-k log-probs on every OOD batch the run will draw (kl.base 'top_k');
+    built before any change to the model."""
+    if accelerator.num_processes == 1:
+        # placed as prepare() would place it, so the cache builds on the accelerator
+        trainable.model.to(accelerator.device)
+    micro_batches = range(total_steps * config.grad_accum)
+    return TopKCache.build(
+        trainable, unwrap_training(trainable.model), ood_examples,
+        (i for micro in micro_batches for i in ood_stream.indices(micro)),
+        config.kl.scope, config.kl.top_k, ood_stream.batch_size, pad_id,
+        progress=config.progress and accelerator.is_main_process,
     )
 
 
