@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import re
+import struct
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from emlab.cli import app
 from emlab.config import validate_config, with_overrides
 from emlab.errors import ModelError
+from emlab.report.figures import DPI
 from emlab.study.world.config import StudyConfig
 from emlab.study.world.reproduce import reproduce
 
@@ -43,6 +45,13 @@ def reduced_study(tmp_path) -> StudyConfig:
     data = with_overrides(StudyConfig().model_dump(mode="json"), overrides)
     data["methods"]["steering"]["solution"]["layer"] = 1  # the reduced model has 2 layers
     return validate_config(data, StudyConfig)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG's header."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", data[16:24])
 
 
 def stage_folders(run: Path, pattern: str) -> list[Path]:
@@ -85,6 +94,8 @@ def test_report_structure(study_run):
     for name in ("em_over_steps", "efficiency", "stability", "importance"):
         png = out / "figures" / f"{name}.png"
         assert png.stat().st_size > 10_000 and f"figures/{name}.png" in report
+        # one 4.2 x 3.6 inch panel per method (the figures' content: tests/study/test_figures.py)
+        assert png_size(png) == (round(4.2 * DPI) * len(METHODS), round(3.6 * DPI)), name
 
 
 @pytest.mark.system
