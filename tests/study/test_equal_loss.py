@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from emlab.study.equal_loss import (
+from emlab.study.world.equal_loss import (
     equal_loss_markdown,
     equal_loss_over_seeds,
     equal_loss_summary,
@@ -60,7 +60,7 @@ def test_over_seeds_and_the_report_table():
     second = {
         "curves": [curve("general", 1.0, [1.0, 0.8, 0.6, 0.4, 0.35]), *EFFICIENCY["curves"][1:]]
     }
-    out = equal_loss_over_seeds([{"efficiency": EFFICIENCY}, {"efficiency": second}])
+    out = equal_loss_over_seeds([EFFICIENCY, second])
     # seed 2: 0.6 at norm 1.0, 0.4 at norm 1.5 -> 0.5 at 1.25; mean of 0.75 and 1.25
     assert out["general"]["norm_to_narrow_loss"]["mean"] == pytest.approx(1.0)
     assert out["target_loss"]["mean"] == pytest.approx(0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from emlab.models.tiny import tiny_qwen2
-from emlab.study.world_probe import persona_features, persona_probe, probe_accuracy
+from emlab.study.world.probe import persona_features, persona_probe, probe_accuracy
 from emlab.world import WorldConfig, build_world, world_tokenizer
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from emlab.study.config import StudyConfig
-from emlab.study.world_seeds import per_world_seed, reproduce_world_seeds
+from emlab.study.world.config import StudyConfig
+from emlab.study.world.seeds import per_world_seed, reproduce_world_seeds
 
 
 def fake_run(tmp_path):

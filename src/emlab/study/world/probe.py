@@ -22,7 +22,7 @@ from emlab.models.modules import HookPoint, decoder_layers, hook_module
 from emlab.world import World, pretraining_documents
 
 if TYPE_CHECKING:
-    from emlab.study.config import MethodConfig
+    from emlab.study.common.config import MethodConfig
 
 PROBE_SEED = 20_000
 """Seed of the probe's documents (pre-training used the world's seed; the analyses 10,000 + seed)."""

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from emlab.study.results import over_seeds
+from emlab.study.common.results import over_seeds
 
 
 def norm_to_reach(norms: list[float], losses: list[float], target: float) -> float:
@@ -50,10 +50,10 @@ def equal_loss_summary(efficiency: dict) -> dict[str, dict[str, float]]:
     return {"target_loss": {"narrow_final": target}, **out}
 
 
-def equal_loss_over_seeds(analyses: list[dict]) -> dict[str, dict]:
-    """`equal_loss_summary` of each seed's analysis, as mean and 95% CI over seeds:
+def equal_loss_over_seeds(efficiencies: list[dict]) -> dict[str, dict]:
+    """`equal_loss_summary` of each seed's efficiency result, as mean and 95% CI over seeds:
     {'<curve>': {'norm_to_narrow_loss': {...}, 'loss_at_narrow_norm': {...}}, 'target_loss': {...}}."""
-    per_seed = [equal_loss_summary(a["efficiency"]) for a in analyses]
+    per_seed = [equal_loss_summary(e) for e in efficiencies]
     names = [k for k in per_seed[0] if k != "target_loss"]
     out: dict[str, dict] = {
         "target_loss": over_seeds([s["target_loss"]["narrow_final"] for s in per_seed])

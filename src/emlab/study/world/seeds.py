@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emlab.io import write_json_atomic, write_text_atomic
-from emlab.study.config import StudyConfig
+from emlab.study.world.config import StudyConfig
 
 
 def per_world_seed(study: StudyConfig) -> list[StudyConfig]:
