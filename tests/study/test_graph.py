@@ -46,6 +46,48 @@ class Square(Task[Number]):
         value = parent.value if parent else self.x
         return Number(value=value * value)
 
+    def compute_kept(
+        self, folder: Path, kept: object, parent: Number | None = None
+    ) -> tuple[Number, object]:
+        return self.compute(folder, parent), f"{self.name} in memory"
+
+
+class Told(StageResult):
+    kept: str | None
+
+
+@dataclass(frozen=True, eq=False)
+class Follower(Task[Told]):
+    """Follows `parent` (and needs `other` too, if given); its result is what it was given of
+    what `parent` kept in memory."""
+
+    parent: Square
+    tag: int
+    other: Square | None = None
+    result = Told
+
+    @property
+    def name(self) -> str:
+        return f"follower_{self.tag}_of_{self.parent.name}"
+
+    def key(self) -> dict:
+        return {"parent": self.parent.key(), "tag": self.tag}
+
+    @property
+    def needs(self) -> tuple[Task, ...]:
+        return (self.parent, self.other) if self.other else (self.parent,)
+
+    @property
+    def follows(self) -> Task:
+        return self.parent
+
+    def compute(self, folder: Path, *needed: Number) -> Told:
+        return self.compute_kept(folder, None, *needed)[0]
+
+    def compute_kept(self, folder: Path, kept: object, *needed: Number) -> tuple[Told, None]:
+        assert needed[0].value == self.parent.x**2
+        return Told(kept=kept), None
+
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_children_run_after_their_parents_with_the_parents_results(tmp_path, n):
@@ -101,6 +143,26 @@ def test_a_finished_stage_is_reused_and_each_stage_prints_its_line(tmp_path, cap
     with Workers(1) as workers:
         workers.run([task], desc="test", progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_follower_takes_over_what_its_task_kept_in_memory_when_computed_with_it(tmp_path, n):
+    root = str(tmp_path)
+    parent = Square(root, 3)
+    late = Square(root, 5, weight=0.5)  # starts after `parent`: its follower cannot go along
+    followers = [Follower(root, parent, 1), Follower(root, parent, 2), Follower(root, parent, 3, late)]
+    with Workers(n) as workers:
+        results = workers.run(followers, desc="test", progress=False)
+    assert [results[f].kept for f in followers] == ["square_3 in memory"] * 2 + [None]
+    assert all(not r.reused for r in results.values())
+    again = [Follower(root, Square(root, 3), 1), Follower(root, Square(root, 3), 4)]
+    with Workers(n) as workers:
+        results = workers.run(again, desc="test", progress=False)
+    # reused stages keep nothing: a new follower of a reused task is computed without it
+    assert [(results[f].reused, results[f].kept) for f in again] == [
+        (True, "square_3 in memory"),
+        (False, None),
+    ]
 
 
 def test_a_failing_task_stops_the_run(tmp_path):
