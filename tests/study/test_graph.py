@@ -4,6 +4,7 @@ results; costly ones first; each stage is cached by its key and reported as it f
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def test_a_finished_stage_is_reused_and_each_stage_prints_its_line(tmp_path, cap
         re.S,
     )
     assert "stage square_4_child: reused (computed earlier in" in again_err
-    assert re.search(r"test: 100%.*\| 2/2 \[", first_err)  # the overall bar, with its time estimate
+    assert re.search(r"test 2/2 stages: 100%\|.*\| \[", first_err)  # the overall bar, with its estimate
     with Workers(1) as workers:
         workers.run([task], desc="test", progress=False)
     assert capsys.readouterr().err == ""
@@ -163,6 +164,37 @@ def test_a_follower_takes_over_what_its_task_kept_in_memory_when_computed_with_i
         (True, "square_3 in memory"),
         (False, None),
     ]
+
+
+@dataclass(frozen=True, eq=False)
+class Slow(Square):
+    """A Square that takes `seconds`."""
+
+    seconds: float = 0.0
+
+    def compute(self, folder: Path, parent: Number | None = None) -> Number:
+        time.sleep(self.seconds)
+        return super().compute(folder, parent)
+
+
+def bar_states(err: str) -> list[tuple[str, str, str]]:
+    """(stages done, percentage, time left) of each drawing of the overall bar 'test'."""
+    return re.findall(r"test (\d/\d) stages: +(\d+)%\|[^|]*\| \[[\d:]+<([\d:?]+)\]", err)
+
+
+def test_the_bar_counts_each_stage_by_its_cost_and_reused_stages_leave_the_total(tmp_path, capsys):
+    root = str(tmp_path)
+    with Workers(1) as workers:  # 2 s of cost 9, then an instant stage of cost 1
+        workers.run([Slow(root, 1, weight=9, seconds=2.0), Slow(root, 2, weight=1)], desc="test")
+    # after the first stage: 90% done and ~0.2 s left (counting stages: 50% and >= 2 s)
+    assert ("1/2", "90", "00:00") in bar_states(capsys.readouterr().err)
+    with Workers(1) as workers:  # the first is reused: only the second's cost is left to spend
+        workers.run([Slow(root, 1, weight=9), Slow(root, 3, weight=1)], desc="test")
+    states = bar_states(capsys.readouterr().err)
+    assert ("1/2", "0", "?") in states and states[-1][:2] == ("2/2", "100")
+    with Workers(1) as workers:  # every stage reused
+        workers.run([Slow(root, 1, weight=9)], desc="test")
+    assert bar_states(capsys.readouterr().err)[-1][:2] == ("1/1", "100")
 
 
 def test_a_failing_task_stops_the_run(tmp_path):

@@ -132,7 +132,7 @@ def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
     for stage in ("chat_model_world", "chat_eval_control", "train_world_lora_r1_kl_seed1", "sample_control_steering_no_kl_seed0",
                   "train_world_full_no_kl_seed0_continued", "sample_world_full_no_kl_seed0_continued", "analysis_lora_r8_seed1"):
         assert any(re.fullmatch(rf"stage {stage}: computed in \d+\.\d s", line) for line in lines), (stage, lines)
-    assert re.search(r"study: 100%.*\| 68/68 \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
+    assert re.search(r"study 68/68 stages: 100%\|.*\| \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
 
 
 def test_sampling_the_fine_tune_in_memory_equals_sampling_the_saved_one(study_run, tmp_path):

@@ -4,6 +4,7 @@ thread each), with one line per finished stage and an overall progress bar."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import sys
 import threading
@@ -47,8 +48,9 @@ class Task(ABC, Generic[R]):
 
     @property
     def cost(self) -> float:
-        """Scheduling weight (about the stage's seconds): among ready tasks the costliest starts
-        first, so that long tasks do not trail at the end."""
+        """Weight (finite, in proportion to the stage's seconds): among ready tasks the costliest
+        starts first, so that long tasks do not trail at the end, and the overall bar's estimate
+        of the time left counts each stage by it."""
         return 1.0
 
     @property
@@ -127,6 +129,46 @@ def with_needs(tasks: Iterable[Task]) -> list[Task]:
     return list(out)
 
 
+class Progress:
+    """The overall bar of a run of tasks: the share of their cost done, with tqdm's estimate of
+    the time left from the cost done per second so far (reused stages leave the total: their
+    cost is not spent), after the count of finished stages, e.g.
+    `study 9/68 stages:  41%|####1     | [01:12<01:44]`."""
+
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
+
+    def __init__(self, tasks: list[Task], desc: str, show: bool) -> None:
+        costs = [t.cost for t in tasks]
+        if not all(math.isfinite(c) and c > 0 for c in costs):
+            raise ValueError(f"task costs must be finite and positive, not {costs}")
+        self.desc, self.n, self.done = desc, len(tasks), 0
+        self.bar = tqdm(
+            total=sum(costs),
+            desc=self._desc(),
+            bar_format=self.FORMAT,
+            smoothing=0,  # the mean rate: stages finish in lumps
+            disable=not show,
+        )
+
+    def _desc(self) -> str:
+        return f"{self.desc} {self.done}/{self.n} stages"
+
+    def finished(self, task: Task, result: StageResult) -> None:
+        """Count a finished stage: its cost is done (computed) or leaves the total (reused)."""
+        self.done += 1
+        self.bar.set_description_str(self._desc(), refresh=False)
+        if result.reused:
+            self.bar.total -= task.cost
+            self.bar.refresh()
+        else:
+            self.bar.update(task.cost)
+
+    def close(self) -> None:
+        """End the bar at 100% (also when every stage was reused)."""
+        self.bar.total = self.bar.n = self.bar.n or 1.0
+        self.bar.close()
+
+
 class Workers:
     """A pool of `n` processes kept for the whole study; with n == 1 tasks run in this process.
     On Linux the workers are forks of this process, started before it runs any torch operation
@@ -157,11 +199,11 @@ class Workers:
         time; a task that `follows` another starts with it when it can. Returns every task's
         result. When `progress`: a line per finished stage (name,
         seconds, computed or reused) and a bar `desc` over the stages, with an estimate of the
-        time left, on stderr. The first failing task's error is raised."""
+        time left (see Progress), on stderr. The first failing task's error is raised."""
         pending = with_needs(tasks)
         results: dict[Task, StageResult] = {}
         running: dict[Future, list[Task]] = {}
-        bar = tqdm(total=len(pending), desc=desc, unit="stage", disable=not progress)
+        bar = Progress(pending, desc, progress)
         while pending or running:
             ready = [t for t in pending if all(n in results for n in t.needs)]
             while ready and len(running) < self.n:
@@ -181,7 +223,7 @@ class Workers:
                     results[task] = result
                     if progress:
                         report_stage(result)
-                    bar.update(1)
+                    bar.finished(task, result)
         bar.close()
         return results
 
