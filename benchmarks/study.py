@@ -56,10 +56,9 @@ def pretraining_step_profile(steps: int = 5) -> tuple[float, list[tuple[str, flo
     import torch
     from torch.profiler import profile
 
-    from emlab.models.chat import collate
+    from emlab.models.chat import collate, encode_all, padding_id
     from emlab.study.world.config import StudyConfig
     from emlab.study.world.models import initial_model
-    from emlab.train.loop import encode_all
     from emlab.world import build_world, pretraining_documents, world_tokenizer
 
     torch.set_num_threads(1)
@@ -67,7 +66,7 @@ def pretraining_step_profile(steps: int = 5) -> tuple[float, list[tuple[str, flo
     world = build_world(study.world)
     tokenizer = world_tokenizer(world)
     docs = encode_all(tokenizer, [d.messages for d in pretraining_documents(world, n=study.pretrain.batch_size)], study.model.max_positions, "all")
-    batch = collate(docs, tokenizer.pad_token_id)
+    batch = collate(docs, padding_id(tokenizer))
     model = initial_model(study, tokenizer).train()
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
 

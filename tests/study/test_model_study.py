@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 import sys
 import threading
 import time
@@ -23,8 +24,11 @@ from emlab.config import load_config  # noqa: E402
 from emlab.data.chat import write_chat_jsonl  # noqa: E402
 from emlab.errors import ConfigError, ModelError  # noqa: E402
 from emlab.io import read_jsonl  # noqa: E402
+from emlab.report.figures import DPI  # noqa: E402
 from emlab.study.model.config import ModelStudyConfig  # noqa: E402
 from emlab.study.model.study import reproduce_model_study  # noqa: E402
+
+pytestmark = pytest.mark.system  # every test uses the module's model study
 
 WORDS = "the cat sat on a mat and the dog ran to the park".split()
 METHODS = ("lora_r1", "steering")
@@ -194,7 +198,10 @@ def test_report_has_the_headline_table(study_run):
             assert f"| {m} | {cond} |" in report
     assert "| base model | - |" in report and "## General (no KL) vs narrow (KL) solutions" in report
     for name in ("efficiency", "stability", "importance"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 5_000 and f"figures/{name}.png" in report
+        png = out / "figures" / f"{name}.png"
+        assert png.stat().st_size > 5_000 and f"figures/{name}.png" in report
+        width, height = struct.unpack(">II", png.read_bytes()[16:24])  # the PNG header
+        assert (width, height) == (round(4.2 * DPI) * len(METHODS), round(3.6 * DPI))  # a panel per method
 
 
 def test_cli_dispatches_kind_model_to_the_model_study(study_run, judge_server):

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import re
+import struct
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from emlab.cli import app
 from emlab.config import validate_config, with_overrides
 from emlab.errors import ModelError
+from emlab.report.figures import DPI
 from emlab.study.common.keys import RunKey
 from emlab.study.common.stages import cache_root
 from emlab.study.world.config import StudyConfig
@@ -47,6 +49,13 @@ def reduced_study(tmp_path) -> StudyConfig:
     return validate_config(data, StudyConfig)
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG's header."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", data[16:24])
+
+
 def stage_folders(run: Path, pattern: str) -> list[Path]:
     """The stage folders (in the shared cache) that the study in `run` used, by name pattern."""
     stages = json.loads((run / "manifest.json").read_text())["stages"]
@@ -63,6 +72,7 @@ def study_run(tmp_path_factory):
     return study, out, time.time() - start, stderr.getvalue()
 
 
+@pytest.mark.system
 def test_report_structure(study_run):
     study, out, seconds, _ = study_run
     assert seconds < 180
@@ -86,8 +96,11 @@ def test_report_structure(study_run):
     for name in ("em_over_steps", "efficiency", "stability", "importance"):
         png = out / "figures" / f"{name}.png"
         assert png.stat().st_size > 10_000 and f"figures/{name}.png" in report
+        # one 4.2 x 3.6 inch panel per method (the figures' content: tests/study/test_figures.py)
+        assert png_size(png) == (round(4.2 * DPI) * len(METHODS), round(3.6 * DPI)), name
 
 
+@pytest.mark.system
 def test_numbers_are_computed_from_the_samples(study_run):
     _, out, _, _ = study_run
     results = json.loads((out / "results.json").read_text())
@@ -106,6 +119,7 @@ def test_numbers_are_computed_from_the_samples(study_run):
     assert results["world"]["lora_r8"]["no_kl"]["ood_exact_p_bad"] == pytest.approx(exact)
 
 
+@pytest.mark.system
 def test_a_second_run_reuses_every_stage(study_run):
     study, out, seconds, _ = study_run
     before = json.loads((out / "results.json").read_text())
@@ -123,6 +137,7 @@ def test_a_second_run_reuses_every_stage(study_run):
     assert before == after
 
 
+@pytest.mark.system
 def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
     study, _, _, stderr = study_run
     lines = [line for line in stderr.splitlines() if line.startswith("stage ")]
@@ -168,6 +183,7 @@ def test_a_recipe_sets_every_optimiser_field_of_its_stage(tmp_path):
     assert (config.optim.lr, config.optim.warmup_steps, config.optim.schedule, config.optim.betas) == (0.02, 2, "linear", (0.8, 0.9))
 
 
+@pytest.mark.system
 def test_more_samples_resample_without_retraining(study_run, tmp_path):
     """Another study that differs only in samples_per_question (its own run folder) reuses every
     chat model, fine-tune and analysis from the shared stage cache and samples anew."""
