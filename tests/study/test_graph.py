@@ -195,6 +195,8 @@ def test_the_bar_counts_each_stage_by_its_cost_and_reused_stages_leave_the_total
     with Workers(1) as workers:  # every stage reused
         workers.run([Slow(root, 1, weight=9)], desc="test")
     assert bar_states(capsys.readouterr().err)[-1][:2] == ("1/1", "100")
+    with Workers(1) as workers, pytest.raises(ValueError, match="finite and positive"):
+        workers.run([Slow(root, 4, weight=float("inf"))], desc="test")
 
 
 def test_a_failing_task_stops_the_run(tmp_path):
