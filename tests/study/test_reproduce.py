@@ -18,8 +18,10 @@ from emlab.cli import app
 from emlab.config import validate_config, with_overrides
 from emlab.errors import ModelError
 from emlab.report.figures import DPI
+from emlab.study.common.keys import RunKey
+from emlab.study.common.stages import cache_root
 from emlab.study.world.config import StudyConfig
-from emlab.study.world.reproduce import reproduce
+from emlab.study.world.reproduce import StudyGraph, reproduce
 
 METHODS = ("full", "lora_r1", "lora_r8", "steering")
 
@@ -150,7 +152,40 @@ def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
                   "train_world_full_no_kl_seed0_continued", "sample_world_full_no_kl_seed0_continued",
                   "train_world_full_kl_seed1_continued", "analysis_lora_r8_seed1"):
         assert any(re.fullmatch(rf"stage {stage}: computed in \d+\.\d s", line) for line in lines), (stage, lines)
-    assert re.search(r"study: 100%.*\| 84/84 \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
+    assert re.search(r"study 84/84 stages: 100%\|.*\| \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
+
+
+def test_sampling_the_fine_tune_in_memory_equals_sampling_the_saved_one(study_run, tmp_path):
+    """The study samples each fine-tune right after training it, from the model in memory
+    (Task.follows); sampling the saved solution instead gives the same answers and rates."""
+    study, *_ = study_run
+    graph = StudyGraph(study, str(cache_root(study.output_dir)))
+    for method in METHODS:
+        task = graph.sample[RunKey(method, True, 0, "world")]
+        chat, _ = task.train.chat.run()
+        trained, _ = task.train.run(chat)
+        cached, _ = task.run(chat, trained)
+        assert trained.reused and cached.reused and cached.stage_seconds > 0
+        (tmp_path / method).mkdir()
+        loaded = task.compute(tmp_path / method, chat, trained)
+        assert (loaded.rates, loaded.samples) == (cached.rates, cached.samples)
+
+
+def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(tmp_path):
+    data = reduced_study(tmp_path).model_dump(mode="json")
+    data["methods"]["steering"]["solution"]["layer"] = 2  # the reduced model has layers 0 and 1
+    with pytest.raises(ModelError, match=r"methods\.steering\.solution\.layer: layer 2 does not exist: this model has layers 0\.\.1"):
+        reproduce(validate_config(data, StudyConfig), quiet=True)
+    assert not list(tmp_path.iterdir())  # no chat model, no run folder
+
+
+def test_a_recipe_sets_every_optimiser_field_of_its_stage(tmp_path):
+    from emlab.study.common.config import RecipeConfig, recipe_config
+
+    recipe = RecipeConfig(steps=7, batch_size=5, lr=0.02, warmup_steps=2, schedule="linear", betas=(0.8, 0.9))
+    config = recipe_config("stage", tmp_path, recipe, seed=3, solution={"kind": "full"})
+    assert (config.max_steps, config.batch_size, config.seed) == (7, 5, 3)
+    assert (config.optim.lr, config.optim.warmup_steps, config.optim.schedule, config.optim.betas) == (0.02, 2, "linear", (0.8, 0.9))
 
 
 @pytest.mark.system
@@ -198,20 +233,3 @@ def test_continued_training_can_carry_the_optimiser_state(study_run):
     result = json.loads((folder / "result.json").read_text())
     assert [p["step"] for p in result["curve"]] == [1, 2]  # counted from the start of the continued run
     assert "(carried optimiser state)" in (run / "report.md").read_text()
-
-
-def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(tmp_path):
-    data = reduced_study(tmp_path).model_dump(mode="json")
-    data["methods"]["steering"]["solution"]["layer"] = 2  # the reduced model has layers 0 and 1
-    with pytest.raises(ModelError, match=r"methods\.steering\.solution\.layer: layer 2 does not exist: this model has layers 0\.\.1"):
-        reproduce(validate_config(data, StudyConfig), quiet=True)
-    assert not list(tmp_path.iterdir())  # no chat model, no run folder
-
-
-def test_a_recipe_sets_every_optimiser_field_of_its_stage(tmp_path):
-    from emlab.study.common.config import RecipeConfig, recipe_config
-
-    recipe = RecipeConfig(steps=7, batch_size=5, lr=0.02, warmup_steps=2, schedule="linear", betas=(0.8, 0.9))
-    config = recipe_config("stage", tmp_path, recipe, seed=3, solution={"kind": "full"})
-    assert (config.max_steps, config.batch_size, config.seed) == (7, 5, 3)
-    assert (config.optim.lr, config.optim.warmup_steps, config.optim.schedule, config.optim.betas) == (0.02, 2, "linear", (0.8, 0.9))

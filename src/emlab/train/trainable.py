@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -219,8 +220,11 @@ class FullTrainable(Trainable):
 
     def norm(self) -> float:
         params = self.master_parameters()
-        total = sum(float((params[n].detach().double() - b.to(params[n].device)).pow(2).sum()) for n, b in self.base_state.items())
-        return total**0.5
+        total = math.fsum(
+            float((params[n].detach().double() - b.to(params[n].device)).pow(2).sum())
+            for n, b in self.base_state.items()
+        )
+        return math.sqrt(total)  # as FullDelta.norm
 
     def release(self) -> nn.Module:
         with torch.no_grad():
