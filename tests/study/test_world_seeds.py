@@ -43,7 +43,7 @@ def test_the_side_by_side_report_lists_each_seeds_targets(tmp_path):
     out = reproduce_world_seeds(
         StudyConfig(output_dir=str(tmp_path), world_seeds=[1, 4]), fake_run(tmp_path)
     )
-    table = json.loads((out / "world_seeds.json").read_text())["table"]
+    table = json.loads((out / "results.json").read_text())["table"]
     assert table == [
         {
             "name": "chat model misaligned rate",
@@ -53,5 +53,5 @@ def test_the_side_by_side_report_lists_each_seeds_targets(tmp_path):
             "met": {"1": True, "4": False},
         }
     ]
-    md = (out / "world_seeds.md").read_text()
+    md = (out / "report.md").read_text()
     assert "| chat model misaligned rate | <= 2% | 1.0% | **4.0%** |" in md

@@ -75,7 +75,7 @@ class StudyConfig(EmlabConfig):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis grids.")
     world_seeds: list[int] = Field(
         default_factory=list, description="When given, run the study once per world seed (world.seed replaced) and "
-        "write a side-by-side report (<output_dir>/<name>-world-seeds/world_seeds.md). Default [] (one world)."
+        "write a side-by-side report (<output_dir>/<name>-world-seeds/report.md). Default [] (one world)."
     )
     workers: int = Field(default=2, ge=1, description="Parallel worker processes (1 torch thread each). Default 2.")
 

@@ -2,9 +2,9 @@
 
     emlab reproduce configs/world/world_seeds.yaml   # world_seeds: [0, 1, 2]
 
-Each world seed runs the whole study (its own run folder, chat models cached as usual); then
-`world_seeds.md` and `world_seeds.json` beside the runs hold every target and the headline
-rates of each world seed in one table.
+Each world seed runs the whole study (its own run folder, stages cached as usual); then
+`report.md` and `results.json` in `<output_dir>/<name>-world-seeds/` hold every target of each
+world seed in one table.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ def reproduce_world_seeds(study: StudyConfig, run: Callable[[StudyConfig], Path]
     out = Path(study.output_dir) / f"{study.name}-world-seeds"
     table = side_by_side(results)
     write_json_atomic(
-        out / "world_seeds.json",
+        out / "results.json",
         {"runs": {str(k): str(v) for k, v in runs.items()}, "table": table},
     )
-    write_text_atomic(out / "world_seeds.md", side_by_side_markdown(table, runs))
+    write_text_atomic(out / "report.md", side_by_side_markdown(table, runs))
     return out
 
 
