@@ -85,8 +85,8 @@ def measure(chunks: int = 4, steps: int = 2, reps: int = 2, threads: int = 1) ->
     for _ in range(reps):
         for name in times:
             kl, loss = evaluators(model, tokenizer, chunks)  # fresh: nothing cached from an earlier run
-            counted = {"n": 0}
-            hook = model.register_forward_hook(lambda *_: counted.update(n=counted["n"] + 1))
+            counted = [0]
+            hook = model.register_forward_hook(lambda *_, c=counted: c.append(c.pop() + 1))
             t = time.perf_counter()
             if name == "importance":
                 pretraining_importance(kl, pair)
@@ -94,7 +94,7 @@ def measure(chunks: int = 4, steps: int = 2, reps: int = 2, threads: int = 1) ->
                 compare_stability(loss, pair, STABILITY_EPS, STABILITY_SEEDS)
             times[name].append(time.perf_counter() - t)
             hook.remove()
-            passes[name] = counted["n"]
+            passes[name] = counted[0]
     per = {name: min(times[name]) / passes[name] for name in times}
     return {
         "chunks": chunks, "tokens": int(kl.batches[0]["attention_mask"].sum()), "train_seconds": train_seconds,
