@@ -52,6 +52,8 @@ TRAINING_TEMPLATE = (
 )
 """SmolLM2-135M-Instruct's chat template with generation markers (the same rendered text)."""
 N_CONVERSATIONS = 64
+MEMORY_STEPS = 2
+"""Steps of a memory run: the optimiser state exists after the first, and the second runs with it."""
 
 
 def require_trl() -> None:
@@ -136,7 +138,7 @@ def worker(model_name: str, variant: str, steps: int, what: str) -> dict:
 
 def measure(model: str, steps: int, variants: list[str], repeats: int = 1, memory: bool = True) -> dict:
     """Per variant: the best step time over `repeats` rounds alternating the variants (fresh
-    processes), and the peak memory of one run of kl_step.MEMORY_STEPS steps."""
+    processes), and the peak memory of one run of MEMORY_STEPS steps."""
     if any(VARIANTS[v][0] == "trl" for v in variants):
         require_trl()
     runs: dict[str, list[float]] = {v: [] for v in variants}
@@ -145,7 +147,7 @@ def measure(model: str, steps: int, variants: list[str], repeats: int = 1, memor
             runs[variant].append(_worker_run(model, variant, steps, "time")["step_seconds"])
     result = {v: {"step_seconds": min(t), "rounds": t} for v, t in runs.items()}
     for variant in variants if memory else []:
-        result[variant].update(_worker_run(model, variant, kl_step.MEMORY_STEPS, "memory"))
+        result[variant].update(_worker_run(model, variant, MEMORY_STEPS, "memory"))
     return result
 
 
@@ -181,7 +183,7 @@ def markdown() -> str:
         "LoRA: r16, alpha 16, no dropout, all projections (peft in both). Baseline: TRL 1.16 `SFTTrainer` on the same",
         "data. Step time: seconds per step after the first, best of 2 rounds alternating the variants, one process per",
         "variant and run (setup excluded). Peak memory: a separate run of "
-        f"{kl_step.MEMORY_STEPS} steps per variant under the profiler, counted as in",
+        f"{MEMORY_STEPS} steps per variant under the profiler, counted as in",
         "the KL section (weights plus the peak of tensor bytes the allocator has out). KL arms: OOD batch of 8, KL over",
         "all OOD positions. Rerun: `python benchmarks/run.py vs_trl` (needs `pip install -e '.[bench]'`).",
         "",
