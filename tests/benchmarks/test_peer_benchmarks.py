@@ -80,3 +80,12 @@ def test_text_loss_scores_every_real_token(importance, tiny_model, tiny_tokenize
     nll = torch.nn.functional.cross_entropy(logits[:, :-1][real], batch["input_ids"][:, 1:][real])
     assert loss.evaluate(None) == pytest.approx(float(nll), rel=1e-6)
     assert torch.equal(kl.batches[0]["input_ids"], batch["input_ids"])
+
+
+def test_metric_costs_run_on_a_tiny_model(importance, tiny_model, tiny_tokenizer):
+    from emlab.solutions import SteeringSolution
+
+    kl, loss = importance.evaluators(tiny_model, tiny_tokenizer, chunks=3)
+    steering = SteeringSolution(torch.ones(32), "layer", 0, 1.0)
+    seconds = importance.metric_seconds(tiny_model, kl, loss, steering, repeats=2)
+    assert set(seconds) == {"forward", "nll", "kl", "kl_previous"} and all(s > 0 for s in seconds.values())
