@@ -2,7 +2,7 @@
 time and peak memory per step on the same model, data, batch, LoRA and threads, side by side.
 
     python benchmarks/vs_trl.py [--model smollm2|tiny] [--steps 4] [--variant trl_lora ...]   # JSON
-    python benchmarks/vs_trl.py --markdown                                                 # RESULTS.md section
+    python benchmarks/vs_trl.py --markdown [--from saved.json]                             # RESULTS.md section
 
 Needs the optional `bench` extra (`pip install -e '.[bench]'`: trl, datasets); without it the
 TRL arms stop with an `error:` line. Each variant runs in its own processes, as in
@@ -161,9 +161,9 @@ def _worker_run(model: str, variant: str, steps: int, what: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def markdown() -> str:
-    """The RESULTS.md section (SmolLM2-135M)."""
-    r = measure("smollm2", 3, list(VARIANTS), repeats=2)
+def markdown(r: dict | None = None) -> str:
+    """The RESULTS.md section (SmolLM2-135M) from `measure`'s result `r` (None: measure now)."""
+    r = r or measure("smollm2", 3, list(VARIANTS), repeats=2)
     t = {v: r[v]["step_seconds"] for v in r}
     m = {v: r[v]["peak_mib"] for v in r}
 
@@ -212,9 +212,10 @@ if __name__ == "__main__":
     parser.add_argument("--measure", choices=["time", "memory"], help="a worker's measurement (required with --worker)")
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--from", dest="saved", type=Path, help="with --markdown: the section of a saved JSON measurement")
     args = parser.parse_args()
     if args.markdown:
-        print(markdown())
+        print(markdown(json.loads(args.saved.read_text()) if args.saved else None))
     elif args.worker:
         print(json.dumps(worker(args.model, args.variant[0], args.steps, args.measure)))
     else:
