@@ -200,7 +200,20 @@ def markdown(r: dict | None = None) -> str:
     ])
 
 
-FINDINGS = "Where the time goes: see the profile notes below the table (updated by hand when the picture changes)."
+FINDINGS = (
+    "Where the time goes (cProfile of 3 LoRA steps of each; TRL 1.16's source): the decoder layers cost the same in"
+    " both (the same peft LoRA layers, the same matrix products); the output head differs. On a machine without"
+    " Triton TRL's fused head (`add_fused_lm_head`, trl/kernels/chunked_logprob.py) puts every position of the"
+    " batch through the head, labelled or not (it compacts to the labelled rows only with Triton), computes the"
+    " entropy and top-1 accuracy of every position for its logged metrics, and recomputes each tile's logits in"
+    " the backward pass (its `_forward_tile` and `_backward_tile` took about 9 of each TRL step's ~40 profiled"
+    " seconds). emlab's head (`train/head_loss.py`) takes only the assistant positions (about half here),"
+    " computes their gradient in the forward pass and never recomputes them; its chunks hold 2^23 logits (32"
+    " MiB), while TRL's tiles span the batch's positions, which is most of its extra peak memory. The KL arms"
+    " add the OOD batch's pass with gradients over all its positions, and (exact base) a base forward; the"
+    " top-k base replaces the base forward by a cache built before training."
+)
+"""Measured findings (update them when the picture changes)."""
 
 
 if __name__ == "__main__":
