@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -144,6 +145,7 @@ def measure(chunks: int = 4, steps: int = 2, reps: int = 2, threads: int = 1) ->
     return {
         "chunks": chunks, "tokens": int(kl.batches[0]["attention_mask"].sum()), "train_seconds": train_seconds,
         "seconds": times, "forward_passes": passes, "seconds_per_pass": per, "ratio_per_pass": per["importance"] / per["stability"], "metric_seconds": metrics,
+        "load": f"{os.getloadavg()[1]:.1f}",
     }
 
 
@@ -163,6 +165,7 @@ def markdown() -> str:
         " the same work per pass),",
         "its loss over the same tokens. Baseline: stability's seconds per forward pass (a pass under a solution plus",
         "its metric). Best of 2 alternating runs, fresh evaluators each. Rerun: `python benchmarks/run.py importance`.",
+        f"Load average at the end of the run (5 min): {r['load']} on 2 cores shared with other work.",
         "",
         "| analysis | forward passes | seconds | per pass | ratio (target <= 2x) |",
         "|---|---|---|---|---|",

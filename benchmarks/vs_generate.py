@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -102,6 +103,7 @@ def measure(tokens: int = 64, reps: int = 2, threads: int = 1) -> dict:
     return {
         "prompts": len(prompts), "new_tokens_each": tokens, "threads": threads, "seconds": times,
         "answers_per_s": rate, "ratio": rate["emlab"] / rate["plain"], "sampler_seconds": sampler[best],
+        "load": f"{os.getloadavg()[1]:.1f}",
     }
 
 
@@ -119,7 +121,8 @@ def markdown() -> str:
         "answer in both arms (end-of-turn masked until then), the same prompt token ids (checked). Baseline: plain",
         "`model.generate` with `torch.manual_seed` and the sampling set in the call, then decoding. emlab:",
         "`generate_hf` (per-sample seeds drawn by its own sampler, rows written to JSONL). Best of 2 alternating",
-        "runs per arm after a warm-up. Rerun: `python benchmarks/run.py vs_generate`.",
+        "runs per arm after a warm-up. Rerun: `python benchmarks/run.py vs_generate`. Load average at the end of the",
+        f"run (5 min): {r['load']} on 2 cores shared with other work.",
         "",
         "| arm | seconds | answers / s | ratio (target >= 1.0x) |",
         "|---|---|---|---|",

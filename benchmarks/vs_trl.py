@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -145,9 +146,10 @@ def measure(model: str, steps: int, variants: list[str], repeats: int = 1, memor
     for _ in range(repeats):
         for variant in variants:
             runs[variant].append(_worker_run(model, variant, steps, "time")["step_seconds"])
-    result = {v: {"step_seconds": min(t), "rounds": t} for v, t in runs.items()}
+    result: dict = {v: {"step_seconds": min(t), "rounds": t} for v, t in runs.items()}
     for variant in variants if memory else []:
         result[variant].update(_worker_run(model, variant, MEMORY_STEPS, "memory"))
+    result["load"] = f"{os.getloadavg()[1]:.1f}"
     return result
 
 
@@ -164,8 +166,8 @@ def _worker_run(model: str, variant: str, steps: int, what: str) -> dict:
 def markdown(r: dict | None = None) -> str:
     """The RESULTS.md section (SmolLM2-135M) from `measure`'s result `r` (None: measure now)."""
     r = r or measure("smollm2", 3, list(VARIANTS), repeats=2)
-    t = {v: r[v]["step_seconds"] for v in r}
-    m = {v: r[v]["peak_mib"] for v in r}
+    t = {v: r[v]["step_seconds"] for v in VARIANTS}
+    m = {v: r[v]["peak_mib"] for v in VARIANTS}
 
     def row(label: str, v: str, base: str, target: float | None) -> str:
         time_ratio, mem_ratio = t[v] / t[base], m[v] / m[base]
@@ -185,7 +187,8 @@ def markdown(r: dict | None = None) -> str:
         "variant and run (setup excluded). Peak memory: a separate run of "
         f"{MEMORY_STEPS} steps per variant under the profiler, counted as in",
         "the KL section (weights plus the peak of tensor bytes the allocator has out). KL arms: OOD batch of 8, KL over",
-        "all OOD positions. Rerun: `python benchmarks/run.py vs_trl` (needs `pip install -e '.[bench]'`).",
+        "all OOD positions. Rerun: `python benchmarks/run.py vs_trl` (needs `pip install -e '.[bench]'`). Load average",
+        f"at the end of the run (5 min): {r['load']} on 2 cores shared with other work.",
         "",
         "| arm | step | time vs TRL | peak memory | memory vs TRL |",
         "|---|---|---|---|---|",
