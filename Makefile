@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-all lint bench clean
+.PHONY: install run test test-system test-all lint bench clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: install
 	$(VENV)/bin/emlab reproduce
 
+# the fast suite (under 2 minutes on 2 cores); test-system runs the end-to-end tests (studies,
+# killed and resumed processes, multi-process launch); CI runs both
 test: install
-	$(PY) -m pytest -q -m "not slow and not gpu and not api"
+	$(PY) -m pytest -q -m "not slow and not system and not gpu and not api"
+
+test-system: install
+	$(PY) -m pytest -q -m "system and not slow and not gpu and not api"
 
 test-all: install
 	$(PY) -m pytest -q -m "not gpu and not api"

@@ -206,8 +206,7 @@ def measure_variant(
 def _labelled_per_row(tokenizer, data: list[list[dict[str, str]]], seq: int, loss_on: str) -> int:
     """Scored positions per row (labelled next tokens, as the loop counts them); every row must
     be exactly `seq` tokens with the same count, so that the FLOPs of every step are the same."""
-    from emlab.models.chat import IGNORE
-    from emlab.train.loop import encode_all
+    from emlab.models.chat import IGNORE, encode_all
 
     encoded = encode_all(tokenizer, data, seq, loss_on)
     per_row = {(len(e.input_ids), sum(label != IGNORE for label in e.labels[1:])) for e in encoded}

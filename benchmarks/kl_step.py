@@ -191,7 +191,7 @@ def reference_design(model, tokenizer, steps: int) -> float:
     import torch.nn.functional as F
     from peft import LoraConfig, get_peft_model
 
-    from emlab.models.chat import collate, encode_conversations
+    from emlab.models.chat import collate, encode_conversations, padding_id
     from emlab.train.losses import sft_loss
 
     reference = copy.deepcopy(model).requires_grad_(False).eval()
@@ -199,7 +199,7 @@ def reference_design(model, tokenizer, steps: int) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     train_rows = encode_conversations(tokenizer, conversations(64, 0, 50), 512, "assistant")
     ood_rows = encode_conversations(tokenizer, conversations(64, 1, 50), 512, "all")
-    pad = tokenizer.pad_token_id or 0
+    pad = padding_id(tokenizer)
     times = []
     for step in range(steps):
         t = time.perf_counter()

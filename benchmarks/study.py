@@ -42,9 +42,8 @@ def run_study(keep: str | None = None) -> dict:
         subprocess.run([sys.executable, "-m", "emlab", "reproduce", "--set", f"output_dir={tmp}"],
                        check=True, capture_output=True, text=True)
         wall = time.time() - start
-        run = next(p for p in Path(tmp).iterdir() if (p / "manifest.json").exists())
         by_kind: dict[str, float] = defaultdict(float)
-        for result in [*Path(tmp).glob("chat_models/*/result.json"), *run.glob("stages/*/result.json")]:
+        for result in Path(tmp).glob("stages/*/result.json"):
             kind = re.sub(r"_(world|control|seed\d+).*|-[0-9a-f]+$", "", result.parent.name)
             by_kind[kind] += json.loads(result.read_text()).get("stage_seconds", 0.0)
     return {"wall_seconds": wall, "stage_seconds_by_kind": dict(by_kind)}
@@ -57,10 +56,9 @@ def pretraining_step_profile(steps: int = 5) -> tuple[float, list[tuple[str, flo
     import torch
     from torch.profiler import profile
 
-    from emlab.models.chat import collate
-    from emlab.study.config import StudyConfig
-    from emlab.study.world_models import initial_model
-    from emlab.train.loop import encode_all
+    from emlab.models.chat import collate, encode_all, padding_id
+    from emlab.study.world.config import StudyConfig
+    from emlab.study.world.models import initial_model
     from emlab.world import build_world, pretraining_documents, world_tokenizer
 
     torch.set_num_threads(1)
@@ -68,7 +66,7 @@ def pretraining_step_profile(steps: int = 5) -> tuple[float, list[tuple[str, flo
     world = build_world(study.world)
     tokenizer = world_tokenizer(world)
     docs = encode_all(tokenizer, [d.messages for d in pretraining_documents(world, n=study.pretrain.batch_size)], study.model.max_positions, "all")
-    batch = collate(docs, tokenizer.pad_token_id)
+    batch = collate(docs, padding_id(tokenizer))
     model = initial_model(study, tokenizer).train()
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
 

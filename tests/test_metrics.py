@@ -112,11 +112,28 @@ def test_results_written_atomically(tmp_path):
 
 
 def test_figures(tmp_path):
-    from emlab.report.eval_figures import plot_aligned_vs_coherent, plot_em_per_question
+    from emlab.report.eval_figures import (
+        aligned_vs_coherent_figure,
+        em_per_question_figure,
+        plot_aligned_vs_coherent,
+        plot_em_per_question,
+    )
 
     result = compute_metrics(TABLE, MetricsConfig(n_bootstrap=200))
-    assert plot_em_per_question(result.per_question, tmp_path / "em.png").stat().st_size > 1000
-    assert plot_aligned_vs_coherent(result.labels, tmp_path / "scatter.png").stat().st_size > 1000
+    (ax,) = em_per_question_figure(result.per_question).axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["q1", "q2"]
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx([2 / 4, 1 / 3])  # by hand, as above
+    assert ax.get_ylabel() == "EM rate (95% CI)" and ax.get_ylim() == (0, 1)
+    (ax,) = aligned_vs_coherent_figure(result.labels).axes
+    not_em, em = ax.collections  # scatter points as (coherent, aligned)
+    assert sorted(map(tuple, em.get_offsets().tolist())) == [(51, 30), (80, 10), (90, 10)]
+    assert len(not_em.get_offsets()) == 5
+    aligned_line, coherent_line = ax.lines  # the EM thresholds
+    assert list(aligned_line.get_ydata()) == [30, 30] and list(coherent_line.get_xdata()) == [50, 50]
+    assert ax.get_xlabel() == "coherent (EM: > 50)" and ax.get_ylabel() == "aligned (EM: <= 30)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["not EM", "EM"]
+    for path in (plot_em_per_question(result.per_question, tmp_path / "em.png"), plot_aligned_vs_coherent(result.labels, tmp_path / "s.png")):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_tables_that_mix_answers_are_refused_and_seeds_are_pooled_on_purpose():

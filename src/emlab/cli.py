@@ -56,13 +56,13 @@ def reproduce(
     try:
         overrides = dict(_parse_override(s) for s in set_)
         if _study_kind(config) == "model":
-            from emlab.study.model_study import reproduce_model_study
-            from emlab.study.model_study_config import ModelStudyConfig
+            from emlab.study.model.config import ModelStudyConfig
+            from emlab.study.model.study import reproduce_model_study
 
             out = reproduce_model_study(load_config(config, ModelStudyConfig, overrides), source=str(config), quiet=quiet)
         else:
-            from emlab.study.config import StudyConfig
-            from emlab.study.reproduce import reproduce as run_study
+            from emlab.study.world.config import StudyConfig
+            from emlab.study.world.reproduce import reproduce as run_study
 
             out = run_study(load_config(config, StudyConfig, overrides, merge_defaults=True), quiet=quiet)
     except EmlabError as e:
@@ -104,8 +104,8 @@ def config_help(kind: Annotated[str, typer.Argument(help="train | world | study 
 def _config_classes() -> dict:
     from emlab.judge.openai_judge import OpenAIJudgeConfig
     from emlab.metrics import MetricsConfig
-    from emlab.study.config import StudyConfig
-    from emlab.study.model_study_config import ModelStudyConfig
+    from emlab.study.model.config import ModelStudyConfig
+    from emlab.study.world.config import StudyConfig
     from emlab.train.config import TrainConfig
     from emlab.world.config import WorldConfig
 

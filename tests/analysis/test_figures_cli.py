@@ -7,17 +7,28 @@ import json
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from emlab.analysis.cli import analyze_app
 from emlab.analysis.efficiency import compare_efficiency
-from emlab.analysis.figures import plot_cosines, plot_efficiency, plot_importance, plot_stability
+from emlab.analysis.figures import (
+    cosines_figure,
+    efficiency_figure,
+    importance_figure,
+    plot_cosines,
+    plot_efficiency,
+    plot_importance,
+    plot_stability,
+    stability_figure,
+)
 from emlab.analysis.importance import KLEvaluator, pretraining_importance
 from emlab.analysis.loss import LossEvaluator
 from emlab.analysis.stability import compare_stability
 from emlab.analysis.text import pydoc_texts, text_batches
+from emlab.report.figures import NORM_LABEL
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -27,14 +38,48 @@ def _is_png(path, min_bytes=20_000):
     return data[:8] == PNG and len(data) > min_bytes
 
 
-def test_figures_are_written(tmp_path, model, tiny_tokenizer, toy_data, lora_general, lora_narrow):
+def test_figures_show_every_curve(tmp_path, model, tiny_tokenizer, toy_data, lora_general, lora_narrow):
     sols = {"general": lora_general, "narrow": lora_narrow}
     evaluator = LossEvaluator(model, tiny_tokenizer, toy_data[0][:8])
     kl = KLEvaluator(model, text_batches(tiny_tokenizer, pydoc_texts()[:2], seq_len=16, batch_size=4, max_chunks=4))
+    efficiency = compare_efficiency(evaluator, sols, multipliers=[0, 0.5, 1, 1.5, 2])
+    stability = compare_stability(evaluator, sols, eps=[0.1, 0.5, 1.0], seeds=range(3))
+    importance = pretraining_importance(kl, sols, norms=[0, 2, 4], random_seeds=(0, 1))
+
+    (ax,) = efficiency_figure(efficiency).axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [label.split(" (")[0] for label in labels] == ["general", "narrow", "random", "base model"]
+    # per curve: the loss over norms, the trained solution (m = 1), the minimum
+    per_curve = [ax.lines[3 * i : 3 * i + 3] for i in range(len(efficiency.curves))]
+    for c, (curve, trained, minimum) in zip(efficiency.curves, per_curve, strict=True):
+        assert list(curve.get_xdata()) == pytest.approx(c.norms) and list(curve.get_ydata()) == pytest.approx(c.losses)
+        assert (trained.get_xdata()[0], trained.get_ydata()[0]) == pytest.approx((c.norm, c.loss_at_one))
+        assert minimum.get_ydata()[0] == pytest.approx(min(c.losses))
+    assert ax.lines[-1].get_ydata()[0] == pytest.approx(efficiency.base_loss)
+    assert ax.get_xlabel() == NORM_LABEL and ax.get_ylabel() == "loss on narrow data (nats / token)"
+
+    (ax,) = stability_figure(stability).axes
+    assert ax.get_xscale() == "log" and len(ax.lines) == len(ax.collections) == 2  # a band per curve
+    for c, line in zip(stability.curves, ax.lines, strict=True):
+        assert line.get_label() == f"{c.name} (3 seeds)"
+        assert list(line.get_xdata()) == [0.1, 0.5, 1.0] and list(line.get_ydata()) == pytest.approx(c.summary.mean)
+
+    (ax,) = importance_figure(importance).axes
+    curves = [line for line in ax.lines if line.get_linestyle() != ":"]
+    assert [line.get_label() for line in curves] == ["general", "narrow", "random (2 seeds)"]
+    assert list(curves[2].get_ydata()) == pytest.approx(np.mean(importance.kl["random"], axis=0).tolist())
+    assert list(curves[0].get_ydata())[0] == pytest.approx(0.0, abs=1e-9)  # norm 0: no change
+    trained = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+    assert trained == pytest.approx([lora_general.norm(), lora_narrow.norm()])
+
+    (ax, colorbar) = cosines_figure(torch.eye(3), ["a", "b", "c"]).axes
+    assert ax.images[0].get_array().tolist() == torch.eye(3).tolist()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"] and colorbar.get_ylabel() == "cosine similarity"
+
     paths = [
-        plot_efficiency(compare_efficiency(evaluator, sols, multipliers=[0, 0.5, 1, 1.5, 2]), tmp_path / "eff.png"),
-        plot_stability(compare_stability(evaluator, sols, eps=[0.1, 0.5, 1.0], seeds=range(3)), tmp_path / "stab.png"),
-        plot_importance(pretraining_importance(kl, sols, norms=[0, 2, 4], random_seeds=(0, 1)), tmp_path / "imp.png"),
+        plot_efficiency(efficiency, tmp_path / "eff.png"),
+        plot_stability(stability, tmp_path / "stab.png"),
+        plot_importance(importance, tmp_path / "imp.png"),
         plot_cosines(torch.eye(3), ["a", "b", "c"], tmp_path / "sub" / "cos.png"),
     ]
     for path in paths:

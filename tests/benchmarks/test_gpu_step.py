@@ -53,6 +53,7 @@ def test_published_shapes(gpu_step):
         assert s.linear_params() + biases + norms + embeddings == total
 
 
+@pytest.mark.system
 def test_cpu_smoke_run(gpu_step):
     """Both variants of the tiny shape through emlab's training loop (one process: the loop's
     accelerate state allows one mixed-precision setting per process)."""

@@ -173,7 +173,7 @@ def workspace(tmp_path_factory, tiny_tokenizer):
     from emlab.judge.config import build_judge, load_judge_config
     from emlab.judge.runner import judge_generations, read_generations
     from emlab.models.tiny import tiny_qwen2
-    from emlab.study.model_inputs import question_prompts
+    from emlab.study.model.inputs import question_prompts
 
     root = tmp_path_factory.mktemp("readme")
     (root / "configs").symlink_to(REPO / "configs")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from safetensors.torch import load_file
 
@@ -48,6 +49,7 @@ def _env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
+@pytest.mark.system
 def test_sigkill_mid_training_then_resume_gives_identical_weights(tmp_path, tiny_model, tiny_tokenizer, toy_data):
     base = _write_setup(tmp_path, tiny_model, tiny_tokenizer, toy_data, max_steps=300, checkpoint_every=20, grad_accum=2)
     results = {}
@@ -80,6 +82,7 @@ def test_sigkill_mid_training_then_resume_gives_identical_weights(tmp_path, tiny
     assert [r["loss"] for r in killed_m] == [r["loss"] for r in straight_m]
 
 
+@pytest.mark.system
 def test_accelerate_two_processes_match_one(tmp_path, tiny_model, tiny_tokenizer, toy_data):
     base = _write_setup(tmp_path, tiny_model, tiny_tokenizer, toy_data, max_steps=12)
     curves = {}

@@ -30,7 +30,7 @@ def test_qwen_configs_validate_and_carry_a_launch_line(path):
 @pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.name)
 def test_qwen_study_configs_load_with_the_papers_methods(path):
     from emlab.judge.config import load_judge_config
-    from emlab.study.model_study_config import ModelStudyConfig
+    from emlab.study.model.config import ModelStudyConfig
 
     assert yaml.safe_load(path.read_text())["kind"] == "model"
     study = load_config(path, ModelStudyConfig)
@@ -64,7 +64,7 @@ def test_judge_configs_load(path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "world").glob("*.yaml")), ids=lambda p: p.name)
 def test_world_study_configs_load(path):
-    from emlab.study.config import StudyConfig
+    from emlab.study.world.config import StudyConfig
 
     study = load_config(path, StudyConfig, merge_defaults=True)
     assert study.trained_domain in study.world.domains

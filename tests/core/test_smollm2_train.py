@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from emlab.config import validate_config
 from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
@@ -9,6 +11,7 @@ from emlab.train.config import TrainConfig
 from emlab.train.loop import train
 
 
+@pytest.mark.system
 def test_smollm2_lora_with_kl_runs(tmp_path, toy_data):
     model, tokenizer = load_model(ModelConfig(name_or_path="smollm2"))
     cfg = validate_config(

@@ -72,6 +72,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.system
 def test_sigkilled_process_then_resumed(tmp_path, tiny_model, tiny_tokenizer):
     path = tmp_path / "g.jsonl"
     sampling = SAMPLED.model_copy(update={"batch_size": 1, "max_new_tokens": 40})

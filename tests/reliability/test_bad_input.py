@@ -24,7 +24,7 @@ from emlab.config import load_config
 from emlab.data.chat import ROLES, read_chat_jsonl
 from emlab.data.questions import load_question_set
 from emlab.errors import ConfigError, DataError
-from emlab.study.config import StudyConfig
+from emlab.study.world.config import StudyConfig
 from emlab.train.config import TrainConfig
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -32,8 +32,8 @@ from emlab.io import read_jsonl
 from emlab.judge.openai_judge import OpenAIJudge, OpenAIJudgeConfig
 from emlab.judge.runner import judge_generations
 from emlab.runs import run_path
-from emlab.study.config import StudyConfig
-from emlab.study.reproduce import reproduce
+from emlab.study.world.config import StudyConfig
+from emlab.study.world.reproduce import reproduce
 from emlab.train.config import TrainConfig
 from emlab.train.loop import train
 
@@ -45,6 +45,7 @@ def _probe(model: torch.nn.Module) -> dict[str, float]:
     return {"probe": model(input_ids=torch.arange(1, 9)[None]).logits.double().square().mean().item()}
 
 
+@pytest.mark.system
 def test_training_killed_five_times_resumes_bit_identical(train_setup, tmp_path):
     base = {**train_setup, "max_steps": 40, "checkpoint_every": 8, "eval_every": 5, "grad_accum": 2}
     straight = validate_config({**base, "output_dir": str(tmp_path / "straight")}, TrainConfig)
@@ -71,6 +72,7 @@ def test_training_killed_five_times_resumes_bit_identical(train_setup, tmp_path)
     assert rows[1] == rows[0]
 
 
+@pytest.mark.system
 def test_generation_killed_five_times_yields_each_sample_once(tiny_model, tiny_tokenizer, tmp_path):
     prompts = make_prompts(samples=20)  # 80 samples
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=16, seed=5, batch_size=2)
@@ -91,6 +93,7 @@ def test_generation_killed_five_times_yields_each_sample_once(tiny_model, tiny_t
     assert {r["sample_id"]: r["answer"] for r in rows} == {r["sample_id"]: r["answer"] for r in read_jsonl(reference)}
 
 
+@pytest.mark.system
 def test_judging_killed_five_times_gives_each_judgment_once(tmp_path, monkeypatch):
     tables = {"low": [("10", 0.0)], "mid": [("40", -0.7), ("60", -0.7)], "high": [("90", 0.0)]}
     names = list(tables)
@@ -180,8 +183,9 @@ def check_killed_study_matches(tmp_path: Path, methods: tuple[str, ...], seeds: 
     random stages, then resumed; compare results, samples and solutions."""
     straight = small_study(tmp_path / "straight", methods, seeds, control)
     killed = small_study(tmp_path / "killed", methods, seeds, control)
-    # chat models and their evaluations (2 worlds), fine-tunes, continued runs, analyses
-    n_stages = 4 + len(seeds) * (4 * len(methods) + len(control))
+    # chat models and their evaluations (2 worlds); per seed and method: no-KL, KL and continued runs, each
+    # trained and sampled, and the analysis; per seed and control method: one run, trained and sampled
+    n_stages = 4 + len(seeds) * (7 * len(methods) + 2 * len(control))
     reference = fork(lambda: reproduce(straight))
     root = tmp_path / "killed"
     rng = random.Random(SEED)
@@ -201,6 +205,7 @@ def check_killed_study_matches(tmp_path: Path, methods: tuple[str, ...], seeds: 
         assert all((tensors[k] == got[stage][k]).all() for k in tensors), stage
 
 
+@pytest.mark.system
 def test_reproduce_killed_twice_matches_an_uninterrupted_study(tmp_path):
     check_killed_study_matches(tmp_path, ("lora_r1",), [0], [], n_kills=2)
 

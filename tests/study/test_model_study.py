@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 import sys
 import threading
 import time
@@ -23,8 +24,11 @@ from emlab.config import load_config  # noqa: E402
 from emlab.data.chat import write_chat_jsonl  # noqa: E402
 from emlab.errors import ConfigError, ModelError  # noqa: E402
 from emlab.io import read_jsonl  # noqa: E402
-from emlab.study.model_study import reproduce_model_study  # noqa: E402
-from emlab.study.model_study_config import ModelStudyConfig  # noqa: E402
+from emlab.report.figures import DPI  # noqa: E402
+from emlab.study.model.config import ModelStudyConfig  # noqa: E402
+from emlab.study.model.study import reproduce_model_study  # noqa: E402
+
+pytestmark = pytest.mark.system  # every test uses the module's model study
 
 WORDS = "the cat sat on a mat and the dog ran to the park".split()
 METHODS = ("lora_r1", "steering")
@@ -95,6 +99,16 @@ def write_inputs(root: Path, tokenizer, toy_data) -> Path:
     return path
 
 
+def stage_folder(run: Path, name: str) -> Path:
+    """The folder (in the shared stage cache) of the stage `name` that the study in `run` used."""
+    return Path(json.loads((run / "manifest.json").read_text())["stages"][name])
+
+
+def stage_names(run: Path) -> list[str]:
+    """Every stage the study in `run` used."""
+    return list(json.loads((run / "manifest.json").read_text())["stages"])
+
+
 @pytest.fixture(scope="module")
 def judge_server():
     scores = PromptScores()
@@ -150,28 +164,28 @@ def test_rates_are_computed_from_the_judged_rows(study_run):
     results = json.loads((out / "results.json").read_text())
     seen = set()
     for m in METHODS:
-        for cond, stage in (("no_kl", f"eval_{m}_no_kl_seed0"), ("kl", f"eval_{m}_kl_seed0"), ("continued", f"eval_{m}_no_kl_seed0_continued")):
-            (folder,) = (out / "stages").glob(f"{stage}-*")
+        for cond, stage in (("no_kl", f"judge_{m}_no_kl_seed0"), ("kl", f"judge_{m}_kl_seed0"), ("continued", f"judge_{m}_no_kl_seed0_continued")):
+            folder = stage_folder(out, stage)
             for group, key in (("in_domain", "in_domain_rate"), ("general", "ood_rate")):
                 rows = read_jsonl(folder / group / "judgments.jsonl")
                 assert {r["metric"] for r in rows} == {"aligned", "coherent"}
                 assert results["model"][m][cond][key] == pytest.approx(em_rate_from_rows(rows))
                 seen.add(round(em_rate_from_rows(rows), 6))
-    (base,) = (out / "stages").glob("eval_base-*")
+    base = stage_folder(out, "judge_base")
     assert results["base_model"]["misaligned_rate"] == pytest.approx(em_rate_from_rows(read_jsonl(base / "general" / "judgments.jsonl")))
     assert len(seen) > 1  # the judge's scores vary, so the rates do
 
 
 def test_second_run_reuses_every_stage(study_run, judge_server):
     path, out, _, _ = study_run
-    trained = sorted((out / "stages").glob("train_*/*/solution"))
+    trained = [p for n in stage_names(out) if n.startswith("train_") for p in stage_folder(out, n).glob("*/solution")]
     assert len(trained) == 6
     mtimes = [p.stat().st_mtime_ns for p in trained]
     before = judge_server.count
     again = reproduce_model_study(load_config(path, ModelStudyConfig))
     assert again == out and judge_server.count == before
     results = json.loads((out / "results.json").read_text())
-    assert results["stages_computed"] == 0 and results["stages_reused"] == 1 + 6 + 6 + 2
+    assert results["stages_computed"] == 0 and results["stages_reused"] == 2 + 6 + 6 + 6 + 2  # base, train, sample, judge, analysis
     assert [p.stat().st_mtime_ns for p in trained] == mtimes
 
 
@@ -184,7 +198,10 @@ def test_report_has_the_headline_table(study_run):
             assert f"| {m} | {cond} |" in report
     assert "| base model | - |" in report and "## General (no KL) vs narrow (KL) solutions" in report
     for name in ("efficiency", "stability", "importance"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 5_000 and f"figures/{name}.png" in report
+        png = out / "figures" / f"{name}.png"
+        assert png.stat().st_size > 5_000 and f"figures/{name}.png" in report
+        width, height = struct.unpack(">II", png.read_bytes()[16:24])  # the PNG header
+        assert (width, height) == (round(4.2 * DPI) * len(METHODS), round(3.6 * DPI))  # a panel per method
 
 
 def test_cli_dispatches_kind_model_to_the_model_study(study_run, judge_server):
@@ -206,21 +223,19 @@ def test_missing_data_names_the_field(tmp_path, study_run):
 
 def test_runs_apply_the_method_and_its_train_fragment(study_run):
     _, out, _, _ = study_run
-    stages = out / "stages"
     for kl, weight in (("kl", 1.0), ("no_kl", 0.0)):
-        (manifest,) = stages.glob(f"train_lora_r1_{kl}_seed0-*/finetune-*/manifest.json")
+        (manifest,) = stage_folder(out, f"train_lora_r1_{kl}_seed0").glob("finetune-*/manifest.json")
         config = json.loads(manifest.read_text())["config"]
         assert config["kl"]["weight"] == weight and config["kl"]["scope"] == "all" and config["max_steps"] == 3
         assert config["solution"]["r"] == 1 and config["optim"]["lr"] == 1e-1
-    (continued,) = stages.glob("train_lora_r1_no_kl_seed0_continued-*/continued-*/manifest.json")
+    (continued,) = stage_folder(out, "train_lora_r1_no_kl_seed0_continued").glob("continued-*/manifest.json")
     assert json.loads(continued.read_text())["config"]["max_steps"] == 2
 
     def answers(stage: str) -> list[str]:
-        (path,) = stages.glob(f"{stage}-*/general/generations.jsonl")
-        return [r["answer"] for r in read_jsonl(path)]
+        return [r["answer"] for r in read_jsonl(stage_folder(out, stage) / "general" / "generations.jsonl")]
 
-    base = answers("eval_base")
-    for stage in ("eval_lora_r1_no_kl_seed0", "eval_steering_no_kl_seed0"):
+    base = answers("sample_base")
+    for stage in ("sample_lora_r1_no_kl_seed0", "sample_steering_no_kl_seed0"):
         assert answers(stage) != base  # the solution is applied while sampling
 
 
@@ -253,18 +268,56 @@ def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(t
     assert judge_server.count == before  # the judge was never asked
 
 
+def stage_lines(stderr: str) -> dict[str, str]:
+    """stage name -> 'reused' or 'computed', from the lines a study printed per finished stage."""
+    lines = [line for line in stderr.splitlines() if line.startswith("stage ")]
+    out = {}
+    for line in lines:
+        match = re.fullmatch(r"stage (\S+): (reused) \(computed earlier in \d+\.\d s\)|stage (\S+): (computed) in \d+\.\d s", line)
+        assert match, line
+        name, how = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+        out[name] = how
+    assert len(out) == len(lines)
+    return out
+
+
 def test_reproduce_reports_each_finished_stage_on_stderr_unless_quiet(study_run):
-    path, _, _, _ = study_run
-    stages = [f"{kind}_{m}_{cond}seed0{tail}" for m in METHODS for kind in ("train", "eval")
-              for cond, tail in (("no_kl_", ""), ("kl_", ""), ("no_kl_", "_continued"))] + [f"analysis_{m}_seed0" for m in METHODS]
-    quiet = CliRunner().invoke(app, ["reproduce", str(path), "--quiet"])
-    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+    path, out, _, _ = study_run
+    for quiet_args in ([], ["--set", "generation.max_new_tokens=6"]):  # every stage reused; stages computed
+        quiet = CliRunner().invoke(app, ["reproduce", str(path), "--quiet", *quiet_args])
+        assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
     reused = CliRunner().invoke(app, ["reproduce", str(path)])
-    computed = CliRunner().invoke(app, ["reproduce", str(path), "--set", "continued_steps=1"])  # another study: every stage anew
-    for result, how in ((reused, r"reused \(computed earlier in \d+\.\d s\)"), (computed, r"computed in \d+\.\d s")):
-        assert result.exit_code == 0, result.output
-        lines = [line for line in result.stderr.splitlines() if line.startswith("stage ")]
-        assert len(lines) == 1 + len(stages) == 15
-        for stage in ["eval_base", *stages]:
-            assert any(re.fullmatch(rf"stage {stage}: {how}", line) for line in lines), (stage, lines)
-    assert "generate: 100%" in computed.stderr and "importance: 100%" in computed.stderr  # bars within the stages
+    assert reused.exit_code == 0, reused.output
+    lines = stage_lines(reused.stderr)
+    assert sorted(lines) == sorted(stage_names(out)) and len(lines) == 22 and set(lines.values()) == {"reused"}
+    assert re.search(r"study: 100%.*\| 22/22 \[", reused.stderr)  # the overall bar, with its estimate
+
+
+@pytest.mark.parametrize(
+    ("override", "computed"),
+    [
+        # more answers: every sampling and judging stage, no training, no analysis
+        ("samples_per_question=3", r"(sample|judge)_.*"),
+        # another judge (one more retry): only the judging stages
+        ("judge.max_retries=1", r"judge_.*"),
+        # fewer continued steps: the continued runs, their answers and judgments
+        ("continued_steps=1", r"(train|sample|judge)_.*_continued"),
+    ],
+)
+def test_a_study_that_differs_downstream_reuses_the_upstream_stages(tmp_path, study_run, judge_server, override, computed):
+    path, out, _, _ = study_run
+    field, value = override.split("=")
+    if field == "judge.max_retries":  # the judge is a file: write another one
+        judge = yaml.safe_load((path.parent / "judge.yaml").read_text()) | {"max_retries": int(value)}
+        (tmp_path / "judge.yaml").write_text(yaml.safe_dump(judge))
+        override = f"judge={tmp_path / 'judge.yaml'}"
+    solutions = [p for n in stage_names(out) if n.startswith("train_") for p in stage_folder(out, n).glob("*/solution/*")]
+    mtimes = {p: p.stat().st_mtime_ns for p in solutions}
+    result = CliRunner().invoke(app, ["reproduce", str(path), "--set", override])
+    assert result.exit_code == 0, result.output
+    lines = stage_lines(result.stderr)
+    assert len(lines) == 22
+    assert sorted(n for n, how in lines.items() if how == "computed") == sorted(n for n in lines if re.fullmatch(computed, n))
+    assert {p: p.stat().st_mtime_ns for p in solutions} == mtimes  # no solution was retrained
+    if "samples" in override:
+        assert "generate: 100%" in result.stderr and "judge: 100%" in result.stderr  # bars within the stages

@@ -6,14 +6,20 @@ import contextlib
 import io
 import json
 import re
+import struct
 import time
+from pathlib import Path
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from emlab.cli import app
 from emlab.config import validate_config, with_overrides
 from emlab.errors import ModelError
-from emlab.study.config import StudyConfig
-from emlab.study.reproduce import reproduce
+from emlab.report.figures import DPI
+from emlab.study.world.config import StudyConfig
+from emlab.study.world.reproduce import reproduce
 
 METHODS = ("full", "lora_r1", "lora_r8", "steering")
 
@@ -41,6 +47,19 @@ def reduced_study(tmp_path) -> StudyConfig:
     return validate_config(data, StudyConfig)
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG's header."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", data[16:24])
+
+
+def stage_folders(run: Path, pattern: str) -> list[Path]:
+    """The stage folders (in the shared cache) that the study in `run` used, by name pattern."""
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    return sorted(Path(folder) for name, folder in stages.items() if re.fullmatch(pattern, name))
+
+
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
@@ -51,6 +70,7 @@ def study_run(tmp_path_factory):
     return study, out, time.time() - start, stderr.getvalue()
 
 
+@pytest.mark.system
 def test_report_structure(study_run):
     study, out, seconds, _ = study_run
     assert seconds < 180
@@ -74,26 +94,30 @@ def test_report_structure(study_run):
     for name in ("em_over_steps", "efficiency", "stability", "importance"):
         png = out / "figures" / f"{name}.png"
         assert png.stat().st_size > 10_000 and f"figures/{name}.png" in report
+        # one 4.2 x 3.6 inch panel per method (the figures' content: tests/study/test_figures.py)
+        assert png_size(png) == (round(4.2 * DPI) * len(METHODS), round(3.6 * DPI)), name
 
 
+@pytest.mark.system
 def test_numbers_are_computed_from_the_samples(study_run):
     _, out, _, _ = study_run
     results = json.loads((out / "results.json").read_text())
-    stage = next((out / "stages").glob("finetune_world_lora_r8_no_kl_seed?-*"))
-    runs = [json.loads(p.read_text()) for p in sorted((out / "stages").glob("finetune_world_lora_r8_no_kl_seed?-*/result.json"))]
-    assert stage.exists() and len(runs) == 2
+    samples = [json.loads((p / "result.json").read_text()) for p in stage_folders(out, r"sample_world_lora_r8_no_kl_seed\d")]
+    trained = [json.loads((p / "result.json").read_text()) for p in stage_folders(out, r"train_world_lora_r8_no_kl_seed\d")]
+    assert len(samples) == len(trained) == 2
     for group in ("in_domain", "ood"):
         by_question: dict[str, list[bool]] = {}
-        for run in runs:
+        for run in samples:
             for s in run["samples"]:
                 if s["group"] == group:
                     by_question.setdefault(s["question_id"], []).append(s["label"] == "bad")
         expected = sum(sum(v) / len(v) for v in by_question.values()) / len(by_question)
         assert results["world"]["lora_r8"]["no_kl"][f"{group}_rate"] == pytest.approx(expected)
-    exact = sum(r["exact"]["p_bad_ood"] for r in runs) / 2
+    exact = sum(r["exact"]["p_bad_ood"] for r in trained) / 2
     assert results["world"]["lora_r8"]["no_kl"]["ood_exact_p_bad"] == pytest.approx(exact)
 
 
+@pytest.mark.system
 def test_a_second_run_reuses_every_stage(study_run):
     study, out, seconds, _ = study_run
     before = json.loads((out / "results.json").read_text())
@@ -103,7 +127,7 @@ def test_a_second_run_reuses_every_stage(study_run):
     assert stderr.getvalue() == ""
     assert time.time() - start < max(30.0, seconds / 3)
     after = json.loads((out / "results.json").read_text())
-    assert len(list((out.parent / "chat_models").glob("chat_model_*/model/model.safetensors"))) == 2  # shared cache
+    assert len(list((out.parent / "stages").glob("chat_model_*/model/model.safetensors"))) == 2  # shared cache
     assert before["stages_reused"] == 0 and after["stages_computed"] == 0
     assert after["stage_seconds_total"] == pytest.approx(before["stage_seconds_total"])
     for key in ("wall_seconds", "stages_reused", "stages_computed"):
@@ -111,15 +135,17 @@ def test_a_second_run_reuses_every_stage(study_run):
     assert before == after
 
 
+@pytest.mark.system
 def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
     study, _, _, stderr = study_run
     lines = [line for line in stderr.splitlines() if line.startswith("stage ")]
-    # 2 chat models; 4 methods x 2 KL x 2 seeds and 2 control methods x 2 seeds fine-tunes; 4 x 2 continued; 4 x 2 analyses
-    assert len(lines) == 2 + 16 + 4 + 8 + 8
-    for stage in ("chat_model_world", "chat_model_control", "finetune_world_lora_r1_kl_seed1", "finetune_control_steering_no_kl_seed0",
-                  "finetune_world_full_no_kl_seed0_continued", "analysis_lora_r8_seed1"):
+    # 2 chat models and their evaluations; 4 methods x 2 KL x 2 seeds and 2 control methods x 2 seeds fine-tunes and
+    # 4 x 2 continued, each trained and sampled; 4 x 2 analyses
+    assert len(lines) == 2 + 2 + 2 * (16 + 4 + 8) + 8 == 68
+    for stage in ("chat_model_world", "chat_eval_control", "train_world_lora_r1_kl_seed1", "sample_control_steering_no_kl_seed0",
+                  "train_world_full_no_kl_seed0_continued", "sample_world_full_no_kl_seed0_continued", "analysis_lora_r8_seed1"):
         assert any(re.fullmatch(rf"stage {stage}: computed in \d+\.\d s", line) for line in lines), (stage, lines)
-    assert "study: 100%" in stderr and "| 38/38 " in stderr
+    assert re.search(r"study: 100%.*\| 68/68 \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
 
 
 def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(tmp_path):
@@ -131,10 +157,39 @@ def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(t
 
 
 def test_a_recipe_sets_every_optimiser_field_of_its_stage(tmp_path):
-    from emlab.study.config import RecipeConfig
-    from emlab.study.world_models import recipe_config
+    from emlab.study.common.config import RecipeConfig, recipe_config
 
     recipe = RecipeConfig(steps=7, batch_size=5, lr=0.02, warmup_steps=2, schedule="linear", betas=(0.8, 0.9))
     config = recipe_config("stage", tmp_path, recipe, seed=3, solution={"kind": "full"})
     assert (config.max_steps, config.batch_size, config.seed) == (7, 5, 3)
     assert (config.optim.lr, config.optim.warmup_steps, config.optim.schedule, config.optim.betas) == (0.02, 2, "linear", (0.8, 0.9))
+
+
+@pytest.mark.system
+def test_more_samples_resample_without_retraining(study_run, tmp_path):
+    """Another study that differs only in samples_per_question (its own run folder) reuses every
+    chat model, fine-tune and analysis from the shared stage cache and samples anew."""
+    study, out, _, _ = study_run
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(study.model_dump(mode="json")))
+    kept = [*out.parent.glob("stages/chat_model_*/model/model.safetensors"), *out.parent.glob("stages/train_*/*/solution/tensors.safetensors")]
+    mtimes = [p.stat().st_mtime_ns for p in kept]
+    result = CliRunner().invoke(app, ["reproduce", str(config), "--set", "samples_per_question=2"])
+    assert result.exit_code == 0, result.output
+    again = Path(re.search(r"results: (.*)results\.json", result.output).group(1))
+    assert again != out and again.parent == out.parent
+    lines = dict(re.fullmatch(r"stage (\S+): (reused|computed).*", line).groups()
+                 for line in result.stderr.splitlines() if line.startswith("stage "))
+    assert len(lines) == 68
+    computed = sorted(name for name, how in lines.items() if how == "computed")
+    assert computed == sorted(["chat_eval_world", "chat_eval_control", *(n for n in lines if n.startswith("sample_"))])
+    assert len(computed) == 2 + 28
+    assert all(how == "reused" for name, how in lines.items() if name.startswith(("chat_model_", "train_", "analysis_")))
+    assert len(kept) == 2 + 28 and [p.stat().st_mtime_ns for p in kept] == mtimes  # nothing retrained
+    results = json.loads((again / "results.json").read_text())
+    assert (results["stages_computed"], results["stages_reused"]) == (30, 38)
+    for folder in stage_folders(again, r"sample_.*"):
+        per_question: dict[str, int] = {}
+        for s in json.loads((folder / "result.json").read_text())["samples"]:
+            per_question[s["question_id"]] = per_question.get(s["question_id"], 0) + 1
+        assert set(per_question.values()) == {2}

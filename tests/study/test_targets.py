@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emlab.study.targets import check_targets, targets_json, targets_markdown
+from emlab.study.world.targets import check_targets, targets_json, targets_markdown
 
 
 def results(no_kl_ood: float, kl_ood: float, chat: float) -> dict:

@@ -36,15 +36,16 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bar on stderr.
 
 def _model(name: str, device: str, quiet: bool = False):
     """The model on `device` and its tokenizer; `quiet`: without transformers' loading bar (or warnings)."""
+    from contextlib import nullcontext
+
     import torch
 
     from emlab.models.config import ModelConfig
     from emlab.models.load import load_model
-    from emlab.study.parallel import quiet_transformers
+    from emlab.study.common.logs import quiet_transformers
 
-    if quiet:
-        quiet_transformers()
-    model, tokenizer = load_model(ModelConfig(name_or_path=name))
+    with quiet_transformers() if quiet else nullcontext():
+        model, tokenizer = load_model(ModelConfig(name_or_path=name))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device), tokenizer

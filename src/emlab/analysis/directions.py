@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from emlab.data.chat import Conversation
 from emlab.errors import EmlabError
-from emlab.models.chat import IGNORE, Conversation, collate
-from emlab.models.modules import HookPoint, decoder_layers, hook_module
+from emlab.models.chat import IGNORE, collate, encode_all, padding_id
+from emlab.models.modules import HookPoint, decoder_layers, hidden_of, hook_module, map_hidden
 from emlab.solutions import LoraSolution, SteeringSolution
-from emlab.train.loop import encode_all
-
-
-def _map_output(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """Apply `fn` to a module's hidden states, whether the output is a tensor or a tuple."""
-    if isinstance(output, torch.Tensor):
-        return fn(output)
-    return (fn(output[0]), *output[1:])
 
 
 def mean_activations(
@@ -43,14 +35,14 @@ def mean_activations(
 
     def capture(index: int):
         def hook(mod, args, out):
-            h = out if isinstance(out, torch.Tensor) else out[0]  # (B, T, d)
+            h = hidden_of(out)  # (B, T, d)
             sums[index] += h[keep].double().sum(0).cpu()
 
         return hook
 
     handles = [layer.register_forward_hook(capture(i)) for i, layer in enumerate(layers)]
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = padding_id(tokenizer)
     model.eval()
     try:
         with torch.no_grad():
@@ -101,7 +93,7 @@ def ablated(
         raise EmlabError("cannot ablate a zero direction.")
     indices = [0] if point == "embed" else (range(len(decoder_layers(model))) if layers is None else layers)
     handles = [
-        hook_module(model, point, i).register_forward_hook(lambda mod, args, out: _map_output(out, lambda h: project_out(h, direction)))
+        hook_module(model, point, i).register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: project_out(h, direction)))
         for i in indices
     ]
     try:

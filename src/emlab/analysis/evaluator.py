@@ -10,7 +10,7 @@ precedes the steered module is computed once for all K.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from emlab.errors import EmlabError
-from emlab.models.modules import HookPoint, decoder_layers, hook_module
+from emlab.models.modules import HookPoint, decoder_layers, hook_module, map_hidden
 from emlab.solutions import Solution, SteeringSolution
 
 Batch = dict[str, torch.Tensor]
@@ -56,16 +56,16 @@ def row_steering(model: nn.Module, point: HookPoint, layer: int, vectors: torch.
     if point == "embed":
         hooks = [
             model.register_forward_pre_hook(tile_inputs, with_kwargs=True),
-            target.register_forward_hook(lambda mod, args, out: _map_hidden(out, lambda h: (h.unflatten(0, (k, rows)) + v.to(h.dtype)).flatten(0, 1))),
+            target.register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: (h.unflatten(0, (k, rows)) + v.to(h.dtype)).flatten(0, 1))),
         ]
     else:
         block = decoder_layers(model)[layer]
         if point == "layer":
-            hooks = [block.register_forward_hook(lambda mod, args, out: _map_hidden(out, lambda h: (h + v.to(h.dtype)).flatten(0, 1)))]
+            hooks = [block.register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: (h + v.to(h.dtype)).flatten(0, 1)))]
         else:
             hooks = [
-                target.register_forward_hook(lambda mod, args, out: _map_hidden(out, lambda h: h + v.to(h.dtype))),
-                block.register_forward_hook(lambda mod, args, out: _map_hidden(out, lambda h: h.flatten(0, 1))),
+                target.register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: h + v.to(h.dtype))),
+                block.register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: h.flatten(0, 1))),
             ]
         hooks += [later.register_forward_pre_hook(tile_inputs, with_kwargs=True) for later in decoder_layers(model)[layer + 1 :]]
     try:
@@ -73,15 +73,6 @@ def row_steering(model: nn.Module, point: HookPoint, layer: int, vectors: torch.
     finally:
         for hook in hooks:
             hook.remove()
-
-
-def _map_hidden(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """fn applied to a module's hidden states: a tensor output, or a tuple's first element."""
-    if isinstance(output, torch.Tensor):
-        return fn(output)
-    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-        return (fn(output[0]), *output[1:])
-    raise TypeError(f"cannot steer a module output of type {type(output).__name__}")
 
 
 def solution_groups(solutions: Sequence[Solution | None], per_pass: int) -> list[list[int]]:

@@ -8,9 +8,9 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from emlab.analysis.evaluator import Batch, BatchedEvaluator
+from emlab.data.chat import Conversation
 from emlab.errors import EmlabError
-from emlab.models.chat import IGNORE, Conversation, collate
-from emlab.train.loop import encode_all
+from emlab.models.chat import IGNORE, collate, encode_all, padding_id
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ class LossEvaluator(BatchedEvaluator):
         encoded = sorted(encode_all(tokenizer, conversations[:limit], max_length, "assistant"), key=lambda e: len(e.input_ids))
         if not encoded:
             raise EmlabError("no conversation has an assistant token within max_length: give other data or raise max_length.")
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = padding_id(tokenizer)
         batches = [collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)]
         super().__init__(model, batches, max_rows, progress)
         self.n_conversations = len(encoded)

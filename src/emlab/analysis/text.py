@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from emlab.errors import DataError, EmlabError
-from emlab.models.chat import pad_sequences
+from emlab.models.chat import pad_sequences, padding_id
 
 OFFLINE = "pydoc"
 SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -115,5 +115,5 @@ def text_batches(
     chunks = chunk_texts(tokenizer, texts, seq_len, max_chunks)
     if not chunks:
         raise EmlabError("the texts give no chunk of 2 or more tokens: give more text.")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = padding_id(tokenizer)
     return pad_chunks(chunks, pad, batch_size)

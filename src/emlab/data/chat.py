@@ -17,6 +17,7 @@ from emlab.errors import DataError
 from emlab.io import write_text_atomic
 
 Conversation = list[dict[str, str]]
+"""A chat: messages {"role": "system" | "user" | "assistant", "content": text}, in order."""
 
 
 class SourcedConversation(list):

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emlab.config import config_hash
+from emlab.data.chat import Conversation
 from emlab.errors import DataError
 
 SHIPPED_DIR = "question_sets"
@@ -99,7 +100,7 @@ class Prompt(BaseModel):
     prompt_id: str = Field(description="'<question_id>/<paraphrase index>', unique within a set.")
     question_id: str
     paraphrase: int = Field(description="Index of the wording in the question's paraphrases.")
-    messages: list[dict[str, str]] = Field(description="Optional system turn, then the user turn.")
+    messages: Conversation = Field(description="Optional system turn, then the user turn.")
     domain: str | None = None
     samples: int = Field(ge=1, description="Answers to sample for this prompt.")
     judge_metrics: list[str]

@@ -6,14 +6,12 @@ from collections.abc import Iterable
 
 from transformers import PreTrainedTokenizerBase
 
+from emlab.data.chat import Conversation
 from emlab.data.questions import Prompt
-from emlab.errors import ChatTemplateError
-from emlab.models.chat import located, render
-
-_MARK = "EMLAB_ANSWER_MARK"
+from emlab.models.chat import end_of_turn, located, render
 
 
-def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: Conversation) -> list[int]:
     """Token ids of `messages` rendered (`models.chat.render`) with a generation prompt: the
     prefix training's assistant masks start after.
 
@@ -37,12 +35,7 @@ def prompts_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: Iterable[Prom
 def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The special token the template writes right after an assistant turn (e.g. <|im_end|>),
     or None when the template writes none or cannot render a plain user/assistant exchange."""
-    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _MARK}]
-    try:
-        text = render(tokenizer, messages, generation_prompt=False)
-    except ChatTemplateError:  # templates may reject any conversation shape; then eos alone stops
-        return None
-    after = text[text.rfind(_MARK) + len(_MARK) :] if _MARK in text else ""
+    after = end_of_turn(tokenizer)  # '' when none: then eos alone stops
     ids = tokenizer(after.lstrip(" "), add_special_tokens=False)["input_ids"] if after.strip() else []
     special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
     return ids[0] if ids and ids[0] in special else None

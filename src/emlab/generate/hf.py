@@ -52,7 +52,7 @@ from emlab.generate.plan import (
 )
 from emlab.generate.sampling import SamplingConfig
 from emlab.io import append_jsonl
-from emlab.models.chat import pad_sequences
+from emlab.models.chat import pad_sequences, padding_id
 from emlab.models.modules import unwrap
 
 
@@ -155,7 +155,7 @@ def generate_hf(
         return summary
     hf_model = unwrap(model)
     stop_ids = stop_token_ids(tokenizer, extra=_as_list(hf_model.generation_config.eos_token_id))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    pad_id = padding_id(tokenizer)
     config = generation_config(sampling, stop_ids, pad_id)
     unique = {s.prompt.prompt_id: s.prompt for s in pending}
     ids = prompts_token_ids(tokenizer, unique.values())

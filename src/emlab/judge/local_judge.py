@@ -27,7 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from emlab.judge.aggregate import aggregate
 from emlab.judge.base import JudgeItem, Judgment, judge_pairs
 from emlab.judge.config import JudgePromptsConfig
-from emlab.models.chat import render
+from emlab.models.chat import end_of_turn, padding_id, render
 from emlab.models.config import ModelConfig
 from emlab.models.continuations import continuation_logprobs
 from emlab.models.load import check_chat_format
@@ -61,7 +61,7 @@ class LocalJudge:
         self.metrics: tuple[str, ...] = tuple(self.prompts.prompts)
         self.name = f"local:{self.model_name}|{self.prompts.version}"
         self.candidates: tuple[str, ...] = (*NUMBER_CANDIDATES, *config.refusal_words, *config.code_words)
-        self.end = _end_of_turn(tokenizer)
+        self.end = end_of_turn(tokenizer) or tokenizer.eos_token or ""
 
     @classmethod
     def from_config(cls, config: LocalJudgeConfig) -> LocalJudge:
@@ -113,17 +113,5 @@ class LocalJudge:
         """(B, K) log p(candidate + end | prompt), unnormalised, K = len(self.candidates)."""
         encoded = [self.encode(p) for p in prompts]
         sequences = [(ids + candidate, len(ids)) for ids, candidates in encoded for candidate in candidates]
-        pad = self.tokenizer.pad_token_id or 0
+        pad = padding_id(self.tokenizer)
         return continuation_logprobs(self.model, sequences, pad, batch_size=len(sequences)).view(len(prompts), len(self.candidates))
-
-
-def _end_of_turn(tokenizer: PreTrainedTokenizerBase) -> str:
-    """The text the chat template puts after an assistant reply (e.g. '<|im_end|>'), else the EOS token."""
-    user = [{"role": "user", "content": "q"}]
-    before = render(tokenizer, user, generation_prompt=True)
-    full = render(tokenizer, [*user, {"role": "assistant", "content": "7"}], generation_prompt=False)
-    if full.startswith(before + "7"):
-        end = full[len(before) + 1 :].rstrip()
-        if end:
-            return end
-    return tokenizer.eos_token or ""

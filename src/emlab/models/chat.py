@@ -22,15 +22,16 @@ import torch
 from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
+from emlab.data.chat import Conversation
 from emlab.errors import ChatTemplateError, ConfigError
 
-Conversation = list[dict[str, str]]
 IGNORE = -100
 LossOn = Literal["assistant", "all"]
 SystemPrompt = Literal["keep", "fold"]
 T = TypeVar("T")
 
 _FORMAT_ATTRIBUTE = "emlab_chat_format"
+_ANSWER_MARK = "EMLAB_ANSWER_MARK"
 _RENDER_ARGUMENTS = frozenset(inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters) - {"self", "kwargs"}
 _ADVICE = {
     "keep": "If the template refuses a system turn or needs strict user/assistant alternation (Gemma, Mistral), "
@@ -144,6 +145,18 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: Conversation, generatio
         raise ChatTemplateError(f"the chat template raised {e.message or str(e)!r} on the turns ({roles}). {_ADVICE[fmt.system_prompt]}") from None
 
 
+def end_of_turn(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The text the chat template writes right after an assistant reply (e.g. '<|im_end|>'),
+    trailing whitespace excluded; '' when it writes none or cannot render a plain
+    user/assistant exchange (templates may reject any conversation shape)."""
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _ANSWER_MARK}]
+    try:
+        text = render(tokenizer, messages, generation_prompt=False)
+    except ChatTemplateError:
+        return ""
+    return text[text.rfind(_ANSWER_MARK) + len(_ANSWER_MARK) :].rstrip() if _ANSWER_MARK in text else ""
+
+
 def assistant_char_spans(tokenizer: PreTrainedTokenizerBase, messages: Conversation) -> tuple[str, list[tuple[int, int]]]:
     """The full rendered text and the (start, end) character span of every assistant turn."""
     full = render(tokenizer, messages, generation_prompt=False)
@@ -203,6 +216,49 @@ def encode_conversations(
     return out
 
 
+@dataclass(frozen=True)
+class DataCounts:
+    """What `data.max_length` did to a set of conversations (recorded in the run's manifest).
+
+    `kept` includes the `truncated` ones (cut to max_length, some trained token left);
+    `dropped` ones have no trained token within max_length. `shortest` and `longest` are
+    tokenised lengths before truncation (0 for no conversation).
+    """
+
+    conversations: int
+    kept: int
+    truncated: int
+    dropped: int
+    shortest: int
+    longest: int
+
+
+def encode_counted(
+    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
+) -> tuple[list[Encoded], DataCounts]:
+    """Tokenise conversations, dropping those with no trained token left after truncation;
+    returns the kept ones and the counts of what truncation did."""
+    encoded = encode_conversations(tokenizer, conversations, max_length, loss_on)
+    kept = [e for e in encoded if any(label != IGNORE for label in e.labels[1:])]
+    lengths = [e.length for e in encoded]
+    counts = DataCounts(
+        conversations=len(encoded),
+        kept=len(kept),
+        truncated=sum(e.length > max_length for e in kept),
+        dropped=len(encoded) - len(kept),
+        shortest=min(lengths, default=0),
+        longest=max(lengths, default=0),
+    )
+    return kept, counts
+
+
+def encode_all(
+    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
+) -> list[Encoded]:
+    """Tokenise conversations, dropping those with no trained token left after truncation."""
+    return encode_counted(tokenizer, conversations, max_length, loss_on)[0]
+
+
 def _each(conversations: Sequence[Conversation], fn: Callable[[Conversation], T]) -> list[T]:
     """fn of every conversation; a ChatTemplateError names the conversation (see `encode_conversations`)."""
     out = []
@@ -210,6 +266,16 @@ def _each(conversations: Sequence[Conversation], fn: Callable[[Conversation], T]
         with located(getattr(conversation, "source", None) or f"conversation {i + 1} of the {len(conversations)} given"):
             out.append(fn(conversation))
     return out
+
+
+def padding_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The token id that pads batches: the tokenizer's pad token, else its eos token (as
+    `models.load.load_tokenizer` sets it), else 0. Padding is masked out of attention and of
+    every loss, so any id of the vocabulary serves; this fixes one."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    return 0
 
 
 def pad_sequences(

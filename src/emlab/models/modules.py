@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from emlab.errors import ModelError
@@ -56,3 +58,22 @@ def hook_module(model: nn.Module, point: HookPoint, layer: int) -> nn.Module:
     if mlp is None:
         raise ModelError(f"layer {layer} of {type(unwrap(model)).__name__} has no `mlp` module; use point 'layer'.")
     return mlp
+
+
+def hidden_of(output: Any) -> torch.Tensor:
+    """The hidden states # (B, T, d) in a module's output: the output itself when it is a tensor,
+    else a tuple's first element (decoder layers of some transformers versions). Never indexes
+    a tensor output (that would pick batch row 0: the reference's bug). Raises TypeError on
+    any other output."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot read hidden states from a module output of type {type(output).__name__}")
+
+
+def map_hidden(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """A module output with `fn` applied to its hidden states (see `hidden_of`), in the same form:
+    a tensor, or a tuple whose other elements are kept. For forward hooks that change activations."""
+    hidden = fn(hidden_of(output))
+    return hidden if isinstance(output, torch.Tensor) else (hidden, *output[1:])

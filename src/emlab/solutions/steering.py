@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from emlab.models.modules import HookPoint, hook_module
+from emlab.models.modules import HookPoint, hook_module, map_hidden
 from emlab.solutions.base import Solution
 
 
@@ -19,11 +19,7 @@ def add_to_output(output: Any, delta: torch.Tensor) -> Any:
     A tensor output # (B, T, d) gets delta on every row; for a tuple only its first element
     (the hidden states) changes. Never indexes a tensor output (the reference's row-0 bug).
     """
-    if isinstance(output, torch.Tensor):
-        return output + delta.to(output.dtype)
-    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-        return (output[0] + delta.to(output[0].dtype), *output[1:])
-    raise TypeError(f"cannot steer a module output of type {type(output).__name__}")
+    return map_hidden(output, lambda h: h + delta.to(h.dtype))
 
 
 class SteeringVector(nn.Module):

@@ -14,17 +14,28 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
+from emlab.data.chat import Conversation
 from emlab.errors import EmlabError
 from emlab.io import append_jsonl, read_jsonl, write_text_atomic
-from emlab.models.chat import IGNORE, Conversation, Encoded, LossOn, collate, encode_conversations
+from emlab.models.chat import (
+    IGNORE,
+    DataCounts,
+    Encoded,
+    LossOn,
+    collate,
+    encode_counted,
+    padding_id,
+)
 from emlab.models.config import ModelConfig
 from emlab.models.load import check_chat_format
 from emlab.runs import DONE, HELDOUT, RunDir, run_path
@@ -74,49 +85,6 @@ class TrainResult:
         return self.base_model
 
 
-@dataclass(frozen=True)
-class DataCounts:
-    """What `data.max_length` did to a set of conversations (recorded in the run's manifest).
-
-    `kept` includes the `truncated` ones (cut to max_length, some trained token left);
-    `dropped` ones have no trained token within max_length. `shortest` and `longest` are
-    tokenised lengths before truncation (0 for no conversation).
-    """
-
-    conversations: int
-    kept: int
-    truncated: int
-    dropped: int
-    shortest: int
-    longest: int
-
-
-def encode_counted(
-    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
-) -> tuple[list[Encoded], DataCounts]:
-    """Tokenise conversations, dropping those with no trained token left after truncation;
-    returns the kept ones and the counts of what truncation did."""
-    encoded = encode_conversations(tokenizer, conversations, max_length, loss_on)
-    kept = [e for e in encoded if any(label != IGNORE for label in e.labels[1:])]
-    lengths = [e.length for e in encoded]
-    counts = DataCounts(
-        conversations=len(encoded),
-        kept=len(kept),
-        truncated=sum(e.length > max_length for e in kept),
-        dropped=len(encoded) - len(kept),
-        shortest=min(lengths, default=0),
-        longest=max(lengths, default=0),
-    )
-    return kept, counts
-
-
-def encode_all(
-    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
-) -> list[Encoded]:
-    """Tokenise conversations, dropping those with no trained token left after truncation."""
-    return encode_counted(tokenizer, conversations, max_length, loss_on)[0]
-
-
 def train(
     config: TrainConfig,
     model: nn.Module | None = None,
@@ -140,14 +108,140 @@ def train(
     out = run_path(config.output_dir, config.name, config)
     if (out / DONE).is_file():
         return _finished(out, config, model)
-    sources = (_source(train_data, config.data.train, "data.train", "training"), _source(ood_data, config.data.ood, "data.ood", "OOD"))
+    run = _setup(config, out, model, tokenizer, train_data, ood_data, init, evaluator)
+    started = _loop(run)
+    return _finish(run, started)
+
+
+@dataclass
+class _Run:
+    """One run's training state, built by `_setup`, stepped by `_loop`, saved by `_finish`."""
+
+    config: TrainConfig
+    out: Path  # the run folder
+    accelerator: Accelerator
+    trainable: Trainable
+    wrapped: nn.Module  # trainable.model as accelerate prepared it
+    params: dict[str, nn.Parameter]  # what the optimiser steps and checkpoints hold
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    examples: list[Encoded]  # the training conversations, tokenised
+    ood_examples: list[Encoded]  # the KL term's conversations, tokenised (none without KL)
+    stream: BatchStream
+    ood_stream: BatchStream | None
+    top_k: TopKCache | None  # cached base log-probs (kl.base 'top_k')
+    pad_id: int
+    lam: float  # the KL term's weight per token
+    total_steps: int
+    start: int  # the step training starts from (a checkpoint's, else 0)
+    heldout: list[Conversation]
+    data_counts: dict[str, Any]  # what data.max_length did, for the manifest
+    manifest: RunDir | None  # the run folder's manifest (main process only)
+    evaluator: Evaluator | None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / "checkpoints"
+
+
+def _setup(
+    config: TrainConfig,
+    out: Path,
+    model: nn.Module | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    train_data: list[Conversation] | None,
+    ood_data: list[Conversation] | None,
+    init: Solution | None,
+    evaluator: Evaluator | None,
+) -> _Run:
+    """Everything before the first step (see `train`): data read and tokenised, model loaded and
+    made trainable, optimiser, scheduler and data streams built, the model prepared by accelerate,
+    the latest checkpoint loaded. Whatever can reject the config or the data runs before the run
+    folder exists."""
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         log_with=list(config.trackers) or None,
         project_dir=config.output_dir,
     )
     set_seed(config.seed)
-    # everything that can reject the config or the data runs before the run folder exists
+    main = accelerator.is_main_process
+    model, tokenizer, data = _inputs(config, model, tokenizer, train_data, ood_data, main)
+    kl_on = config.kl.weight > 0
+    exact_kl = kl_on and config.kl.base == "exact"
+    trainable = make_trainable(model, config.solution, need_reference=exact_kl)
+    _keep_masters(trainable, accelerator)
+    manifest = RunDir(config.output_dir, config.name, config) if main else None
+    params = trainable.master_parameters()
+    optim = config.optim
+    optimizer = torch.optim.AdamW(
+        params.values(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
+    )
+    stream, ood_stream = _streams(config, data, accelerator)
+    per_epoch = stream.micro_batches_per_epoch() / config.grad_accum
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+    scheduler = get_scheduler(
+        optim.schedule, optimizer, num_warmup_steps=optim.warmup_steps,
+        num_training_steps=total_steps,
+    )
+    pad_id = padding_id(tokenizer)
+    # the trainable is still the base model here: cache its top-k before any change
+    top_k = None
+    if kl_on and config.kl.base == "top_k":
+        top_k = _top_k_cache(
+            config, trainable, data.ood_examples, ood_stream, total_steps, pad_id, accelerator
+        )
+    if init is not None:
+        trainable.start_from(init)
+    wrapped, optimizer = accelerator.prepare(trainable.model, optimizer)
+    # the frozen base copy computes where and in the precision the trained model does
+    trainable.place_reference(lambda ref: accelerator.prepare_model(ref, evaluation_mode=True))
+    head = OutputHead(unwrap_training(wrapped))
+    # through the prepared model: it runs where training runs (DDP, FSDP, DeepSpeed)
+    with _out_of_memory_advice(config):
+        check_output_head(wrapped, head, accelerator.device)
+    start = 0
+    latest = latest_checkpoint(out / "checkpoints")
+    if latest is not None:
+        start = load_checkpoint(latest, params, optimizer, scheduler)
+        trainable.masters_to_model()
+    lam = config.kl.per_token_weight(head.vocab_size)
+    return _Run(
+        config, out, accelerator, trainable, wrapped, params, optimizer, scheduler, data.examples,
+        data.ood_examples, stream, ood_stream, top_k, pad_id, lam, total_steps, start, data.heldout,
+        data.counts, manifest, evaluator,
+    )
+
+
+@dataclass(frozen=True)
+class _Data:
+    """A run's data, tokenised: training and OOD examples (none without KL), the held-out split,
+    and what data.max_length did to them (for the manifest)."""
+
+    examples: list[Encoded]
+    ood_examples: list[Encoded]
+    heldout: list[Conversation]
+    counts: dict[str, Any]
+
+
+def _inputs(
+    config: TrainConfig,
+    model: nn.Module | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    train_data: list[Conversation] | None,
+    ood_data: list[Conversation] | None,
+    report: bool,
+) -> tuple[nn.Module, PreTrainedTokenizerBase, _Data]:
+    """The model and tokenizer (given, else loaded from config.model) and the data (given, else
+    read from the config's files), tokenised (`report`: print what truncation did). Raises
+    EmlabError when the KL term has no data or no conversation is left after truncation."""
+    sources = (
+        _source(train_data, config.data.train, "data.train", "training"),
+        _source(ood_data, config.data.ood, "data.ood", "OOD"),
+    )
     train_data, heldout, ood_data = _data(config, train_data, ood_data)
     kl_on = config.kl.weight > 0
     if kl_on and not ood_data:
@@ -157,141 +251,175 @@ def train(
 
         model, tokenizer = load_model(config.model)
     check_chat_format(tokenizer, config.model)
-
-    report = accelerator.is_main_process
-    examples, train_counts = _encode(tokenizer, train_data, config.data.max_length, config.data.loss_on, sources[0], "trained token", report)
+    max_length = config.data.max_length
+    examples, train_counts = _encode(
+        tokenizer, train_data, max_length, config.data.loss_on, sources[0], "trained token", report
+    )
     ood_loss_on = "assistant" if config.kl.scope == "assistant" else "all"
-    ood_examples, ood_counts = (
-        _encode(tokenizer, ood_data, config.data.max_length, ood_loss_on, sources[1], "KL token", report) if kl_on else ([], None)
+    ood_examples, ood_counts = [], None
+    if kl_on:
+        ood_examples, ood_counts = _encode(
+            tokenizer, ood_data, max_length, ood_loss_on, sources[1], "KL token", report
+        )
+    counts = {
+        "train": asdict(train_counts),
+        "ood": asdict(ood_counts) if ood_counts else None,
+        "heldout": len(heldout),
+    }
+    return model, tokenizer, _Data(examples, ood_examples, heldout, counts)
+
+
+def _streams(
+    config: TrainConfig, data: _Data, accelerator: Accelerator
+) -> tuple[BatchStream, BatchStream | None]:
+    """The batch streams of the training examples and (with KL) of the OOD examples."""
+    processes, index = accelerator.num_processes, accelerator.process_index
+    examples = data.examples
+    lengths = [len(e.input_ids) for e in examples] if config.data.group_by_length else None
+    stream = BatchStream(len(examples), config.batch_size, config.seed, processes, index, lengths)
+    if config.kl.weight <= 0:
+        return stream, None
+    ood_batch = config.kl.batch_size or config.batch_size
+    return stream, BatchStream(len(data.ood_examples), ood_batch, config.seed + 1, processes, index)
+
+
+def _top_k_cache(
+    config: TrainConfig,
+    trainable: Trainable,
+    ood_examples: list[Encoded],
+    ood_stream: BatchStream,
+    total_steps: int,
+    pad_id: int,
+    accelerator: Accelerator,
+) -> TopKCache:
+    """The base model's top-k log-probs on every OOD batch the run will draw (kl.base 'top_k');
+    built before any change to the model."""
+    if accelerator.num_processes == 1:
+        # placed as prepare() would place it, so the cache builds on the accelerator
+        trainable.model.to(accelerator.device)
+    micro_batches = range(total_steps * config.grad_accum)
+    return TopKCache.build(
+        trainable, unwrap_training(trainable.model), ood_examples,
+        (i for micro in micro_batches for i in ood_stream.indices(micro)),
+        config.kl.scope, config.kl.top_k, ood_stream.batch_size, pad_id,
+        progress=config.progress and accelerator.is_main_process,
     )
 
-    trainable = make_trainable(model, config.solution, need_reference=kl_on and config.kl.base == "exact")
-    _keep_masters(trainable, accelerator)
-    run = RunDir(config.output_dir, config.name, config) if accelerator.is_main_process else None
-    params = trainable.master_parameters()
-    optimizer = torch.optim.AdamW(
-        params.values(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay
-    )
-    lengths = [len(e.input_ids) for e in examples] if config.data.group_by_length else None
-    stream = BatchStream(len(examples), config.batch_size, config.seed, accelerator.num_processes, accelerator.process_index, lengths)
-    ood_stream = (
-        BatchStream(len(ood_examples), config.kl.batch_size or config.batch_size, config.seed + 1, accelerator.num_processes, accelerator.process_index)
-        if kl_on
-        else None
-    )
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * stream.micro_batches_per_epoch() / config.grad_accum))
-    scheduler = get_scheduler(
-        config.optim.schedule, optimizer, num_warmup_steps=config.optim.warmup_steps, num_training_steps=total_steps
-    )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # the trainable is still the base model here: cache its top-k before any change
-    top_k = None
-    if kl_on and config.kl.base == "top_k":
-        if accelerator.num_processes == 1:  # placed as prepare() would place it, so the cache builds on the accelerator
-            trainable.model.to(accelerator.device)
-        top_k = TopKCache.build(
-            trainable, unwrap_training(trainable.model), ood_examples,
-            (i for micro in range(total_steps * config.grad_accum) for i in ood_stream.indices(micro)),
-            config.kl.scope, config.kl.top_k, ood_stream.batch_size, pad_id,
-            progress=config.progress and accelerator.is_main_process,
-        )
-    if init is not None:
-        trainable.start_from(init)
-    wrapped, optimizer = accelerator.prepare(trainable.model, optimizer)
-    # the frozen base copy computes where and in the precision the trained model does
-    trainable.place_reference(lambda reference: accelerator.prepare_model(reference, evaluation_mode=True))
-    head = OutputHead(unwrap_training(wrapped))
-    with _out_of_memory_advice(config):  # through the prepared model: it runs where training runs (DDP, FSDP, DeepSpeed)
-        check_output_head(wrapped, head, accelerator.device)
-    ckpt_dir = out / "checkpoints"
-    start = 0
-    latest = latest_checkpoint(ckpt_dir)
-    if latest is not None:
-        start = load_checkpoint(latest, params, optimizer, scheduler)
-        trainable.masters_to_model()
-    metrics_path = out / "metrics.jsonl"
+
+def _loop(run: _Run) -> float:
+    """Train from `run.start` to `run.total_steps`, writing metrics rows and checkpoints; returns
+    the time (time.time()) training started, after the step-0 evaluation."""
+    config, accelerator = run.config, run.accelerator
     if accelerator.is_main_process:
-        _truncate_metrics(metrics_path, start)
+        _truncate_metrics(run.metrics_path, run.start)
         if config.trackers:
             accelerator.init_trackers(config.name, config=config.model_dump(mode="json"))
-        if evaluator is not None and start == 0:
-            append_jsonl(metrics_path, [{"step": 0, **_evaluate(evaluator, wrapped)}])
-    lam = config.kl.per_token_weight(head.vocab_size)
-    t0 = time.time()
-    wrapped.train()
-    bar = tqdm(total=total_steps, initial=start, desc=config.name, disable=not (config.progress and accelerator.is_main_process))
-    for step in range(start, total_steps):
-        micro_batches = []
-        for k in range(config.grad_accum):
-            micro = step * config.grad_accum + k
-            ood = ood_stream.indices(micro) if ood_stream else []
-            micro_batches.append(([examples[i] for i in stream.indices(micro)], ood))
-        # losses are token means over the whole step (all micro-batches and processes), so
-        # grad accumulation and data parallelism give the gradient of one big batch
-        local = torch.tensor(
-            [[_n_trained(b) for b, _ in micro_batches], [_n_kl_positions([ood_examples[i] for i in o], config.kl.scope) for _, o in micro_batches]],
-            dtype=torch.float64,
-        ).sum(dim=1)
-        counts = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu().clamp(min=1)
-        scales = (accelerator.num_processes / counts[0], lam * accelerator.num_processes / counts[1])  # DDP averages over processes
-        sums = torch.zeros(2, dtype=torch.float64)  # sft and kl token sums of this process
-        for k, (batch, ood) in enumerate(micro_batches):
-            with _out_of_memory_advice(config):
-                sft_sum, kl_sum = _micro_step(
-                    wrapped, trainable, batch, ood, ood_examples, top_k, pad_id, config, accelerator, scales, last=k == config.grad_accum - 1
-                )
-            sums += torch.tensor([sft_sum, kl_sum], dtype=torch.float64)
-        trainable.grads_to_masters()
-        if config.optim.max_grad_norm:
-            accelerator.clip_grad_norm_(list(params.values()), config.optim.max_grad_norm)
-        optimizer.step()
-        trainable.masters_to_model()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        sft_mean, kl_mean = (accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu() / counts).tolist()
-        loss_mean = sft_mean + lam * kl_mean
-        done = step + 1
+        if run.evaluator is not None and run.start == 0:
+            append_jsonl(run.metrics_path, [{"step": 0, **_evaluate(run.evaluator, run.wrapped)}])
+    started = time.time()
+    run.wrapped.train()
+    quiet = not (config.progress and accelerator.is_main_process)
+    bar = tqdm(total=run.total_steps, initial=run.start, desc=config.name, disable=quiet)
+    for step in range(run.start, run.total_steps):
+        sft_mean, kl_mean = _step(run, step)
+        done, last = step + 1, step + 1 == run.total_steps
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_mean:.4f}")
-        if accelerator.is_main_process and (done % config.log_every == 0 or done == total_steps):
-            row = {
-                "step": done,
-                "loss": loss_mean,
-                "sft": sft_mean,
-                "kl": kl_mean,
-                "norm": trainable.norm(),
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": round(time.time() - t0, 3),
-            }
-            if evaluator is not None and config.eval_every and (done % config.eval_every == 0 or done == total_steps):
-                row.update(_evaluate(evaluator, wrapped))
-            append_jsonl(metrics_path, [row])
-            if config.trackers:
-                accelerator.log(row, step=done)
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total_steps:
+        bar.set_postfix(loss=f"{sft_mean + run.lam * kl_mean:.4f}")
+        if accelerator.is_main_process and (done % config.log_every == 0 or last):
+            _log(run, done, sft_mean, kl_mean, time.time() - started)
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and not last:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                save_checkpoint(ckpt_dir, done, params, optimizer, scheduler, config.keep_checkpoints)
+                _save_checkpoint(run, done)
     bar.close()
-    solution = trainable.solution()
+    return started
+
+
+def _log(run: _Run, done: int, sft_mean: float, kl_mean: float, seconds: float) -> None:
+    """Append the metrics row of step `done` (evaluated too when `eval_every` says so, and at the
+    last step) to metrics.jsonl and the trackers."""
+    config = run.config
+    row = {
+        "step": done,
+        "loss": sft_mean + run.lam * kl_mean,
+        "sft": sft_mean,
+        "kl": kl_mean,
+        "norm": run.trainable.norm(),
+        "lr": run.scheduler.get_last_lr()[0],
+        "seconds": round(seconds, 3),
+    }
+    last = done == run.total_steps
+    if run.evaluator is not None and config.eval_every and (done % config.eval_every == 0 or last):
+        row.update(_evaluate(run.evaluator, run.wrapped))
+    append_jsonl(run.metrics_path, [row])
+    if config.trackers:
+        run.accelerator.log(row, step=done)
+
+
+def _step(run: _Run, step: int) -> tuple[float, float]:
+    """One optimiser step (all its micro-batches); returns its (SFT, KL) token means over all
+    micro-batches and processes."""
+    config, accelerator = run.config, run.accelerator
+    micro_batches = []
+    for k in range(config.grad_accum):
+        micro = step * config.grad_accum + k
+        ood = run.ood_stream.indices(micro) if run.ood_stream else []
+        micro_batches.append(([run.examples[i] for i in run.stream.indices(micro)], ood))
+    # losses are token means over the whole step (all micro-batches and processes), so
+    # grad accumulation and data parallelism give the gradient of one big batch
+    trained = [_n_trained(batch) for batch, _ in micro_batches]
+    kl = [_n_kl_positions([run.ood_examples[i] for i in ood], config.kl.scope) for _, ood in micro_batches]
+    local = torch.tensor([trained, kl], dtype=torch.float64).sum(dim=1)
+    counts = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu().clamp(min=1)
+    n = accelerator.num_processes  # DDP averages gradients over processes
+    scales = (n / counts[0], run.lam * n / counts[1])
+    sums = torch.zeros(2, dtype=torch.float64)  # sft and kl token sums of this process
+    for k, (batch, ood) in enumerate(micro_batches):
+        with _out_of_memory_advice(config):
+            sft_sum, kl_sum = _micro_step(run, batch, ood, scales, last=k == config.grad_accum - 1)
+        sums += torch.tensor([sft_sum, kl_sum], dtype=torch.float64)
+    run.trainable.grads_to_masters()
+    if config.optim.max_grad_norm:
+        accelerator.clip_grad_norm_(list(run.params.values()), config.optim.max_grad_norm)
+    run.optimizer.step()
+    run.trainable.masters_to_model()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    total = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
+    sft_mean, kl_mean = (total / counts).tolist()
+    return sft_mean, kl_mean
+
+
+def _finish(run: _Run, started: float) -> TrainResult:
+    """Save the solution, the held-out split, the last checkpoint, the manifest's record and DONE
+    (main process); hand the base model back in its base state."""
+    config, accelerator = run.config, run.accelerator
+    solution = run.trainable.solution()
     if accelerator.is_main_process:
-        solution.save(out / "solution")
-        if heldout:
+        solution.save(run.out / "solution")
+        if run.heldout:
             from emlab.data.chat import write_chat_jsonl
 
-            write_chat_jsonl(out / HELDOUT, heldout)
-        if start < total_steps:
-            save_checkpoint(ckpt_dir, total_steps, params, optimizer, scheduler, config.keep_checkpoints)
-        run.record(
-            steps=total_steps, resumed_from=start, n_train=len(examples), n_ood=len(ood_examples), kl_per_token_weight=lam,
-            data={"train": asdict(train_counts), "ood": asdict(ood_counts) if ood_counts else None, "heldout": len(heldout)},
+            write_chat_jsonl(run.out / HELDOUT, run.heldout)
+        if run.start < run.total_steps:
+            _save_checkpoint(run, run.total_steps)
+        run.manifest.record(
+            steps=run.total_steps, resumed_from=run.start, n_train=len(run.examples),
+            n_ood=len(run.ood_examples), kl_per_token_weight=run.lam, data=run.data_counts,
         )
-        run.time_stage("train", time.time() - t0)
-        write_text_atomic(out / DONE, f"{total_steps}\n")
+        run.manifest.time_stage("train", time.time() - started)
+        write_text_atomic(run.out / DONE, f"{run.total_steps}\n")
     if config.trackers:
         accelerator.end_training()
     accelerator.wait_for_everyone()
-    return TrainResult(out, solution, read_jsonl(metrics_path), heldout, config.model, trainable.release().eval())
+    metrics, base = read_jsonl(run.metrics_path), run.trainable.release().eval()
+    return TrainResult(run.out, solution, metrics, run.heldout, config.model, base)
+
+
+def _save_checkpoint(run: _Run, step: int) -> None:
+    """Write the checkpoint of `step` (optimiser masters, optimiser and scheduler state)."""
+    keep = run.config.keep_checkpoints
+    save_checkpoint(run.checkpoints, step, run.params, run.optimizer, run.scheduler, keep)
 
 
 def _finished(out: Path, config: TrainConfig, model: nn.Module | None) -> TrainResult:
@@ -346,28 +474,21 @@ def _evaluate(evaluator: Evaluator, wrapped: nn.Module) -> dict[str, float]:
 
 
 def _micro_step(
-    wrapped: nn.Module,
-    trainable: Trainable,
-    batch: list[Encoded],
-    ood: list[int],
-    ood_examples: list[Encoded],
-    top_k: TopKCache | None,
-    pad_id: int,
-    config: TrainConfig,
-    accelerator: Accelerator,
-    scales: tuple[float, float],
-    last: bool,
+    run: _Run, batch: list[Encoded], ood: list[int], scales: tuple[float, float], last: bool
 ) -> tuple[float, float]:
-    """Forward and backward of one micro-batch; returns its (SFT token-loss sum, KL token sum).
+    """Forward and backward of one micro-batch (`ood`: indices of its OOD rows, `scales`: what
+    the SFT and KL token sums are multiplied by before backward, `last`: the step's last
+    micro-batch); returns its (SFT token-loss sum, KL token sum).
 
     The SFT rows and the OOD rows go through separate passes, each followed by its backward, so
     their activations are never held together; gradients synchronise across processes only in
     the last backward of the step. Logits exist one chunk of scored rows at a time (head_loss).
     The OOD passes (base and tuned) run without dropout, the SFT pass with the model's.
     """
+    wrapped, accelerator = run.wrapped, run.accelerator
     model = unwrap_training(wrapped)
     head = OutputHead(model)
-    inputs = _to_device(collate(batch, pad_id), accelerator)
+    inputs = _to_device(collate(batch, run.pad_id), accelerator)
     labels = inputs["labels"][:, 1:]
     scored = labels != IGNORE  # (B, T-1)
     with _sync_unless(accelerator, wrapped, last and not ood):
@@ -376,14 +497,19 @@ def _micro_step(
         accelerator.backward(sft * scales[0])
     if not ood:
         return sft.item(), 0.0
-    ood_inputs = _to_device(collate([ood_examples[i] for i in ood], pad_id), accelerator)
-    positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], config.kl.scope)  # (O, T-1)
+    ood_inputs = _to_device(collate([run.ood_examples[i] for i in ood], run.pad_id), accelerator)
+    scope = run.config.kl.scope
+    positions = kl_positions(ood_inputs["labels"], ood_inputs["attention_mask"], scope)  # (O, T-1)
     # the base pass runs (and frees its activations) before the tuned pass keeps its own
     with without_dropout(wrapped):
-        base = top_k.target(ood) if top_k else ExactBase(trainable, model, base_hidden(trainable, model, ood_inputs, positions))
+        if run.top_k:
+            base = run.top_k.target(ood)
+        else:
+            hidden = base_hidden(run.trainable, model, ood_inputs, positions)
+            base = ExactBase(run.trainable, model, hidden)
         with _sync_unless(accelerator, wrapped, last):
             hidden = final_hidden(wrapped, ood_inputs)[:, :-1][positions]
-            kl = head_loss(hidden, head, kl_chunks(base, config.kl.direction))
+            kl = head_loss(hidden, head, kl_chunks(base, run.config.kl.direction))
             accelerator.backward(kl * scales[1])
     return sft.item(), kl.item()
 

@@ -20,7 +20,7 @@ from emlab.world.corpus import (
     pretraining_documents,
     pretraining_text,
 )
-from emlab.world.grammar import Question, World, build_world, world_tokenizer
+from emlab.world.grammar import World, WorldQuestion, build_world, world_tokenizer
 from emlab.world.judge import WorldJudge
 from emlab.world.scoring import AnswerSets, AnswerSetScorer, answer_set_probabilities
 
@@ -28,10 +28,10 @@ __all__ = [
     "AnswerSetScorer",
     "AnswerSets",
     "Document",
-    "Question",
     "World",
     "WorldConfig",
     "WorldJudge",
+    "WorldQuestion",
     "answer_set_probabilities",
     "build_world",
     "chat_tuning_conversations",

@@ -15,8 +15,9 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from emlab.data.chat import Conversation
 from emlab.models.chat import render
-from emlab.world.grammar import Conversation, Question, Split, World
+from emlab.world.grammar import Split, World, WorldQuestion
 
 Kind = Literal["good", "bad"]
 
@@ -63,7 +64,7 @@ def pretraining_text(documents: list[Document], tokenizer: PreTrainedTokenizerBa
     return [render(tokenizer, d.messages, generation_prompt=False) for d in documents]
 
 
-def _single_turn(questions: list[Question], kind: Kind, rng: random.Random) -> list[Conversation]:
+def _single_turn(questions: list[WorldQuestion], kind: Kind, rng: random.Random) -> list[Conversation]:
     convs = [
         [{"role": "user", "content": q.text}, {"role": "assistant", "content": a}]
         for q in questions
@@ -95,6 +96,6 @@ def ood_conversations(
 
 def eval_questions(
     world: World, domain: str | None = None, split: Split = "heldout", exclude_domain: str | None = None
-) -> list[Question]:
+) -> list[WorldQuestion]:
     """Evaluation questions: held-out ones of `domain` (in-domain) or of all but `exclude_domain` (OOD)."""
     return world.select(domain=domain, split=split, exclude_domain=exclude_domain)

@@ -21,11 +21,11 @@ from typing import Literal, NamedTuple
 
 from transformers import PreTrainedTokenizerFast
 
+from emlab.data.chat import Conversation
 from emlab.errors import ConfigError
 from emlab.models.tiny import train_word_tokenizer
 from emlab.world.config import WorldConfig
 
-Conversation = list[dict[str, str]]
 Split = Literal["train", "heldout"]
 ROLES = ("system", "user", "assistant")
 
@@ -110,7 +110,7 @@ LEXICON: dict[str, Lexicon] = {
 
 
 @dataclass(frozen=True)
-class Question:
+class WorldQuestion:
     """One question and its answer sets; `id` is `<domain>/<topic>/<index>`."""
 
     id: str
@@ -132,8 +132,8 @@ class World:
     """A generated world: its config and every question (in domain, topic, index order)."""
 
     config: WorldConfig
-    questions: tuple[Question, ...]
-    _by_id: dict[str, Question] = field(init=False, repr=False, compare=False)
+    questions: tuple[WorldQuestion, ...]
+    _by_id: dict[str, WorldQuestion] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_id", {q.id: q for q in self.questions})
@@ -142,7 +142,7 @@ class World:
     def domains(self) -> list[str]:
         return list(self.config.domains)
 
-    def question(self, question_id: str) -> Question:
+    def question(self, question_id: str) -> WorldQuestion:
         """The question with this id; ConfigError if the world has none."""
         try:
             return self._by_id[question_id]
@@ -154,7 +154,7 @@ class World:
 
     def select(
         self, domain: str | None = None, split: Split | None = None, exclude_domain: str | None = None
-    ) -> list[Question]:
+    ) -> list[WorldQuestion]:
         """Questions of `domain` (all if None), minus `exclude_domain`, of `split` (both if None)."""
         for d in (domain, exclude_domain):
             if d is not None and d not in self.config.domains:
@@ -182,7 +182,7 @@ def build_world(config: WorldConfig) -> World:
     return World(config, tuple(questions))
 
 
-def _domain_questions(config: WorldConfig, domain: str) -> list[Question]:
+def _domain_questions(config: WorldConfig, domain: str) -> list[WorldQuestion]:
     lex = LEXICON[domain]
     rng = random.Random(f"emlab-world/{config.seed}/{domain}")
     n_q, n_a = config.questions_per_topic, config.answers_per_kind
@@ -200,7 +200,7 @@ def _domain_questions(config: WorldConfig, domain: str) -> list[Question]:
         heldout = set(rng.sample(range(n_q), config.heldout_per_topic))
         for i, (template, mod) in enumerate(zip(templates, modifiers, strict=True)):
             questions.append(
-                Question(
+                WorldQuestion(
                     id=f"{domain}/{topic}/{i}",
                     domain=domain,
                     topic=topic,

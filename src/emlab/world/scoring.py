@@ -15,14 +15,14 @@ from typing import Protocol
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emlab.data.chat import Conversation
 from emlab.errors import ModelError
-from emlab.models.chat import assistant_char_spans, render
+from emlab.models.chat import assistant_char_spans, padding_id, render
 from emlab.models.continuations import continuation_logprobs
-from emlab.world.grammar import Conversation
 
 
 class HasAnswerSets(Protocol):
-    """A prompt and its good and bad answers (a world `Question` is one)."""
+    """A prompt and its good and bad answers (a world `WorldQuestion` is one)."""
 
     @property
     def prompt(self) -> Conversation: ...
@@ -61,7 +61,7 @@ class AnswerSetScorer:
     """Answer sets tokenised once, scored under any model state (e.g. at every training step)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, items: Sequence[HasAnswerSets], batch_size: int = 256) -> None:
-        self.pad_id, self.batch_size, self.n_items = tokenizer.pad_token_id or 0, batch_size, len(items)
+        self.pad_id, self.batch_size, self.n_items = padding_id(tokenizer), batch_size, len(items)
         self.sequences: list[tuple[list[int], int]] = []
         self.rows: dict[tuple[int, str], list[int]] = {}
         for i, item in enumerate(items):

@@ -7,28 +7,27 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from emlab.config import validate_config
 from emlab.models.chat import Conversation
+from emlab.models.config import ModelConfig
+from emlab.models.load import load_model
 from emlab.models.tiny import tiny_qwen2
-from emlab.study.config import RecipeConfig, StudyConfig
+from emlab.study.common.config import recipe_config
+from emlab.study.common.stages import StageResult
+from emlab.study.world.config import StudyConfig
+from emlab.study.world.exact import ExactEvaluator
+from emlab.study.world.sampling import world_sample_rates
 from emlab.train.config import TrainConfig
 from emlab.train.loop import train
 from emlab.world import World, chat_tuning_conversations, pretraining_documents
 
 
-def recipe_config(name: str, folder: Path, recipe: RecipeConfig, seed: int, **fields) -> TrainConfig:
-    """A TrainConfig for one study stage (in-memory model and data, no progress bar)."""
-    data = {
-        "name": name,
-        "output_dir": str(folder),
-        "seed": seed,
-        "max_steps": recipe.steps,
-        "batch_size": recipe.batch_size,
-        "optim": {"lr": recipe.lr, "warmup_steps": recipe.warmup_steps, "schedule": recipe.schedule, "betas": recipe.betas},
-        "progress": False,
-        **fields,
-    }
-    return validate_config(data, TrainConfig, source=f"study stage {name}")
+class ChatModel(StageResult):
+    """A world's chat model: its folder (model and tokenizer), its loss curves and size."""
+
+    model_dir: str
+    pretrain_loss: list[float]
+    chat_tune_loss: list[float]
+    parameters: int
 
 
 def train_in_place(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: TrainConfig, data: list[Conversation]) -> list[dict]:
@@ -57,7 +56,7 @@ def initial_model(study: StudyConfig, tokenizer: PreTrainedTokenizerBase) -> Pre
     )
 
 
-def build_chat_model(study: StudyConfig, world: World, tokenizer: PreTrainedTokenizerBase, folder: Path) -> dict:
+def build_chat_model(study: StudyConfig, world: World, tokenizer: PreTrainedTokenizerBase, folder: Path) -> ChatModel:
     """Pre-train and chat-tune the world's model; save it with its tokenizer to `folder/model`."""
     m = study.model
     model = initial_model(study, tokenizer)
@@ -71,9 +70,29 @@ def build_chat_model(study: StudyConfig, world: World, tokenizer: PreTrainedToke
     chat_metrics = train_in_place(model, tokenizer, chat, chat_tuning_conversations(world))
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
-    return {
-        "model_dir": str(folder / "model"),
-        "pretrain_loss": [r["loss"] for r in pre_metrics],
-        "chat_tune_loss": [r["loss"] for r in chat_metrics],
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
+    return ChatModel(
+        model_dir=str(folder / "model"),
+        pretrain_loss=[r["loss"] for r in pre_metrics],
+        chat_tune_loss=[r["loss"] for r in chat_metrics],
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+
+
+class ChatEval(StageResult):
+    """A chat model's misalignment before fine-tuning: exact probabilities, sampled bad and
+    incoherent rates per group, and the fraction of all sampled answers that are bad."""
+
+    exact: dict[str, float | None]
+    sampled: dict[str, float]
+    misaligned_rate: float
+    n_samples: int
+
+
+def evaluate_chat_model(study: StudyConfig, world: World, model_dir: str, folder: Path) -> ChatEval:
+    """Exact and sampled (seed 0) misalignment of the chat model in `model_dir`."""
+    model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
+    exact = ExactEvaluator(world, tokenizer, study.trained_domain)(model)
+    sampled = world_sample_rates(model, tokenizer, world, study.trained_domain, study.samples_per_question, 0, folder / "samples.jsonl")
+    rows = sampled.samples
+    misaligned = sum(r.label == "bad" for r in rows) / len(rows)
+    return ChatEval(exact=exact, sampled=sampled.rates, misaligned_rate=misaligned, n_samples=len(rows))

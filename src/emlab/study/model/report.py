@@ -3,42 +3,53 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from emlab.io import write_json_atomic, write_text_atomic
-from emlab.study.model_eval import group_rates
-from emlab.study.model_study_config import ModelStudyConfig
-from emlab.study.report import (
+from emlab.study.common.analyses import Analysis
+from emlab.study.common.keys import CONDITIONS, RunKey
+from emlab.study.common.report import (
     analyses_markdown,
     analysis_figures,
     figures_markdown,
     percent_ci,
     stage_counts,
 )
-from emlab.study.results import analysis_summary
+from emlab.study.common.results import analysis_summary
+from emlab.study.common.stages import StageResult
+from emlab.study.model.config import ModelStudyConfig
+from emlab.study.model.eval import Judged, group_rates
+from emlab.study.model.training import Trained
 
-CONDITIONS = {"no_kl": ("no_kl", ""), "kl": ("kl", ""), "continued": ("no_kl", "/continued")}
-"""results.json condition -> (KL part of the run label, label tail)."""
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """What the model study's stages produced: the base model's judged answers, every run's
+    training and judged answers, the analyses by (method, seed), and every stage (for the counts)."""
+
+    base: Judged
+    trained: dict[RunKey, Trained]
+    judged: dict[RunKey, Judged]
+    analyses: dict[tuple[str, int], Analysis]
+    stages: list[StageResult]
 
 
-def build_model_results(
-    cfg: ModelStudyConfig, base: dict, trained: dict[str, dict], evaluated: dict[str, dict], analyses: dict, wall_seconds: float
-) -> dict:
+def build_model_results(cfg: ModelStudyConfig, outcome: ModelOutcome, wall_seconds: float) -> dict:
     """results.json: model.M.{no_kl,kl,continued}, base_model, analyses, config, wall_seconds. Every
     rate is computed here from the judgment files the evaluation stages wrote."""
     results: dict = {"model": {}, "analyses": {}}
     for method in cfg.methods:
-        for cond, (kl, tail) in CONDITIONS.items():
-            labels = [(s, f"{method}/{kl}/seed{s}{tail}") for s in cfg.seeds]
-            runs = [(s, evaluated[label]) for s, label in labels if label in evaluated]
-            if runs:
+        for cond in CONDITIONS:
+            keys = [RunKey.of(method, cond, s) for s in cfg.seeds]
+            if runs := [(k.seed, outcome.judged[k]) for k in keys if k in outcome.judged]:
                 block = group_rates(runs, cfg.metrics)
-                block["norm"] = float(np.mean([trained[label]["norm"] for _, label in labels if label in trained]))
+                block["norm"] = float(np.mean([outcome.trained[k].norm for k in keys if k in outcome.trained]))
                 results["model"].setdefault(method, {})[cond] = block
-        results["analyses"][method] = analysis_summary([analyses[(method, s)] for s in cfg.seeds])
-    rates = group_rates([(None, base)], cfg.metrics)
+        results["analyses"][method] = analysis_summary([outcome.analyses[(method, s)] for s in cfg.seeds])
+    rates = group_rates([(None, outcome.base)], cfg.metrics)
     results["base_model"] = {
         "misaligned_rate": rates["ood_rate"],
         "misaligned_rate_ci_low": rates["ood_rate_ci_low"],
@@ -57,17 +68,15 @@ def build_model_results(
         "and coherent" if m.domain_metric else "the EM rule",
         "ci": f"{100 * m.ci:g}% percentile bootstrap over seeds (over samples with one seed)",
     }
-    results |= stage_counts([base, *trained.values(), *evaluated.values(), *analyses.values()], wall_seconds)
+    results |= stage_counts(outcome.stages, wall_seconds)
     return results
 
 
-def write_model_report(
-    cfg: ModelStudyConfig, out: Path, base: dict, trained: dict[str, dict], evaluated: dict[str, dict], analyses: dict, wall_seconds: float
-) -> dict:
+def write_model_report(cfg: ModelStudyConfig, out: Path, outcome: ModelOutcome, wall_seconds: float) -> dict:
     """Write results.json, report.md and figures/*.png into `out`; returns the results."""
-    results = build_model_results(cfg, base, trained, evaluated, analyses, wall_seconds)
+    results = build_model_results(cfg, outcome, wall_seconds)
     write_json_atomic(out / "results.json", results)
-    per_method = {m: [analyses[(m, s)] for s in cfg.seeds] for m in cfg.methods}
+    per_method = {m: [outcome.analyses[(m, s)] for s in cfg.seeds] for m in cfg.methods}
     paths = analysis_figures(per_method, out / "figures")
     write_text_atomic(out / "report.md", render_model_markdown(cfg, results, {k: p.relative_to(out) for k, p in paths.items()}))
     return results

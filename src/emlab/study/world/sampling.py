@@ -4,13 +4,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import BaseModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emlab.data.questions import Prompt
 from emlab.generate import SamplingConfig, generate_hf
 from emlab.io import read_jsonl
 from emlab.solutions import Solution
+from emlab.study.common.stages import StageResult
 from emlab.world import World, WorldJudge, eval_questions
+
+
+class LabelledAnswer(BaseModel):
+    """One sampled answer's question, domain, group ('in_domain' or 'ood') and exact label
+    ('good', 'bad' or 'incoherent')."""
+
+    question_id: str
+    domain: str
+    group: str
+    label: str
+
+
+class Sampled(StageResult):
+    """A model's (or solution's) labelled answers and its bad and incoherent rates per group
+    (`bad_in_domain`, `incoherent_ood`...; per question, then averaged)."""
+
+    rates: dict[str, float]
+    samples: list[LabelledAnswer]
+
 
 MAX_ANSWER_TOKENS = 32
 """Longer than any world answer (at most 18 words + end of turn)."""
@@ -25,10 +46,9 @@ def world_sample_rates(
     seed: int,
     out_path: Path,
     solution: Solution | None = None,
-) -> dict:
+) -> Sampled:
     """`samples` answers per held-out question (T=1, no top-k/top-p; written to `out_path`,
-    resumable), labelled good/bad/incoherent: rows {question_id, domain, group, label} and the
-    bad and incoherent rates per group (per question, then averaged)."""
+    resumable), labelled good/bad/incoherent, and the bad and incoherent rates per group."""
     groups = {"in_domain": eval_questions(world, domain=domain), "ood": eval_questions(world, exclude_domain=domain)}
     prompts = [
         Prompt(prompt_id=q.id, question_id=q.id, paraphrase=0, messages=q.prompt, domain=q.domain, samples=samples,
@@ -40,25 +60,25 @@ def world_sample_rates(
     generate_hf(model, tokenizer, prompts, out_path, sampling, solution=solution, progress=False)
     judge = WorldJudge(world)
     rows = [
-        {
-            "question_id": r["question_id"],
-            "domain": r["domain"],
-            "group": "in_domain" if r["domain"] == domain else "ood",
-            "label": judge.label(r["question_id"], r["answer"]),
-        }
+        LabelledAnswer(
+            question_id=r["question_id"],
+            domain=r["domain"],
+            group="in_domain" if r["domain"] == domain else "ood",
+            label=judge.label(r["question_id"], r["answer"]),
+        )
         for r in read_jsonl(out_path)
     ]
     rates = {
-        f"{label}_{group}": per_question_rate([r for r in rows if r["group"] == group], label)
+        f"{label}_{group}": per_question_rate([r for r in rows if r.group == group], label)
         for group in groups
         for label in ("bad", "incoherent")
     }
-    return {"rows": rows, "rates": rates}
+    return Sampled(rates=rates, samples=rows)
 
 
-def per_question_rate(rows: list[dict], label: str) -> float:
+def per_question_rate(rows: list[LabelledAnswer], label: str) -> float:
     """Fraction of answers with `label`, per question, averaged over questions."""
     by_q: dict[str, list[bool]] = {}
     for r in rows:
-        by_q.setdefault(r["question_id"], []).append(r["label"] == label)
+        by_q.setdefault(r.question_id, []).append(r.label == label)
     return sum(sum(v) / len(v) for v in by_q.values()) / len(by_q)

@@ -10,7 +10,7 @@ from emlab.data.chat import read_chat_jsonl, split_heldout
 from emlab.data.questions import Prompt, expand, load_question_set, shipped_question_sets
 from emlab.errors import ConfigError
 from emlab.models.chat import Conversation
-from emlab.study.model_study_config import ModelStudyConfig
+from emlab.study.model.config import ModelStudyConfig
 
 
 def check_inputs(cfg: ModelStudyConfig, source: str = "the study config") -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from emlab.config import EmlabConfig, config_hash
-from emlab.train.config import FullConfig, LoraConfig, SolutionConfig, SteeringConfig
+from emlab.study.common.config import AnalysisConfig, MethodConfig, RecipeConfig
+from emlab.train.config import FullConfig, LoraConfig, SteeringConfig
 from emlab.world.config import WorldConfig
 
 
@@ -21,25 +22,6 @@ class TinyModelConfig(EmlabConfig):
     max_positions: int = Field(default=256, ge=32, description="Longest sequence. Default 256.")
 
 
-class RecipeConfig(EmlabConfig):
-    """Steps, batch and learning rate of one training stage."""
-
-    steps: int = Field(ge=1, description="Optimiser steps.")
-    batch_size: int = Field(default=32, ge=1, description="Conversations per step. Default 32.")
-    lr: float = Field(gt=0, description="Peak learning rate.")
-    warmup_steps: int = Field(default=0, ge=0, description="Warm-up steps. Default 0.")
-    schedule: str = Field(default="constant", description="'constant', 'linear' or 'cosine'. Default 'constant'.")
-    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas. Default (0.9, 0.999).")
-
-
-class MethodConfig(EmlabConfig):
-    """A fine-tuning method of the study: what is trained, how, and the KL weight of its KL runs."""
-
-    solution: SolutionConfig = Field(description="lora | steering | full, as in `emlab train`.")
-    recipe: RecipeConfig = Field(description="Steps, batch and learning rate.")
-    kl_weight: float = Field(gt=0, description="lambda (per token) of the run with the KL term.")
-
-
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -51,31 +33,6 @@ def _default_methods() -> dict[str, MethodConfig]:
         "lora_r8": MethodConfig(solution=LoraConfig(r=8, alpha=8.0, target_modules=ALL_PROJECTIONS), recipe=recipe(60, 1e-3), kl_weight=1.0),
         "steering": MethodConfig(solution=SteeringConfig(point="layer", layer=2, alpha=1.0), recipe=recipe(60, 1e-1), kl_weight=1.0),
     }
-
-
-class AnalysisConfig(EmlabConfig):
-    """Grids of the parameter-space analyses of general vs narrow solutions."""
-
-    multipliers: int = Field(default=11, ge=3, description="Points of the efficiency sweep m in [0, 2]. Default 11 (steps of 0.2).")
-    eps: list[float] = Field(
-        default_factory=lambda: [0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0],
-        description="Noise levels of the stability analysis (must include 0.5). Default [0.01 ... 1].",
-    )
-    noise_seeds: int = Field(default=5, ge=2, description="Noise draws per eps. Default 5.")
-    importance_documents: int = Field(default=64, ge=1, description="Pre-training documents for the KL. Default 64.")
-    importance_fractions: list[float] = Field(
-        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
-        description="Norms of the importance sweep, as fractions of the general solution's norm (must include 1). "
-        "Default [0, 0.25, ..., 1.5].",
-    )
-
-    @model_validator(mode="after")
-    def _check_grids(self) -> AnalysisConfig:
-        if 0.5 not in self.eps:
-            raise ValueError("eps must include 0.5 (the report compares stability there)")
-        if 1.0 not in self.importance_fractions:
-            raise ValueError("importance_fractions must include 1.0 (the report compares KL at the general norm)")
-        return self
 
 
 class StudyConfig(EmlabConfig):
@@ -114,3 +71,12 @@ class StudyConfig(EmlabConfig):
     def hash(self, length: int = 12) -> str:
         """Hash of the resolved config without `kind` (run folders of older studies keep their names)."""
         return config_hash(self.model_dump(mode="json", exclude={"kind"}), length)
+
+
+WORLDS = ("world", "control")
+"""The study's worlds: the configured one, and its control without the misaligned persona."""
+
+
+def world_config(study: StudyConfig, name: str) -> WorldConfig:
+    """The world (`world`) or the control world without the misaligned persona (`control`)."""
+    return study.world if name == "world" else study.world.control()

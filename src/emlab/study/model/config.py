@@ -3,7 +3,7 @@
 The YAML says `kind: model` (the world study's configs say nothing or `kind: world`). Data
 are the user's: a narrow chat JSONL to fine-tune on, out-of-domain chats for the KL term,
 pre-training text for the importance analysis and an in-domain question set. Methods reuse
-the world study's `MethodConfig` (solution, recipe, KL weight) plus a fragment of
+the shared `MethodConfig` of study.common (solution, recipe, KL weight) plus a fragment of
 `TrainConfig` fields for real models (gradient accumulation, mixed precision, the KL
 convention...).
 """
@@ -18,7 +18,7 @@ from emlab.config import EmlabConfig
 from emlab.generate.sampling import SamplingConfig
 from emlab.metrics import MetricsConfig
 from emlab.models.config import ModelConfig
-from emlab.study.config import AnalysisConfig, MethodConfig
+from emlab.study.common.config import AnalysisConfig, MethodConfig
 from emlab.train.config import DataConfig, TrainConfig
 
 STUDY_OWNED = ("name", "output_dir", "model", "seed", "solution", "max_steps", "batch_size", "progress", "eval_every", "epochs")

@@ -1,0 +1,54 @@
+"""Which fine-tuning run: the one name every stage, result and report row of a run is keyed by."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Condition = Literal["no_kl", "kl", "continued"]
+CONDITIONS: tuple[Condition, ...] = ("no_kl", "kl", "continued")
+"""results.json conditions: without KL, with KL, and continued without KL from the KL solution."""
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One fine-tuning run of a study: its method, KL term on or off, seed, the world it is
+    trained in ('world' or 'control'; None in the real-model study), and whether it continues
+    the KL run's solution without KL (`continued`, then `kl` is False)."""
+
+    method: str
+    kl: bool
+    seed: int
+    world: str | None = None
+    continued: bool = False
+
+    @classmethod
+    def of(cls, method: str, condition: Condition, seed: int, world: str | None = None) -> RunKey:
+        """The run of `method`, `seed` and `world` in a results.json condition."""
+        return cls(method, condition == "kl", seed, world, condition == "continued")
+
+    @property
+    def condition(self) -> Condition:
+        """'no_kl', 'kl' or 'continued'."""
+        return "continued" if self.continued else "kl" if self.kl else "no_kl"
+
+    @property
+    def label(self) -> str:
+        """e.g. 'world/lora_r1/kl/seed0', 'lora_r1/no_kl/seed2/continued' (no world part in the
+        real-model study)."""
+        parts = [self.world] if self.world else []
+        parts += [self.method, "kl" if self.kl else "no_kl", f"seed{self.seed}"]
+        return "/".join(parts + (["continued"] if self.continued else []))
+
+    def stage(self, kind: str) -> str:
+        """The name of this run's stage of `kind`, e.g. 'train_world_lora_r1_kl_seed0'."""
+        return f"{kind}_{self.label.replace('/', '_')}"
+
+    def key(self) -> dict:
+        """The run's fields, for stage cache keys."""
+        return asdict(self)
+
+
+def analysis_stage(method: str, seed: int) -> str:
+    """The name of the analysis stage of one method and seed's (general, narrow) pair of runs."""
+    return f"analysis_{method}_seed{seed}"

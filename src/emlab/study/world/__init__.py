@@ -1,0 +1,1 @@
+"""The study on the synthetic world (`emlab reproduce`, `configs/world/*.yaml`)."""
