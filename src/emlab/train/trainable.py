@@ -218,9 +218,15 @@ class FullTrainable(Trainable):
         self.masters_to_model()
 
     def norm(self) -> float:
+        """||theta - theta_base||, each tensor's difference taken in its dtype (exact to rounding)
+        and its norm accumulated in float64 (a float64 copy of every parameter took 1.5 s a step
+        on SmolLM2, a sixth of its step)."""
         params = self.master_parameters()
-        total = sum(float((params[n].detach().double() - b.to(params[n].device)).pow(2).sum()) for n, b in self.base_state.items())
-        return total**0.5
+        squares = (
+            float(torch.linalg.vector_norm(params[n].detach() - b.to(params[n].device), dtype=torch.float64)) ** 2
+            for n, b in self.base_state.items()
+        )
+        return sum(squares) ** 0.5
 
     def release(self) -> nn.Module:
         with torch.no_grad():
