@@ -144,6 +144,21 @@ def test_steering_norm_and_layer_errors(tiny_model):
         pass
 
 
+def test_norms_do_not_depend_on_the_order_of_the_tensors():
+    """A solution in memory holds its tensors in the model's order, loaded from disk in sorted
+    order: its norm must be the same float either way (a resumed study compares them)."""
+    small = float(torch.tensor(1e-8).double() ** 2)  # a square far below 1's rounding step
+    want = math.sqrt(math.fsum([1.0] + [small] * 4))  # 1 + 4e-16: two steps above 1
+    assert want == 1.0000000000000002  # a left-to-right sum from 1.0 drops every small square
+    names = ["a", "b", "c", "d", "e"]
+    values = [torch.tensor([1.0])] + [torch.tensor([1e-8])] * 4
+    for order in (names, names[::-1]):
+        full = FullDelta({n: values[names.index(n)] for n in order})
+        adapters = {n: (torch.ones(1, 1), values[names.index(n)][None]) for n in order}
+        lora = LoraSolution(adapters, r=1, alpha=1.0)
+        assert full.norm() == lora.norm() == want
+
+
 def test_full_delta_norm_apply_and_roundtrip(tiny_model, tmp_path):
     name = "model.layers.0.mlp.down_proj.weight"
     w = dict(tiny_model.named_parameters())[name]

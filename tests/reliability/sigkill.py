@@ -67,6 +67,32 @@ def kill_when(
     return True
 
 
+def kill_at(
+    target: Callable[[], object],
+    module: object,
+    name: str,
+    when: Callable[..., bool],
+    timeout: float = 300,
+) -> None:
+    """Fork `target()` with the function `module.name` wrapped (in the fork only) so that the
+    fork SIGKILLs itself just before the first call whose arguments satisfy `when`; check that
+    it was killed there. A kill at a chosen point: e.g. `write_text_atomic` of a run's DONE."""
+    original = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        if when(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+
+    def run() -> None:
+        setattr(module, name, wrapped)
+        target()
+
+    process = fork(run)
+    process.join(timeout)
+    assert process.exitcode == -signal.SIGKILL, f"not killed at {name} (exit code {process.exitcode})"
+
+
 def random_points(seed: int, n: int, low: float, high: float) -> list[float]:
     """`n` increasing random points in [low, high)."""
     rng = random.Random(seed)

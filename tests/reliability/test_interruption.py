@@ -15,15 +15,18 @@ import random
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from fake_openai import FakeOpenAI
 from safetensors.torch import load_file
-from sigkill import fork, kill_when, random_points, run_to_end
+from sigkill import fork, kill_at, kill_when, random_points, run_to_end
 from tiny_prompts import make_prompts
 
+import emlab.study.common.stages as stages_module
+import emlab.train.loop as loop_module
 from emlab.config import validate_config
 from emlab.generate.hf import generate_hf
 from emlab.generate.plan import plan_samples
@@ -194,15 +197,46 @@ def check_killed_study_matches(tmp_path: Path, methods: tuple[str, ...], seeds: 
     run_to_end(lambda: reproduce(killed), timeout=600)
     reference.join(600)
     assert reference.exitcode == 0 and _stages_done(tmp_path / "straight") == _stages_done(root) == n_stages
+    check_same_study(straight, killed)
 
+
+def check_same_study(straight: StudyConfig, killed: StudyConfig) -> None:
+    """The same results, samples (each once) and solutions (bit for bit) in both studies."""
+    root = Path(killed.output_dir)
     assert study_numbers(killed) == study_numbers(straight)
     for stage in root.glob("**/samples.jsonl"):  # every sample exactly once
         ids = [r["sample_id"] for r in read_jsonl(stage)]
         assert len(ids) == len(set(ids)), stage
-    want, got = _solutions(tmp_path / "straight"), _solutions(root)
+    want, got = _solutions(Path(straight.output_dir)), _solutions(root)
     assert set(want) == set(got) and want
     for stage, tensors in want.items():
         assert all((tensors[k] == got[stage][k]).all() for k in tensors), stage
+
+
+def _file(name: str, *parts: str) -> Callable[..., bool]:
+    """Whether a write is of the file `name` in a folder whose path has every one of `parts`."""
+    return lambda path, *args, **kwargs: Path(path).name == name and all(p in str(path) for p in parts)
+
+
+@pytest.mark.system
+def test_reproduce_killed_at_each_hand_over_matches_an_uninterrupted_study(tmp_path):
+    """Kills where one process's work is taken over by the next: a chat model after pre-training
+    and chat-tuning's last checkpoint (resumed: pre-training as finished, chat-tuning at its
+    last step); a fine-tune trained but not recorded as a stage (resumed as finished; its
+    answers then sampled from the saved solution instead of the one in memory); answers
+    sampled but not recorded; a continued run at its last checkpoint."""
+    straight = small_study(tmp_path / "straight", ("lora_r1",), [0], [])
+    killed = small_study(tmp_path / "killed", ("lora_r1",), [0], [])
+    reference = fork(lambda: reproduce(straight))
+    target = lambda: reproduce(killed)  # noqa: E731
+    kill_at(target, loop_module, "write_text_atomic", _file("DONE", "chat_model_world-", "chat_tune-"))
+    kill_at(target, stages_module, "write_json_atomic", _file("result.json", "train_world_lora_r1_kl_"))
+    kill_at(target, stages_module, "write_json_atomic", _file("result.json", "sample_world_lora_r1_no_kl_seed0-"))
+    kill_at(target, loop_module, "write_text_atomic", _file("DONE", "_seed0_continued-"))
+    run_to_end(target, timeout=600)
+    reference.join(600)
+    assert reference.exitcode == 0
+    check_same_study(straight, killed)
 
 
 @pytest.mark.system

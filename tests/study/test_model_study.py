@@ -290,7 +290,7 @@ def test_reproduce_reports_each_finished_stage_on_stderr_unless_quiet(study_run)
     assert reused.exit_code == 0, reused.output
     lines = stage_lines(reused.stderr)
     assert sorted(lines) == sorted(stage_names(out)) and len(lines) == 22 and set(lines.values()) == {"reused"}
-    assert re.search(r"study: 100%.*\| 22/22 \[", reused.stderr)  # the overall bar, with its estimate
+    assert re.search(r"study 22/22 stages: 100%\|.*\| \[", reused.stderr)  # the overall bar, with its estimate
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,10 @@ from emlab.cli import app
 from emlab.config import validate_config, with_overrides
 from emlab.errors import ModelError
 from emlab.report.figures import DPI
+from emlab.study.common.keys import RunKey
+from emlab.study.common.stages import cache_root
 from emlab.study.world.config import StudyConfig
-from emlab.study.world.reproduce import reproduce
+from emlab.study.world.reproduce import StudyGraph, reproduce
 
 METHODS = ("full", "lora_r1", "lora_r8", "steering")
 
@@ -145,7 +147,23 @@ def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
     for stage in ("chat_model_world", "chat_eval_control", "train_world_lora_r1_kl_seed1", "sample_control_steering_no_kl_seed0",
                   "train_world_full_no_kl_seed0_continued", "sample_world_full_no_kl_seed0_continued", "analysis_lora_r8_seed1"):
         assert any(re.fullmatch(rf"stage {stage}: computed in \d+\.\d s", line) for line in lines), (stage, lines)
-    assert re.search(r"study: 100%.*\| 68/68 \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
+    assert re.search(r"study 68/68 stages: 100%\|.*\| \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
+
+
+def test_sampling_the_fine_tune_in_memory_equals_sampling_the_saved_one(study_run, tmp_path):
+    """The study samples each fine-tune right after training it, from the model in memory
+    (Task.follows); sampling the saved solution instead gives the same answers and rates."""
+    study, *_ = study_run
+    graph = StudyGraph(study, str(cache_root(study.output_dir)))
+    for method in METHODS:
+        task = graph.sample[RunKey(method, True, 0, "world")]
+        chat, _ = task.train.chat.run()
+        trained, _ = task.train.run(chat)
+        cached, _ = task.run(chat, trained)
+        assert trained.reused and cached.reused and cached.stage_seconds > 0
+        (tmp_path / method).mkdir()
+        loaded = task.compute(tmp_path / method, chat, trained)
+        assert (loaded.rates, loaded.samples) == (cached.rates, cached.samples)
 
 
 def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(tmp_path):

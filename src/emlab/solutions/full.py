@@ -40,7 +40,9 @@ class FullDelta(Solution):
         return FullDelta(dict(tensors), self.multiplier)
 
     def norm(self) -> float:
-        return abs(self.multiplier) * math.sqrt(sum(float(d.double().pow(2).sum()) for d in self.deltas.values()))
+        # fsum: the same float whatever the tensors' order (model order in memory, sorted on disk)
+        squares = (float(d.double().pow(2).sum()) for d in self.deltas.values())
+        return abs(self.multiplier) * math.sqrt(math.fsum(squares))
 
     def scaled(self, m: float) -> FullDelta:
         return FullDelta(self.deltas, self.multiplier * m)

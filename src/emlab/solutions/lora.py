@@ -58,10 +58,12 @@ class LoraSolution(Solution):
         return LoraSolution(adapters, self.r, self.alpha, self.rslora, self.multiplier)
 
     def norm(self) -> float:
-        total = 0.0
-        for a, b in self.adapters.values():
-            a64, b64 = a.double(), b.double()
-            total += float(((b64.T @ b64) * (a64 @ a64.T)).sum())  # ||B A||_F^2 via r x r Gram matrices
+        # ||B A||_F^2 via r x r Gram matrices, summed by fsum: the same float whatever the
+        # adapters' order (model order in memory, sorted when loaded)
+        total = math.fsum(
+            float(((b.double().T @ b.double()) * (a.double() @ a.double().T)).sum())
+            for a, b in self.adapters.values()
+        )
         return abs(self.multiplier * self.scaling) * math.sqrt(max(total, 0.0))
 
     def scaled(self, m: float) -> LoraSolution:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -226,7 +227,7 @@ class FullTrainable(Trainable):
             float(torch.linalg.vector_norm(params[n].detach() - b.to(params[n].device), dtype=torch.float64)) ** 2
             for n, b in self.base_state.items()
         )
-        return sum(squares) ** 0.5
+        return math.sqrt(math.fsum(squares))  # fsum: the same float in any order of the tensors, as FullDelta.norm
 
     def release(self) -> nn.Module:
         with torch.no_grad():

@@ -4,11 +4,14 @@ as its own stage, sample the solution's answers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
-from emlab.solutions import load_solution
+from emlab.solutions import Solution, load_solution
 from emlab.study.common.config import recipe_config
 from emlab.study.common.keys import RunKey
 from emlab.study.common.stages import StageResult
@@ -29,6 +32,21 @@ class Trained(StageResult):
     curve: list[dict[str, float | None]]
 
 
+@dataclass(frozen=True)
+class Tuned:
+    """A fine-tune in memory: the chat model (in its base state), its tokenizer and the solution."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    solution: Solution
+
+    @classmethod
+    def load(cls, model_dir: str, solution_dir: str) -> Tuned:
+        """The chat model in `model_dir` with the solution saved in `solution_dir`."""
+        model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
+        return cls(model, tokenizer, load_solution(solution_dir))
+
+
 def finetune(
     study: StudyConfig,
     world: World,
@@ -36,9 +54,10 @@ def finetune(
     run: RunKey,
     folder: Path,
     init_dir: str | None = None,
-) -> Trained:
+) -> tuple[Trained, Tuned]:
     """Train `run` in `folder` from the chat model in `model_dir` (continuing the solution in
-    `init_dir` for a continued run, for `study.continued_steps`)."""
+    `init_dir` for a continued run, for `study.continued_steps`); returns the stage's result
+    and the fine-tune in memory."""
     method = study.methods[run.method]
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     domain = study.trained_domain
@@ -73,7 +92,7 @@ def finetune(
         if "p_bad_ood" in last
         else evaluator(result.model, result.solution)
     )
-    return Trained(
+    trained = Trained(
         solution_dir=str(result.run_dir / "solution"),
         norm=result.solution.norm(),
         exact=final,
@@ -83,21 +102,19 @@ def finetune(
             if "p_bad_in_domain" in row
         ],
     )
+    return trained, Tuned(result.model, tokenizer, result.solution)
 
 
-def sample_solution(
-    study: StudyConfig, world: World, model_dir: str, run: RunKey, solution_dir: str, folder: Path
-) -> Sampled:
-    """The labelled answers of the chat model in `model_dir` with the solution of `run` applied
-    (sampling seed: the run's seed + 1000)."""
-    model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
+def sample_solution(study: StudyConfig, world: World, run: RunKey, tuned: Tuned, folder: Path) -> Sampled:
+    """The labelled answers of the chat model with the solution of `run` applied (`tuned`;
+    sampling seed: the run's seed + 1000)."""
     return world_sample_rates(
-        model,
-        tokenizer,
+        tuned.model,
+        tuned.tokenizer,
         world,
         study.trained_domain,
         study.samples_per_question,
         run.seed + 1000,
         folder / "samples.jsonl",
-        load_solution(solution_dir),
+        tuned.solution,
     )
