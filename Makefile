@@ -38,6 +38,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run.py
 
 clean:

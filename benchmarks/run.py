@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-BENCHMARKS = ["kl_step", "study", "generation", "judging", "sweeps"]
+BENCHMARKS = ["kl_step", "vs_trl", "study", "generation", "vs_generate", "judging", "sweeps", "importance"]
 """Run in this order; a section per script."""
 GPU_BENCHMARKS = ["gpu_step"]
 """Need a CUDA device: run by name on a GPU machine (`python benchmarks/run.py gpu_step`), never by `make bench`."""

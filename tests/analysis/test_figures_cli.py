@@ -147,6 +147,6 @@ def test_analyses_show_progress_on_stderr_unless_quiet(tmp_path, model, tiny_tok
         assert shown.exit_code == 0 and quiet.exit_code == 0, (name, shown.output, quiet.output)
         assert f"{name}: 100%" in shown.stderr and "pass/s" in shown.stderr, (name, shown.stderr)
         assert quiet.stderr == "", (name, quiet.stderr)
-    # importance: 2 batches of 2 chunks x (3 directions at norm 5 + the base once for norm 0), one pass each
+    # importance: 2 batches of 2 chunks x 3 directions at norm 5, one pass each (norm 0: the base, KL 0, no pass)
     importance = CliRunner().invoke(analyze_app, ["importance", *common, *runs["importance"]])
-    assert "| 8/8 " in importance.stderr
+    assert "| 6/6 " in importance.stderr

@@ -105,3 +105,34 @@ def test_chunks_cover_documents_and_masks_mark_real_tokens(tiny_tokenizer):
     batches = text_batches(tiny_tokenizer, texts, seq_len=50, batch_size=4, max_chunks=9)
     assert [b["input_ids"].shape[0] for b in batches] == [4, 4, 1]
     assert [int(m) for b in batches for m in b["attention_mask"].sum(1)] == [len(c) for c in chunks[:9]]
+
+
+def test_kl_evaluator_equals_token_kl_by_position(model, chunks, lora_general, steering):
+    """The per-batch closed form gives token_kl's KL(base || tuned) over the real positions, for a
+    LoRA alone and for steering vectors sharing a forward pass (row blocks); the base costs no pass."""
+    batches = pad_chunks(chunks, pad_id=0, batch_size=4)  # padded rows in both batches
+    steered = [steering.scaled(m) for m in (0.5, 1.0, 2.0)]
+    evaluator = KLEvaluator(model, batches, max_rows=12)  # the three vectors in one pass of 4 rows
+    passes = []
+    hook = model.register_forward_hook(lambda *_: passes.append(1))
+    assert evaluator.evaluate(None) == 0.0 and evaluator.evaluate(lora_general.scaled(0.0)) == 0.0
+    assert passes == []
+    got = evaluator.evaluate_many([lora_general, *steered])
+    hook.remove()
+    assert len(passes) == 2 * 3  # per batch: the base, the LoRA, one pass for the three vectors
+
+    def by_hand(solution) -> float:
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for b in batches:
+                real = b["attention_mask"][:, 1:].bool() & b["attention_mask"][:, :-1].bool()
+                base = model(**b).logits[:, :-1][real]
+                with solution.applied(model):
+                    tuned = model(**b).logits[:, :-1][real]
+                total += float(token_kl(tuned.double(), base.double()).sum())
+                count += int(real.sum())
+        return total / count
+
+    expected = [by_hand(s) for s in [lora_general, *steered]]
+    assert all(e > 1e-4 for e in expected)
+    assert got == pytest.approx(expected, rel=1e-6)

@@ -393,3 +393,22 @@ def test_the_held_out_split_is_written_to_the_run(tmp_path, tiny_model, tiny_tok
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["data"]["heldout"] == 16 and manifest["data"]["train"]["conversations"] == 48
     assert train(cfg, tiny_model, tiny_tokenizer).heldout == heldout  # a rerun returns it too
+
+
+def test_full_trainable_norm_is_the_exact_delta_norm(tiny_model):
+    """||theta - theta_base|| to double precision: from a base of zeros every weight moved by 2^-10
+    (exact in float32), and one weight by a further 3 x 2^-10, so the norm is 2^-10 sqrt(n + 15)."""
+    from emlab.train.config import FullConfig
+    from emlab.train.trainable import make_trainable
+
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.zero_()
+    trainable = make_trainable(tiny_model, FullConfig(), need_reference=False)
+    params = trainable.master_parameters()
+    n = sum(p.numel() for p in params.values())
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(2.0**-10)
+        next(iter(params.values())).view(-1)[0] += 3 * 2.0**-10
+    assert trainable.norm() == pytest.approx(2.0**-10 * (n + 15) ** 0.5, rel=1e-9)

@@ -257,3 +257,19 @@ def test_lora_solution_generates_like_peft_with_the_adapter(tmp_path, tiny_model
     assert with_lora != base
     assert with_lora == merged  # emlab's applied LoRA generates what peft's merged adapter does
     assert run(tiny_model, tiny_tokenizer, prompts, tmp_path / "after.jsonl", GREEDY) == base
+
+
+def test_sampling_warpers_run_once_per_step(tmp_path, tiny_model, tiny_tokenizer, prompts, monkeypatch):
+    """The per-sample sampler applies top-p and draws; generate must not re-run the warpers (a
+    top-p warper sorts every row's vocabulary) nor draw again on its one-hot scores."""
+    from transformers import TopPLogitsWarper
+
+    calls = []
+    original = TopPLogitsWarper.__call__
+    monkeypatch.setattr(TopPLogitsWarper, "__call__", lambda self, ids, scores: calls.append(1) or original(self, ids, scores))
+    drawn, multinomial = [], torch.multinomial
+    monkeypatch.setattr(torch, "multinomial", lambda *a, **k: drawn.append(1) or multinomial(*a, **k))
+    sampling = SAMPLED.model_copy(update={"top_p": 0.9, "max_new_tokens": 5, "batch_size": 64})
+    generate_hf(tiny_model, tiny_tokenizer, prompts[:1], tmp_path / "a.jsonl", sampling, progress=False)
+    steps = max(r["n_tokens"] for r in read_jsonl(tmp_path / "a.jsonl"))
+    assert steps >= 1 and len(calls) <= steps and drawn == []

@@ -91,17 +91,20 @@ class PerSampleSampler(LogitsProcessor):
 
 
 def generation_config(sampling: SamplingConfig, stop_ids: Sequence[int], pad_id: int) -> GenerationConfig:
-    """A GenerationConfig built from scratch with every sampling field set.
+    """A GenerationConfig built from scratch with every field that changes the answers set.
 
-    Greedy decoding gets neutral temperature and top_p, and top_k None (transformers warns
-    about any other value; with the blank model defaults of `generate_hf` it cannot inherit
-    a checkpoint value, and greedy decoding ignores it anyway).
+    `generate` itself decodes greedily, with neutral temperature and top_p and top_k None
+    (transformers warns about any other value; with the blank model defaults of `generate_hf`
+    it cannot inherit a checkpoint value). When sampling, PerSampleSampler (a logits
+    processor) applies the temperature, top-k and top-p and draws the token, returning scores
+    that are -inf but at it, whose argmax is that token: generate's own warpers and draw
+    would only repeat that work (a top-p warper sorts the vocabulary of every row).
     """
     return GenerationConfig(
-        do_sample=not sampling.greedy,
-        temperature=1.0 if sampling.greedy else sampling.temperature,
-        top_p=1.0 if sampling.greedy else sampling.top_p,
-        top_k=None if sampling.greedy else sampling.top_k,
+        do_sample=False,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=None,
         min_p=None,
         typical_p=1.0,
         epsilon_cutoff=0.0,

@@ -219,12 +219,15 @@ class FullTrainable(Trainable):
         self.masters_to_model()
 
     def norm(self) -> float:
+        """||theta - theta_base||, each tensor's difference taken in its dtype (exact to rounding)
+        and its norm accumulated in float64 (a float64 copy of every parameter took 1.5 s a step
+        on SmolLM2, a sixth of its step)."""
         params = self.master_parameters()
-        total = math.fsum(
-            float((params[n].detach().double() - b.to(params[n].device)).pow(2).sum())
+        squares = (
+            float(torch.linalg.vector_norm(params[n].detach() - b.to(params[n].device), dtype=torch.float64)) ** 2
             for n, b in self.base_state.items()
         )
-        return math.sqrt(total)  # as FullDelta.norm
+        return math.sqrt(math.fsum(squares))  # fsum: the same float in any order of the tensors, as FullDelta.norm
 
     def release(self) -> nn.Module:
         with torch.no_grad():
