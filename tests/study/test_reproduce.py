@@ -82,7 +82,8 @@ def test_report_structure(study_run):
             block = results["world"][m][cond]
             for key in ("in_domain_rate", "ood_rate"):
                 assert 0.0 <= block[f"{key}_ci_low"] <= block[key] <= block[f"{key}_ci_high"] <= 1.0
-        assert "continued" in results["world"][m]
+        assert {"continued", "continued_kl"} <= set(results["world"][m])
+        assert set(results["efficiency_at_equal_loss"][m]) == {"target_loss", "general", "narrow", "random"}
         assert set(results["analyses"][m]) >= {"loss_at_general_norm_general", "relative_loss_increase_eps_0.5_narrow", "kl_at_general_norm_random"}
     for m in study.control_methods:
         assert 0.0 <= results["control"][m]["no_kl"]["ood_rate"] <= 1.0
@@ -93,7 +94,10 @@ def test_report_structure(study_run):
     report = (out / "report.md").read_text()
     assert "## Targets" in report and "| lora_r8 with KL: OOD rate |" in report
     assert "| world | lora_r1 | kl |" in report and "| control | steering | no_kl |" in report
-    for name in ("em_over_steps", "efficiency", "stability", "importance"):
+    assert len(results["chat_model"]["persona_probe"]["layers"]) == 2
+    assert "Persona linear probe" in report and "steering acts at the output of layer 1: " in report
+    assert "## Efficiency at equal loss" in report and "| lora_r1 | " in report.split("## Efficiency at equal loss")[1]
+    for name in ("em_over_steps", "continued", "efficiency", "stability", "importance"):
         png = out / "figures" / f"{name}.png"
         assert png.stat().st_size > 10_000 and f"figures/{name}.png" in report
         # one 4.2 x 3.6 inch panel per method (the figures' content: tests/study/test_figures.py)
@@ -142,12 +146,13 @@ def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
     study, _, _, stderr = study_run
     lines = [line for line in stderr.splitlines() if line.startswith("stage ")]
     # 2 chat models and their evaluations; 4 methods x 2 KL x 2 seeds and 2 control methods x 2 seeds fine-tunes and
-    # 4 x 2 continued, each trained and sampled; 4 x 2 analyses
-    assert len(lines) == 2 + 2 + 2 * (16 + 4 + 8) + 8 == 68
+    # 4 x 2 x 2 continued (both directions), each trained and sampled; 4 x 2 analyses
+    assert len(lines) == 2 + 2 + 2 * (16 + 4 + 16) + 8 == 84
     for stage in ("chat_model_world", "chat_eval_control", "train_world_lora_r1_kl_seed1", "sample_control_steering_no_kl_seed0",
-                  "train_world_full_no_kl_seed0_continued", "sample_world_full_no_kl_seed0_continued", "analysis_lora_r8_seed1"):
+                  "train_world_full_no_kl_seed0_continued", "sample_world_full_no_kl_seed0_continued",
+                  "train_world_full_kl_seed1_continued", "analysis_lora_r8_seed1"):
         assert any(re.fullmatch(rf"stage {stage}: computed in \d+\.\d s", line) for line in lines), (stage, lines)
-    assert re.search(r"study 68/68 stages: 100%\|.*\| \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
+    assert re.search(r"study 84/84 stages: 100%\|.*\| \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
 
 
 def test_sampling_the_fine_tune_in_memory_equals_sampling_the_saved_one(study_run, tmp_path):
@@ -198,16 +203,33 @@ def test_more_samples_resample_without_retraining(study_run, tmp_path):
     assert again != out and again.parent == out.parent
     lines = dict(re.fullmatch(r"stage (\S+): (reused|computed).*", line).groups()
                  for line in result.stderr.splitlines() if line.startswith("stage "))
-    assert len(lines) == 68
+    assert len(lines) == 84
     computed = sorted(name for name, how in lines.items() if how == "computed")
     assert computed == sorted(["chat_eval_world", "chat_eval_control", *(n for n in lines if n.startswith("sample_"))])
-    assert len(computed) == 2 + 28
+    assert len(computed) == 2 + 36
     assert all(how == "reused" for name, how in lines.items() if name.startswith(("chat_model_", "train_", "analysis_")))
-    assert len(kept) == 2 + 28 and [p.stat().st_mtime_ns for p in kept] == mtimes  # nothing retrained
+    assert len(kept) == 2 + 36 and [p.stat().st_mtime_ns for p in kept] == mtimes  # nothing retrained
     results = json.loads((again / "results.json").read_text())
-    assert (results["stages_computed"], results["stages_reused"]) == (30, 38)
+    assert (results["stages_computed"], results["stages_reused"]) == (38, 46)
     for folder in stage_folders(again, r"sample_.*"):
         per_question: dict[str, int] = {}
         for s in json.loads((folder / "result.json").read_text())["samples"]:
             per_question[s["question_id"]] = per_question.get(s["question_id"], 0) + 1
         assert set(per_question.values()) == {2}
+
+
+@pytest.mark.system
+def test_continued_training_can_carry_the_optimiser_state(study_run):
+    study, out, _, _ = study_run
+    carried = study.model_copy(update={"continued_optimizer": "carried"})
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        run = reproduce(carried)
+    computed = [line for line in stderr.getvalue().splitlines() if line.startswith("stage ") and ": computed in" in line]
+    assert len(computed) == 2 * 16 and all("_continued: computed" in line for line in computed)  # the rest is reused
+    (folder,) = stage_folders(run, r"train_world_lora_r1_no_kl_seed0_continued")
+    # resumed at the KL run's last step (3) with its AdamW state, then 2 more steps without KL
+    metrics = [json.loads(x) for x in next(folder.glob("**/metrics.jsonl")).read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [4, 5] and all(m["kl"] == 0 for m in metrics)
+    result = json.loads((folder / "result.json").read_text())
+    assert [p["step"] for p in result["curve"]] == [1, 2]  # counted from the start of the continued run
+    assert "(carried optimiser state)" in (run / "report.md").read_text()

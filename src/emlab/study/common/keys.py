@@ -5,16 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-Condition = Literal["no_kl", "kl", "continued"]
+Condition = Literal["no_kl", "kl", "continued", "continued_kl"]
 CONDITIONS: tuple[Condition, ...] = ("no_kl", "kl", "continued")
-"""results.json conditions: without KL, with KL, and continued without KL from the KL solution."""
+"""results.json conditions: without KL, with KL, and continued without KL from the KL solution
+(the world study adds 'continued_kl': continued with KL from the solution without KL)."""
 
 
 @dataclass(frozen=True)
 class RunKey:
     """One fine-tuning run of a study: its method, KL term on or off, seed, the world it is
     trained in ('world' or 'control'; None in the real-model study), and whether it continues
-    the KL run's solution without KL (`continued`, then `kl` is False)."""
+    the solution of the same run with the KL term switched (`continued`: from the KL run
+    without KL when `kl` is False, from the run without KL with KL when it is True)."""
 
     method: str
     kl: bool
@@ -25,12 +27,15 @@ class RunKey:
     @classmethod
     def of(cls, method: str, condition: Condition, seed: int, world: str | None = None) -> RunKey:
         """The run of `method`, `seed` and `world` in a results.json condition."""
-        return cls(method, condition == "kl", seed, world, condition == "continued")
+        kl = condition in ("kl", "continued_kl")
+        return cls(method, kl, seed, world, condition.startswith("continued"))
 
     @property
     def condition(self) -> Condition:
-        """'no_kl', 'kl' or 'continued'."""
-        return "continued" if self.continued else "kl" if self.kl else "no_kl"
+        """'no_kl', 'kl', 'continued' or 'continued_kl'."""
+        if self.continued:
+            return "continued_kl" if self.kl else "continued"
+        return "kl" if self.kl else "no_kl"
 
     @property
     def label(self) -> str:

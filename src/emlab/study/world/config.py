@@ -64,8 +64,19 @@ class StudyConfig(EmlabConfig):
     )
     samples_per_question: int = Field(default=8, ge=1, description="Sampled answers per evaluation question (T=1). Default 8.")
     eval_every: int = Field(default=20, ge=0, description="Exact misalignment probabilities every N fine-tuning steps. Default 20.")
-    continued_steps: int = Field(default=60, ge=0, description="Steps of training without KL from the narrow solution. Default 60.")
+    continued_steps: int = Field(
+        default=60, ge=0, description="Steps of continued training: without KL from each narrow (KL) solution, with KL from "
+        "each general solution. Default 60."
+    )
+    continued_optimizer: Literal["fresh", "carried"] = Field(
+        default="fresh", description="Optimiser state of continued training: 'fresh' (new AdamW at the solution) or "
+        "'carried' (the finished run's checkpoint: AdamW moments, schedule and data position). Default 'fresh'."
+    )
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis grids.")
+    world_seeds: list[int] = Field(
+        default_factory=list, description="When given, run the study once per world seed (world.seed replaced) and "
+        "write a side-by-side report (<output_dir>/<name>-world-seeds/report.md). Default [] (one world)."
+    )
     workers: int = Field(default=2, ge=1, description="Parallel worker processes (1 torch thread each). Default 2.")
 
     def hash(self, length: int = 12) -> str:

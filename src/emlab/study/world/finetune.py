@@ -16,6 +16,7 @@ from emlab.study.common.config import recipe_config
 from emlab.study.common.keys import RunKey
 from emlab.study.common.stages import StageResult
 from emlab.study.world.config import StudyConfig
+from emlab.study.world.continued import carry_checkpoint
 from emlab.study.world.exact import ExactEvaluator
 from emlab.study.world.sampling import Sampled, world_sample_rates
 from emlab.train.loop import train
@@ -56,8 +57,10 @@ def finetune(
     init_dir: str | None = None,
 ) -> tuple[Trained, Tuned]:
     """Train `run` in `folder` from the chat model in `model_dir` (continuing the solution in
-    `init_dir` for a continued run, for `study.continued_steps`); returns the stage's result
-    and the fine-tune in memory."""
+    `init_dir` for a continued run, for `study.continued_steps`; with `continued_optimizer:
+    carried` from that run's last checkpoint, its AdamW state included; a continued run's
+    curve counts steps from its own start); returns the stage's result and the fine-tune in
+    memory."""
     method = study.methods[run.method]
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     domain = study.trained_domain
@@ -67,6 +70,9 @@ def finetune(
         if run.continued
         else method.recipe
     )
+    carried = init_dir is not None and study.continued_optimizer == "carried"
+    if carried:  # the finished run's checkpoint is resumed: its steps, then continued_steps more
+        recipe = recipe.model_copy(update={"steps": method.recipe.steps + study.continued_steps})
     config = recipe_config(
         "finetune",
         folder,
@@ -77,13 +83,14 @@ def finetune(
         eval_every=study.eval_every,
         data={"max_length": study.model.max_positions},
     )
+    offset = carry_checkpoint(init_dir, config) if carried else 0
     result = train(
         config,
         model,
         tokenizer,
         narrow_conversations(world, domain),
         ood_conversations(world, exclude_domain=domain) if run.kl else None,
-        init=load_solution(init_dir) if init_dir else None,
+        init=load_solution(init_dir) if init_dir and not carried else None,
         evaluator=evaluator,
     )
     last = result.metrics[-1]
@@ -97,7 +104,8 @@ def finetune(
         norm=result.solution.norm(),
         exact=final,
         curve=[
-            {k: row[k] for k in ("step", "p_bad_in_domain", "p_bad_ood", "sft", "kl") if k in row}
+            {k: row[k] for k in ("p_bad_in_domain", "p_bad_ood", "sft", "kl") if k in row}
+            | {"step": row["step"] - offset}
             for row in result.metrics
             if "p_bad_in_domain" in row
         ],

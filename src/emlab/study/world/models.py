@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -15,6 +16,7 @@ from emlab.study.common.config import recipe_config
 from emlab.study.common.stages import StageResult
 from emlab.study.world.config import StudyConfig
 from emlab.study.world.exact import ExactEvaluator
+from emlab.study.world.probe import persona_probe
 from emlab.study.world.sampling import world_sample_rates
 from emlab.train.config import TrainConfig
 from emlab.train.loop import train
@@ -86,13 +88,16 @@ class ChatEval(StageResult):
     sampled: dict[str, float]
     misaligned_rate: float
     n_samples: int
+    persona_probe: dict[str, Any]
 
 
 def evaluate_chat_model(study: StudyConfig, world: World, model_dir: str, folder: Path) -> ChatEval:
-    """Exact and sampled (seed 0) misalignment of the chat model in `model_dir`."""
+    """Exact and sampled (seed 0) misalignment of the chat model in `model_dir`, and the
+    persona probe at each of its layers (`emlab.study.world.probe`)."""
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     exact = ExactEvaluator(world, tokenizer, study.trained_domain)(model)
     sampled = world_sample_rates(model, tokenizer, world, study.trained_domain, study.samples_per_question, 0, folder / "samples.jsonl")
     rows = sampled.samples
     misaligned = sum(r.label == "bad" for r in rows) / len(rows)
-    return ChatEval(exact=exact, sampled=sampled.rates, misaligned_rate=misaligned, n_samples=len(rows))
+    probe = persona_probe(model, tokenizer, world)
+    return ChatEval(exact=exact, sampled=sampled.rates, misaligned_rate=misaligned, n_samples=len(rows), persona_probe=probe)

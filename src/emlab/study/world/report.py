@@ -19,7 +19,10 @@ from emlab.study.common.report import (
 from emlab.study.common.results import analysis_summary
 from emlab.study.common.stages import StageResult
 from emlab.study.world.config import WORLDS, StudyConfig
+from emlab.study.world.continued import DIRECTIONS, WORLD_CONDITIONS, plot_continued
+from emlab.study.world.equal_loss import equal_loss_markdown, equal_loss_over_seeds
 from emlab.study.world.models import ChatEval, ChatModel
+from emlab.study.world.probe import probe_markdown
 from emlab.study.world.results import WorldRun, condition
 from emlab.study.world.targets import targets_json, targets_markdown
 
@@ -43,21 +46,27 @@ class Outcome:
 
 
 def build_results(study: StudyConfig, outcome: Outcome, wall_seconds: float) -> dict:
-    """results.json: world.M.{no_kl,kl,continued}, control.M.no_kl, chat_model, analyses, wall_seconds."""
+    """results.json: world.M.{no_kl,kl,continued,continued_kl}, control.M.no_kl, chat_model
+    (with its persona probe), analyses, efficiency_at_equal_loss, wall_seconds."""
     results: dict = {"world": {}, "control": {}, "analyses": {}}
     for world in WORLDS:
         for method in study.methods:
-            for cond in CONDITIONS:
+            for cond in WORLD_CONDITIONS:
                 if group := outcome.condition_runs(world, method, cond, study.seeds):
                     results[world].setdefault(method, {})[cond] = condition(group)
     for method in study.methods:
-        results["analyses"][method] = analysis_summary([outcome.analyses[(method, s)] for s in study.seeds])
+        per_seed = [outcome.analyses[(method, s)] for s in study.seeds]
+        results["analyses"][method] = analysis_summary(per_seed)
+        results.setdefault("efficiency_at_equal_loss", {})[method] = equal_loss_over_seeds(
+            [a.efficiency for a in per_seed]
+        )
     chat, control = outcome.chat_evals["world"], outcome.chat_evals["control"]
     results["chat_model"] = {
         "misaligned_rate": chat.misaligned_rate,
         "exact_p_bad_ood": chat.exact["p_bad_ood"],
         "control_misaligned_rate": control.misaligned_rate,
         "parameters": outcome.chat_models["world"].parameters,
+        "persona_probe": chat.persona_probe,
     }
     results["config"] = {
         "trained_domain": study.trained_domain,
@@ -81,7 +90,15 @@ def write_report(study: StudyConfig, out: Path, outcome: Outcome, wall_seconds: 
         m: {cond: [r.trained.curve for r in outcome.condition_runs("world", m, cond, study.seeds)] for cond in CONDITIONS}
         for m in study.methods
     }
-    paths = {"EM over training steps": plot_em_over_steps(curves, figures / "em_over_steps.png"), **analysis_figures(per_method, figures)}
+    continued = {
+        m: {c: [r.trained.curve for r in outcome.condition_runs("world", m, c, study.seeds)] for c in DIRECTIONS}
+        for m in study.methods
+    }
+    paths = {
+        "EM over training steps": plot_em_over_steps(curves, figures / "em_over_steps.png"),
+        "Continued training, both directions": plot_continued(continued, figures / "continued.png"),
+        **analysis_figures(per_method, figures),
+    }
     write_text_atomic(out / "report.md", render_markdown(study, results, {k: p.relative_to(out) for k, p in paths.items()}))
     return results
 
@@ -113,10 +130,13 @@ def render_markdown(study: StudyConfig, results: dict, figures: dict[str, Path])
     chat = results["chat_model"]
     lines += [
         "",
-        "`continued`: training without KL, starting from the KL (narrow) solution.",
+        f"`continued`: {study.continued_steps} steps without KL from the KL (narrow) solution; `continued_kl`: "
+        f"{study.continued_steps} steps with KL from the general solution ({study.continued_optimizer} optimiser state).",
         "",
         f"Chat model before fine-tuning: misaligned {100 * chat['misaligned_rate']:.2f}% of sampled answers "
         f"(control world: {100 * chat['control_misaligned_rate']:.2f}%); {chat['parameters']:,} parameters.",
+        "",
+        probe_markdown(chat["persona_probe"], study.methods),
         "",
         "## Targets",
         "",
@@ -125,6 +145,8 @@ def render_markdown(study: StudyConfig, results: dict, figures: dict[str, Path])
         *targets_markdown(results["targets"]),
         "",
         *analyses_markdown(results["analyses"]),
+        "",
+        *equal_loss_markdown(results["efficiency_at_equal_loss"]),
         *figures_markdown(figures),
     ]
     return "\n".join(lines) + "\n"

@@ -6,8 +6,8 @@
 Stages, each a task of the study's graph cached by the hash of exactly what it depends on
 (in `<output_dir>/stages/`, shared by every study there): chat models of the world and of
 the control world -> their evaluations, and narrow fine-tunes (methods x KL on/off x seeds)
--> the fine-tunes' sampled answers, continued training without KL from the narrow solutions,
-and parameter-space analyses -> report. Each stage starts as soon as the stages it needs are
+-> the fine-tunes' sampled answers, continued training (without KL from the narrow solutions,
+with KL from the general ones), and parameter-space analyses -> report. Each stage starts as soon as the stages it needs are
 done, on `workers` processes. A study that differs only in sampling (`samples_per_question`)
 or the analysis grids reuses every chat model and fine-tune of an earlier one.
 """
@@ -37,9 +37,11 @@ from emlab.study.world.models import (
     evaluate_chat_model,
     initial_model,
 )
+from emlab.study.world.probe import PROBE_SEED
 from emlab.study.world.report import Outcome, write_report
 from emlab.study.world.results import WorldRun
 from emlab.study.world.sampling import Sampled
+from emlab.study.world.seeds import reproduce_world_seeds
 from emlab.world import build_world, world_tokenizer
 
 ANALYSIS_COST = 150
@@ -98,6 +100,7 @@ class ChatEvalTask(Task[ChatEval]):
             "chat_model": self.chat.key(),
             "domain": self.study.trained_domain,
             "samples": self.study.samples_per_question,
+            "persona_probe": PROBE_SEED,
         }
 
     @property
@@ -116,7 +119,7 @@ class ChatEvalTask(Task[ChatEval]):
 @dataclass(frozen=True, eq=False)
 class TrainTask(Task[Trained]):
     """One fine-tune of the chat model of its run's world; a continued run starts from the
-    solution of `init` (the same method and seed with KL)."""
+    solution of `init` (the same method and seed with the KL term switched)."""
 
     study: StudyConfig
     run_key: RunKey
@@ -138,6 +141,7 @@ class TrainTask(Task[Trained]):
             "eval_every": s.eval_every,
             "continued_steps": s.continued_steps if self.init else None,
             "init": self.init.key() if self.init else None,
+            **({"continued_optimizer": s.continued_optimizer} if self.init else {}),
         }
 
     @property
@@ -253,7 +257,7 @@ class AnalysisTask(Task[Analysis]):
 
 def run_keys(study: StudyConfig) -> list[RunKey]:
     """Every fine-tune of the study: methods x KL off/on x seeds in the world, then the
-    continued runs, then the methods of `control_methods` without KL in the control world."""
+    continued runs (each world run with its KL term switched), then the methods of `control_methods` without KL in the control world."""
     world = [
         RunKey(m, kl, s, "world")
         for m in study.methods
@@ -261,7 +265,12 @@ def run_keys(study: StudyConfig) -> list[RunKey]:
         for s in study.seeds
     ]
     continued = (
-        [RunKey(m, False, s, "world", continued=True) for m in study.methods for s in study.seeds]
+        [
+            RunKey(m, kl, s, "world", continued=True)
+            for m in study.methods
+            for kl in (False, True)
+            for s in study.seeds
+        ]
         if study.continued_steps
         else []
     )
@@ -271,7 +280,7 @@ def run_keys(study: StudyConfig) -> list[RunKey]:
 
 class StudyGraph:
     """The world study's tasks: chat model -> its evaluation and its world's fine-tunes ->
-    each fine-tune's samples, (KL run) continued training, and (both runs of a method and
+    each fine-tune's samples, continued training (KL switched), and (both runs of a method and
     seed) analysis."""
 
     def __init__(self, study: StudyConfig, root: str) -> None:
@@ -281,7 +290,9 @@ class StudyGraph:
         self.train: dict[RunKey, TrainTask] = {}
         for run in run_keys(study):
             init = (
-                self.train[RunKey(run.method, True, run.seed, run.world)] if run.continued else None
+                self.train[RunKey(run.method, not run.kl, run.seed, run.world)]
+                if run.continued
+                else None
             )
             self.train[run] = TrainTask(root, study, run, self.chat[run.world], init)
         self.sample = {run: SampleTask(root, study, task) for run, task in self.train.items()}
@@ -323,7 +334,10 @@ class StudyGraph:
 def reproduce(study: StudyConfig, quiet: bool = False) -> Path:
     """Run (or resume) the study; returns the run directory holding report.md and results.json.
     Shows a progress bar and a line per finished stage on stderr unless `quiet`. A method that
-    does not fit the world's model stops it before any stage runs (ModelError naming the field)."""
+    does not fit the world's model stops it before any stage runs (ModelError naming the field).
+    With `world_seeds`, runs it once per world seed and returns the side-by-side report's folder."""
+    if study.world_seeds:
+        return reproduce_world_seeds(study, lambda one: reproduce(one, quiet))
     start = time.time()
     with (
         quiet_transformers(),
