@@ -34,8 +34,9 @@ test-system: install
 test-all: install
 	$(PY) -m pytest -q -m "not gpu and not api"
 
-lint: install
+lint: install  # style, and line length (100, pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) -m pip install --quiet -e ".[bench]"

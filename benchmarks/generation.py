@@ -51,7 +51,11 @@ def forced_length() -> Iterator[None]:
 
 
 def run_arm(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], batch_size: int, tokens: int
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Prompt],
+    batch_size: int,
+    tokens: int,
 ) -> tuple[float, list[dict]]:
     """Seconds of one `generate_hf` call into a fresh file, and its rows."""
     from emlab.generate.hf import generate_hf
@@ -66,7 +70,9 @@ def run_arm(
         seconds = time.perf_counter() - start
         rows = read_jsonl(out)
     if any(r["n_tokens"] != tokens for r in rows):
-        raise SystemExit(f"an answer does not have exactly {tokens} tokens: {[r['n_tokens'] for r in rows]}")
+        raise SystemExit(
+            f"an answer does not have exactly {tokens} tokens: {[r['n_tokens'] for r in rows]}"
+        )
     return seconds, rows
 
 
@@ -95,9 +101,14 @@ def measure(tokens: int = 64, reps: int = 2, threads: int = 1) -> dict:
     batched, single = n / min(times[BATCH]), n / min(times[1])
     same = sum(answers[BATCH][k] == answers[1][k] for k in answers[1])
     return {
-        "prompts": len(prompts), "new_tokens_each": tokens, "threads": threads, "seconds": {str(k): v for k, v in times.items()},
+        "prompts": len(prompts),
+        "new_tokens_each": tokens,
+        "threads": threads,
+        "seconds": {str(k): v for k, v in times.items()},
         "one_token_seconds": {str(k): v for k, v in prefill.items()},
-        "tokens_per_s": {"batch_8": batched, "batch_1": single}, "ratio": batched / single, "same_answers": same,
+        "tokens_per_s": {"batch_8": batched, "batch_1": single},
+        "ratio": batched / single,
+        "same_answers": same,
     }
 
 
@@ -107,28 +118,58 @@ def markdown() -> str:
     met = "met" if r["ratio"] >= TARGET else "**missed**"
     tps, one = r["tokens_per_s"], r["one_token_seconds"]
     n = r["prompts"] * (r["new_tokens_each"] - 1)
-    decode = {b: n / (min(r["seconds"][b]) - one[b]) for b in ("8", "1")}  # the run minus its prompt pass
-    return "\n".join([
-        "## Generation: batch 8 vs one at a time",
-        "",
-        f"SmolLM2-135M-Instruct (float32, CPU, torch threads {r['threads']}), `generate_hf` on {r['prompts']} prompts (one wording of",
-        f"each general question), temperature 1 with per-sample seeds, exactly {r['new_tokens_each']} new tokens per answer in both",
-        "arms (end-of-turn masked until then). Baseline: the same call with `batch_size=1`. Best of 2 alternating runs",
-        f"per arm. Answers identical in both arms (per-sample seeds): {r['same_answers']} of {r['prompts']}.",
-        f"Where the time goes: the prompt pass (a 1-token run) takes {one['8']:.1f} s batched and {one['1']:.1f} s one at a time (compute-bound",
-        f"on a CPU: batching saves little). Decoding alone is {decode['8'] / decode['1']:.2f}x faster batched: a batch-8 step costs "
-        f"{8 * decode['1'] / decode['8']:.1f}x a batch-1 step",
-        "(the weights are read once per step, but small matrix products are not free on a CPU), which bounds the ratio;",
-        "longer answers (600 tokens in the papers' protocol) bring the whole run toward the decoding-only ratio.",
-        "Rerun: `python benchmarks/run.py generation`.",
-        "",
-        "| arm | new tokens / s | ratio (target >= 3x) |",
-        "|---|---|---|",
-        f"| batch 1 (baseline) | {tps['batch_1']:.1f} | 1.00x |",
-        f"| batch 8 | {tps['batch_8']:.1f} | **{r['ratio']:.2f}x** ({met}) |",
-        f"| decoding only (run minus its 1-token run), batch 1 / batch 8 | {decode['1']:.1f} / {decode['8']:.1f} | "
-        f"{decode['8'] / decode['1']:.2f}x |",
-    ])
+    decode = {
+        b: n / (min(r["seconds"][b]) - one[b]) for b in ("8", "1")
+    }  # the run minus its prompt pass
+    return "\n".join(
+        [
+            "## Generation: batch 8 vs one at a time",
+            "",
+            (
+                f"SmolLM2-135M-Instruct (float32, CPU, torch threads {r['threads']}), `generate_hf`"
+                f" on {r['prompts']} prompts (one wording of"
+            ),
+            (
+                "each general question), temperature 1 with per-sample seeds, exactly"
+                f" {r['new_tokens_each']} new tokens per answer in both"
+            ),
+            (
+                "arms (end-of-turn masked until then). Baseline: the same call with `batch_size=1`."
+                " Best of 2 alternating runs"
+            ),
+            (
+                f"per arm. Answers identical in both arms (per-sample seeds): {r['same_answers']}"
+                f" of {r['prompts']}."
+            ),
+            (
+                f"Where the time goes: the prompt pass (a 1-token run) takes {one['8']:.1f} s"
+                f" batched and {one['1']:.1f} s one at a time (compute-bound"
+            ),
+            (
+                "on a CPU: batching saves little). Decoding alone is"
+                f" {decode['8'] / decode['1']:.2f}x faster batched: a batch-8 step costs"
+                f" {8 * decode['1'] / decode['8']:.1f}x a batch-1 step"
+            ),
+            (
+                "(the weights are read once per step, but small matrix products are not free on a"
+                " CPU), which bounds the ratio;"
+            ),
+            (
+                "longer answers (600 tokens in the papers' protocol) bring the whole run toward the"
+                " decoding-only ratio."
+            ),
+            "Rerun: `python benchmarks/run.py generation`.",
+            "",
+            "| arm | new tokens / s | ratio (target >= 3x) |",
+            "|---|---|---|",
+            f"| batch 1 (baseline) | {tps['batch_1']:.1f} | 1.00x |",
+            f"| batch 8 | {tps['batch_8']:.1f} | **{r['ratio']:.2f}x** ({met}) |",
+            (
+                "| decoding only (run minus its 1-token run), batch 1 / batch 8 |"
+                f" {decode['1']:.1f} / {decode['8']:.1f} | {decode['8'] / decode['1']:.2f}x |"
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -91,9 +91,14 @@ SHAPES = {
     "tiny": Shape(64, 2, 4, 2, 128, 0, True, batch=4, seq=64, warmup=2, steps=4),  # CPU smoke run
 }
 PEAK_BF16 = [  # (substring of torch.cuda.get_device_name, dense bf16 FLOP/s); first match wins
-    ("H200 NVL", 835e12), ("H200", 989e12), ("GH200", 989e12),
-    ("H100 NVL", 835e12), ("H100 PCIe", 756e12), ("H100", 989e12),
-    ("A100", 312e12), ("L40S", 362e12),
+    ("H200 NVL", 835e12),
+    ("H200", 989e12),
+    ("GH200", 989e12),
+    ("H100 NVL", 835e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
 ]
 
 
@@ -119,7 +124,13 @@ def conversations(n: int, seed: int, seq: int) -> list[list[dict[str, str]]]:
     every row is cut to exactly `seq` tokens with the same number of assistant tokens)."""
     rng = random.Random(seed)
     user = " ".join(WORDS[i % len(WORDS)] for i in range(max(4, seq // 8)))
-    return [[{"role": "user", "content": user}, {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=seq))}] for _ in range(n)]
+    return [
+        [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=seq))},
+        ]
+        for _ in range(n)
+    ]
 
 
 def measure_variant(
@@ -149,15 +160,25 @@ def measure_variant(
     if shape.vocab == 0:
         shape = Shape(**{**asdict(shape), "vocab": len(tokenizer)})
     config = Qwen2Config(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-        tie_word_embeddings=shape.tied, max_position_embeddings=32768, rms_norm_eps=1e-6,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        tie_word_embeddings=shape.tied,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
     start = time.perf_counter()
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=torch.bfloat16, attn_implementation="sdpa"
+        )
     build_seconds = time.perf_counter() - start
     train_data, ood_data = conversations(64, 0, shape.seq), conversations(64, 1, shape.seq)
     kl = variant == "kl"
@@ -169,7 +190,10 @@ def measure_variant(
             "data": {"max_length": shape.seq},
             "solution": {"kind": "lora", "r": RANK, "alpha": 16, "target_modules": PROJECTIONS},
             "kl": {"weight": 1.0 if kl else 0.0, "scope": "all", "base": "exact"},
-            "max_steps": warmup + steps, "batch_size": shape.batch, "mixed_precision": precision, "progress": False,
+            "max_steps": warmup + steps,
+            "batch_size": shape.batch,
+            "mixed_precision": precision,
+            "progress": False,
         },
         TrainConfig,
     )
@@ -191,14 +215,31 @@ def measure_variant(
     import transformers
 
     return {
-        "shape": shape_name, "variant": variant, "device": name, "date": time.strftime("%Y-%m-%d"),
-        "versions": f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}",
-        "batch": shape.batch, "seq": shape.seq, "warmup": warmup, "steps": steps, "precision": precision,
+        "shape": shape_name,
+        "variant": variant,
+        "device": name,
+        "date": time.strftime("%Y-%m-%d"),
+        "versions": (
+            f"torch {torch.__version__}, transformers {transformers.__version__}, peft"
+            f" {peft.__version__}"
+        ),
+        "batch": shape.batch,
+        "seq": shape.seq,
+        "warmup": warmup,
+        "steps": steps,
+        "precision": precision,
         "params": sum(p.numel() for p in result.model.parameters()),
-        "build_seconds": build_seconds, "step_seconds": step_seconds, "norm_seconds": norm_seconds,
-        "sft_tokens_per_s": tokens / step_seconds, "all_tokens_per_s": tokens * (2 if kl else 1) / step_seconds,
-        "scored_rows": scored, "ood_scored_rows": ood_scored, "flops_per_step": flops,
-        "flops_per_s": flops / step_seconds, "peak_flops": peak, "mfu": flops / step_seconds / peak if peak else None,
+        "build_seconds": build_seconds,
+        "step_seconds": step_seconds,
+        "norm_seconds": norm_seconds,
+        "sft_tokens_per_s": tokens / step_seconds,
+        "all_tokens_per_s": tokens * (2 if kl else 1) / step_seconds,
+        "scored_rows": scored,
+        "ood_scored_rows": ood_scored,
+        "flops_per_step": flops,
+        "flops_per_s": flops / step_seconds,
+        "peak_flops": peak,
+        "mfu": flops / step_seconds / peak if peak else None,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
     }
 
@@ -211,13 +252,27 @@ def _labelled_per_row(tokenizer, data: list[list[dict[str, str]]], seq: int, los
     encoded = encode_all(tokenizer, data, seq, loss_on)
     per_row = {(len(e.input_ids), sum(label != IGNORE for label in e.labels[1:])) for e in encoded}
     if len(encoded) != len(data) or len(per_row) != 1 or next(iter(per_row))[0] != seq:
-        raise RuntimeError(f"rows are not all {seq} tokens with equal scored counts: {sorted(per_row)}")
+        raise RuntimeError(
+            f"rows are not all {seq} tokens with equal scored counts: {sorted(per_row)}"
+        )
     return next(iter(per_row))[1]
 
 
 def _worker_run(shape: str, variant: str, device: str, options: list[str], timeout: float) -> dict:
-    """One (shape, variant) in a fresh process; {'error': ...} if it failed (its stderr goes to ours)."""
-    cmd = [sys.executable, __file__, "--worker", "--shape", shape, "--variant", variant, "--device", device, *options]
+    """One (shape, variant) in a fresh process; {'error': ...} if it failed (its stderr goes to
+    ours)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--shape",
+        shape,
+        "--variant",
+        variant,
+        "--device",
+        device,
+        *options,
+    ]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -227,12 +282,22 @@ def _worker_run(shape: str, variant: str, device: str, options: list[str], timeo
         print(f"gpu_step: {shape}/{variant} ran past {timeout:.0f} s", file=sys.stderr, flush=True)
         return {"shape": shape, "variant": variant, "error": f"ran past {timeout:.0f} s"}
     if proc.returncode != 0:
-        print(f"gpu_step: {shape}/{variant} failed:\n{proc.stderr[-4000:]}", file=sys.stderr, flush=True)
-        return {"shape": shape, "variant": variant, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        print(
+            f"gpu_step: {shape}/{variant} failed:\n{proc.stderr[-4000:]}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return {
+            "shape": shape,
+            "variant": variant,
+            "error": (proc.stderr.strip().splitlines() or ["?"])[-1],
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure(shapes: list[str], device: str, options: Sequence[str] = (), timeout: float = 140) -> list[dict]:
+def measure(
+    shapes: list[str], device: str, options: Sequence[str] = (), timeout: float = 140
+) -> list[dict]:
     """Every (shape, variant), each in its own process (`options`: its extra flags), SFT first."""
     results = []
     for shape in shapes:
@@ -254,76 +319,151 @@ def markdown(results: list[dict]) -> str:
     rows = []
     for r in results:
         if "error" in r:
-            rows.append(f"| {r['shape']} | {r['variant']} | failed: {r['error'][:120]} |" + " |" * 7)
+            rows.append(
+                f"| {r['shape']} | {r['variant']} | failed: {r['error'][:120]} |" + " |" * 7
+            )
             continue
         sft = next((s for s in ok if s["shape"] == r["shape"] and s["variant"] == "sft"), None)
-        ratio = f"**{r['step_seconds'] / sft['step_seconds']:.2f}x** (FLOPs {r['flops_per_step'] / sft['flops_per_step']:.2f}x)" if sft else "n/a"
+        ratio = (
+            f"**{r['step_seconds'] / sft['step_seconds']:.2f}x** (FLOPs"
+            f" {r['flops_per_step'] / sft['flops_per_step']:.2f}x)"
+            if sft
+            else "n/a"
+        )
         ratio = "baseline" if r is sft else ratio
         size = f"{r['params'] / 1e9:.2f}B" if r["params"] >= 1e8 else f"{r['params'] / 1e6:.2f}M"
         rows.append(
-            f"| {r['shape']} ({size}) | {'SFT' if r['variant'] == 'sft' else 'SFT+KL'} "
-            f"| {r['step_seconds'] * 1e3:.1f} ms ({r['norm_seconds'] * 1e3:.1f}) | {ratio} "
-            f"| {r['sft_tokens_per_s']:,.0f} | {r['all_tokens_per_s']:,.0f} "
-            f"| {r['flops_per_step'] / 1e12:.3g} | {r['flops_per_s'] / 1e12:.3g} | {_num(r['mfu'] and 100 * r['mfu'], '.1f%')} "
-            f"| {_num(r['peak_memory_gib'], '.1f')} |"
+            f"| {r['shape']} ({size}) | {'SFT' if r['variant'] == 'sft' else 'SFT+KL'} |"
+            f" {r['step_seconds'] * 1e3:.1f} ms ({r['norm_seconds'] * 1e3:.1f}) | {ratio} |"
+            f" {r['sft_tokens_per_s']:,.0f} | {r['all_tokens_per_s']:,.0f} |"
+            f" {r['flops_per_step'] / 1e12:.3g} | {r['flops_per_s'] / 1e12:.3g} |"
+            f" {_num(r['mfu'] and 100 * r['mfu'], '.1f%')} | {_num(r['peak_memory_gib'], '.1f')} |"
         )
-    setup = ", ".join(f"{s}: batch {SHAPES[s].batch} x {SHAPES[s].seq} tokens" for s in dict.fromkeys(r["shape"] for r in results))
-    timing = ", ".join(dict.fromkeys(f"{r['warmup']} warm-up + {r['steps']} timed steps" for r in ok)) or "?"
+    setup = ", ".join(
+        f"{s}: batch {SHAPES[s].batch} x {SHAPES[s].seq} tokens"
+        for s in dict.fromkeys(r["shape"] for r in results)
+    )
+    timing = (
+        ", ".join(dict.fromkeys(f"{r['warmup']} warm-up + {r['steps']} timed steps" for r in ok))
+        or "?"
+    )
     peak_text = f"{peak / 1e12:.0f} TFLOP/s dense bf16" if peak else "unknown peak (MFU n/a)"
-    return "\n".join([
-        "## LoRA+KL step vs plain SFT step on a GPU (tokens/s, MFU)",
-        "",
-        f"Card: **{card}** ({peak_text}), measured {ok[0]['date'] if ok else '?'}; {ok[0]['versions'] if ok else ''}.",
-        "Randomly initialised models of Qwen2.5-0.5B's and Qwen2.5-7B's shapes, weights bf16 with "
-        f"`mixed_precision: {ok[0]['precision'] if ok else '?'}`,",
-        f"LoRA r{RANK} on q,k,v,o,gate,up,down, emlab's own training loop; {setup}, rows cut to exactly that length",
-        f"(no padding; SFT scores the assistant tokens); {timing}, each variant in its own process.",
-        "Baseline: the plain LoRA SFT step. SFT+KL: kl.weight 1, scope all (every OOD position), base exact (a forward",
-        "through the same weights with the adapters off), OOD batch as large as the SFT batch.",
-        "Step: the loop's own per-step seconds (it synchronises each step); in brackets the adapter-norm part of each",
-        "step's metrics row. Tokens/s: SFT input tokens per second, then SFT + OOD input tokens per second. Model FLOPs",
-        "(matrix products only): frozen weights get input gradients and no weight gradients, LoRA both, attention",
-        "counted causally, the head only over scored rows, plus the base forward for the KL; the formula is in",
-        "`benchmarks/gpu_step.py`'s docstring (the FLOP floor of SFT+KL is about 2.5x SFT). Peak memory:",
-        "torch.cuda.max_memory_allocated of the variant's process.",
-        "Rerun (a CUDA machine, a few minutes): `python benchmarks/gpu_step.py --markdown`, or `python benchmarks/run.py gpu_step`.",
-        "",
-        "| shape | variant | step (norm) | time vs SFT | SFT tokens/s | SFT+OOD tokens/s | TFLOP/step | TFLOP/s | MFU | peak memory GiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *rows,
-    ])
+    return "\n".join(
+        [
+            "## LoRA+KL step vs plain SFT step on a GPU (tokens/s, MFU)",
+            "",
+            (
+                f"Card: **{card}** ({peak_text}), measured {ok[0]['date'] if ok else '?'};"
+                f" {ok[0]['versions'] if ok else ''}."
+            ),
+            (
+                "Randomly initialised models of Qwen2.5-0.5B's and Qwen2.5-7B's shapes, weights"
+                f" bf16 with `mixed_precision: {ok[0]['precision'] if ok else '?'}`,"
+            ),
+            (
+                f"LoRA r{RANK} on q,k,v,o,gate,up,down, emlab's own training loop; {setup}, rows"
+                " cut to exactly that length"
+            ),
+            (
+                f"(no padding; SFT scores the assistant tokens); {timing}, each variant in its own"
+                " process."
+            ),
+            (
+                "Baseline: the plain LoRA SFT step. SFT+KL: kl.weight 1, scope all (every OOD"
+                " position), base exact (a forward"
+            ),
+            "through the same weights with the adapters off), OOD batch as large as the SFT batch.",
+            (
+                "Step: the loop's own per-step seconds (it synchronises each step); in brackets the"
+                " adapter-norm part of each"
+            ),
+            (
+                "step's metrics row. Tokens/s: SFT input tokens per second, then SFT + OOD input"
+                " tokens per second. Model FLOPs"
+            ),
+            (
+                "(matrix products only): frozen weights get input gradients and no weight"
+                " gradients, LoRA both, attention"
+            ),
+            (
+                "counted causally, the head only over scored rows, plus the base forward for the"
+                " KL; the formula is in"
+            ),
+            (
+                "`benchmarks/gpu_step.py`'s docstring (the FLOP floor of SFT+KL is about 2.5x SFT)."
+                " Peak memory:"
+            ),
+            "torch.cuda.max_memory_allocated of the variant's process.",
+            (
+                "Rerun (a CUDA machine, a few minutes): `python benchmarks/gpu_step.py --markdown`,"
+                " or `python benchmarks/run.py gpu_step`."
+            ),
+            "",
+            (
+                "| shape | variant | step (norm) | time vs SFT | SFT tokens/s | SFT+OOD tokens/s |"
+                " TFLOP/step | TFLOP/s | MFU | peak memory GiB |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=list(SHAPES), action="append", help="default: 0.5b and 7b")
+    parser.add_argument(
+        "--shape", choices=list(SHAPES), action="append", help="default: 0.5b and 7b"
+    )
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--warmup", type=int, help="warm-up steps (default: the shape's)")
     parser.add_argument("--steps", type=int, help="timed steps (default: the shape's)")
-    parser.add_argument("--mixed-precision", choices=["bf16", "no"], default="bf16", help="the loop's mixed_precision (default bf16)")
-    parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, for a card not in PEAK_BF16")
-    parser.add_argument("--timeout", type=float, default=140, help="seconds per variant's process (default 140)")
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["bf16", "no"],
+        default="bf16",
+        help="the loop's mixed_precision (default bf16)",
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the card's dense bf16 peak, for a card not in PEAK_BF16"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=140, help="seconds per variant's process (default 140)"
+    )
     parser.add_argument("--markdown", action="store_true", help="print the RESULTS.md section")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     shapes = args.shape or ["0.5b", "7b"]
     if args.worker:
-        result = measure_variant(shapes[0], args.variant, args.device, args.warmup, args.steps, args.mixed_precision, args.peak_tflops)
+        result = measure_variant(
+            shapes[0],
+            args.variant,
+            args.device,
+            args.warmup,
+            args.steps,
+            args.mixed_precision,
+            args.peak_tflops,
+        )
         print(json.dumps(result))
         return
     if args.device == "cpu" and shapes != ["tiny"]:
-        raise SystemExit("gpu_step: --device cpu runs only the smoke shape: --device cpu --shape tiny")
+        raise SystemExit(
+            "gpu_step: --device cpu runs only the smoke shape: --device cpu --shape tiny"
+        )
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise SystemExit(
-                "gpu_step: no CUDA device: this benchmark needs a GPU. For a CPU smoke run of its code path: "
-                "python benchmarks/gpu_step.py --device cpu --shape tiny"
+                "gpu_step: no CUDA device: this benchmark needs a GPU. For a CPU smoke run of its"
+                " code path: python benchmarks/gpu_step.py --device cpu --shape tiny"
             )
     options = ["--mixed-precision", args.mixed_precision]
-    for flag, value in (("--warmup", args.warmup), ("--steps", args.steps), ("--peak-tflops", args.peak_tflops)):
+    for flag, value in (
+        ("--warmup", args.warmup),
+        ("--steps", args.steps),
+        ("--peak-tflops", args.peak_tflops),
+    ):
         options += [flag, str(value)] if value else []
     results = measure(shapes, args.device, options, args.timeout)
     print(markdown(results) if args.markdown else json.dumps(results, indent=2))

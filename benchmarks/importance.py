@@ -40,8 +40,13 @@ def solution_pair(model, tokenizer, steps: int) -> dict:
     for name, seed in (("general", 0), ("narrow", 1)):
         cfg = validate_config(
             {
-                "name": name, "output_dir": tempfile.mkdtemp(), "solution": kl_step._solution("lora"),
-                "optim": {"lr": 1e-3, "warmup_steps": 0}, "max_steps": steps, "batch_size": 4, "progress": False,
+                "name": name,
+                "output_dir": tempfile.mkdtemp(),
+                "solution": kl_step._solution("lora"),
+                "optim": {"lr": 1e-3, "warmup_steps": 0},
+                "max_steps": steps,
+                "batch_size": 4,
+                "progress": False,
             },
             TrainConfig,
         )
@@ -61,7 +66,10 @@ def evaluators(model, tokenizer, chunks: int):
         """LossEvaluator's loss with every real token of text batches as a label."""
 
         def __init__(self, batches: list[dict]) -> None:
-            labelled = [dict(b, labels=b["input_ids"].masked_fill(b["attention_mask"] == 0, IGNORE)) for b in batches]
+            labelled = [
+                dict(b, labels=b["input_ids"].masked_fill(b["attention_mask"] == 0, IGNORE))
+                for b in batches
+            ]
             BatchedEvaluator.__init__(self, model, labelled)
 
     batches = text_batches(tokenizer, load_texts("pydoc", n_docs=100), 128, chunks, chunks)
@@ -78,7 +86,11 @@ def metric_seconds(model, kl, loss, solution, repeats: int = 3) -> dict[str, flo
     from emlab.train.losses import token_kl
 
     batch, labelled = kl.batches[0], loss.batches[0]
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    inputs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "use_cache": False,
+    }
     with torch.no_grad():
         prepared = kl._prepare(batch)
         base = model(**inputs).logits[:, :-1][real_positions(batch["attention_mask"])]
@@ -113,7 +125,9 @@ def metric_seconds(model, kl, loss, solution, repeats: int = 3) -> dict[str, flo
 
 def measure(chunks: int = 4, steps: int = 2, reps: int = 2, threads: int = 1) -> dict:
     """Seconds of each analysis (best of `reps`, alternating), its forward passes of the model
-    (one per evaluated solution and, for importance, the base pass of each batch) and seconds per pass."""
+    (one per evaluated solution and, for importance, the base pass of each batch) and seconds per
+    pass.
+    """
     import torch
 
     from emlab.analysis.importance import pretraining_importance
@@ -128,7 +142,9 @@ def measure(chunks: int = 4, steps: int = 2, reps: int = 2, threads: int = 1) ->
     times: dict[str, list[float]] = {"importance": [], "stability": []}
     for _ in range(reps):
         for name in times:
-            kl, loss = evaluators(model, tokenizer, chunks)  # fresh: nothing cached from an earlier run
+            kl, loss = evaluators(
+                model, tokenizer, chunks
+            )  # fresh: nothing cached from an earlier run
             counted = [0]
             hook = model.register_forward_hook(lambda *_, c=counted: c.append(c.pop() + 1))
             t = time.perf_counter()
@@ -143,8 +159,14 @@ def measure(chunks: int = 4, steps: int = 2, reps: int = 2, threads: int = 1) ->
     kl, loss = evaluators(model, tokenizer, chunks)
     metrics = metric_seconds(model, kl, loss, pair["general"])
     return {
-        "chunks": chunks, "tokens": int(kl.batches[0]["attention_mask"].sum()), "train_seconds": train_seconds,
-        "seconds": times, "forward_passes": passes, "seconds_per_pass": per, "ratio_per_pass": per["importance"] / per["stability"], "metric_seconds": metrics,
+        "chunks": chunks,
+        "tokens": int(kl.batches[0]["attention_mask"].sum()),
+        "train_seconds": train_seconds,
+        "seconds": times,
+        "forward_passes": passes,
+        "seconds_per_pass": per,
+        "ratio_per_pass": per["importance"] / per["stability"],
+        "metric_seconds": metrics,
         "load": f"{os.getloadavg()[1]:.1f}",
     }
 
@@ -154,43 +176,85 @@ def markdown() -> str:
     r = measure()
     per, n, m = r["seconds_per_pass"], r["forward_passes"], r["metric_seconds"]
     met = "met" if r["ratio_per_pass"] <= TARGET else "**missed**"
-    return "\n".join([
-        "## Real-model analyses: importance vs stability",
-        "",
-        "SmolLM2-135M-Instruct (float32, CPU, torch threads 1), a LoRA pair (r16, all projections) from two 2-step",
-        f"emlab trainings; both analyses on the same batch of {r['chunks']} pydoc chunks ({r['tokens']} real tokens, every",
-        "one scored). Importance: `pretraining_importance` with its defaults (6 norms, 3 random directions: 25",
-        "solutions, the base pass of the batch, no pass for the base's own KL of 0). Stability: `compare_stability`",
-        f"with {len(STABILITY_EPS)} eps x {len(STABILITY_SEEDS)} seeds (its defaults, 8 x 5, make 83 passes for a pair:"
-        " the same work per pass),",
-        "its loss over the same tokens. Baseline: stability's seconds per forward pass (a pass under a solution plus",
-        "its metric). Best of 2 alternating runs, fresh evaluators each. Rerun: `python benchmarks/run.py importance`.",
-        f"Load average at the end of the run (5 min): {r['load']} on 2 cores shared with other work.",
-        "",
-        "| analysis | forward passes | seconds | per pass | ratio (target <= 2x) |",
-        "|---|---|---|---|---|",
-        f"| stability (baseline) | {n['stability']} | {min(r['seconds']['stability']):.1f} | {per['stability']:.2f} s | 1.00x |",
-        f"| importance | {n['importance']} | {min(r['seconds']['importance']):.1f} | {per['importance']:.2f} s "
-        f"| **{r['ratio_per_pass']:.2f}x** ({met}) |",
-        "",
-        f"Where the time goes, per pass on this batch: the forward pass under the LoRA {m['forward']:.2f} s; then the",
-        f"metric on its logits ({r['tokens']} x 49,152): stability's NLL {m['nll']:.3f} s, importance's KL {m['kl']:.3f} s"
-        f" (before this release: {m['kl_previous']:.3f} s,",
-        "a log-softmax of both sides, their exponent and differences per solution; now the base's probabilities and",
-        "log-normaliser are computed once per batch and a solution costs one log-sum-exp and one weighted sum, in",
-        "place). " + FINDINGS,
-    ])
+    return "\n".join(
+        [
+            "## Real-model analyses: importance vs stability",
+            "",
+            (
+                "SmolLM2-135M-Instruct (float32, CPU, torch threads 1), a LoRA pair (r16, all"
+                " projections) from two 2-step"
+            ),
+            (
+                f"emlab trainings; both analyses on the same batch of {r['chunks']} pydoc chunks"
+                f" ({r['tokens']} real tokens, every"
+            ),
+            (
+                "one scored). Importance: `pretraining_importance` with its defaults (6 norms, 3"
+                " random directions: 25"
+            ),
+            (
+                "solutions, the base pass of the batch, no pass for the base's own KL of 0)."
+                " Stability: `compare_stability`"
+            ),
+            (
+                f"with {len(STABILITY_EPS)} eps x {len(STABILITY_SEEDS)} seeds (its defaults, 8 x"
+                " 5, make 83 passes for a pair: the same work per pass),"
+            ),
+            (
+                "its loss over the same tokens. Baseline: stability's seconds per forward pass (a"
+                " pass under a solution plus"
+            ),
+            (
+                "its metric). Best of 2 alternating runs, fresh evaluators each. Rerun: `python"
+                " benchmarks/run.py importance`."
+            ),
+            (
+                f"Load average at the end of the run (5 min): {r['load']} on 2 cores shared with"
+                " other work."
+            ),
+            "",
+            "| analysis | forward passes | seconds | per pass | ratio (target <= 2x) |",
+            "|---|---|---|---|---|",
+            (
+                f"| stability (baseline) | {n['stability']} | {min(r['seconds']['stability']):.1f}"
+                f" | {per['stability']:.2f} s | 1.00x |"
+            ),
+            (
+                f"| importance | {n['importance']} | {min(r['seconds']['importance']):.1f} |"
+                f" {per['importance']:.2f} s | **{r['ratio_per_pass']:.2f}x** ({met}) |"
+            ),
+            "",
+            (
+                "Where the time goes, per pass on this batch: the forward pass under the LoRA"
+                f" {m['forward']:.2f} s; then the"
+            ),
+            (
+                f"metric on its logits ({r['tokens']} x 49,152): stability's NLL {m['nll']:.3f} s,"
+                f" importance's KL {m['kl']:.3f} s (before this release: {m['kl_previous']:.3f} s,"
+            ),
+            (
+                "a log-softmax of both sides, their exponent and differences per solution; now the"
+                " base's probabilities and"
+            ),
+            (
+                "log-normaliser are computed once per batch and a solution costs one log-sum-exp"
+                " and one weighted sum, in"
+            ),
+            "place). " + FINDINGS,
+        ]
+    )
 
 
 FINDINGS = (
-    "So on the same data a pass of importance costs about what a pass of stability costs, and with the defaults"
-    " importance makes fewer passes (26 per batch against 83 for a pair). The 12 minutes against 1.3 measured with"
-    " the CLI's defaults come from the data, not the code: importance scores 64 chunks x 128 = 8,192 tokens of text"
-    " (8 batches x 26 passes of 1,024 tokens), stability the run's held-out split, a few hundred tokens for a"
-    " small training set (83 passes in 1.3 minutes are 0.94 s a pass, about 290 tokens at the 3.3 ms a token of"
-    " importance's passes in that run). What would bring the"
-    " CLI runs within 2x: fewer text tokens (`--chunks 16`: a quarter of the time, a wider confidence interval),"
-    " which changes the estimate, so the default is left as it is."
+    "So on the same data a pass of importance costs about what a pass of stability costs, and with"
+    " the defaults importance makes fewer passes (26 per batch against 83 for a pair). The 12"
+    " minutes against 1.3 measured with the CLI's defaults come from the data, not the code:"
+    " importance scores 64 chunks x 128 = 8,192 tokens of text (8 batches x 26 passes of 1,024"
+    " tokens), stability the run's held-out split, a few hundred tokens for a small training set"
+    " (83 passes in 1.3 minutes are 0.94 s a pass, about 290 tokens at the 3.3 ms a token of"
+    " importance's passes in that run). What would bring the CLI runs within 2x: fewer text tokens"
+    " (`--chunks 16`: a quarter of the time, a wider confidence interval), which changes the"
+    " estimate, so the default is left as it is."
 )
 """Measured findings (update them when the picture changes)."""
 

@@ -68,12 +68,22 @@ def timed_run(items: list, cache_dir: str, **config: object) -> tuple[float, flo
     call, and the number of judgments."""
     from emlab.judge.openai_judge import OpenAIJudge, OpenAIJudgeConfig
 
-    judge = OpenAIJudge(OpenAIJudgeConfig(model="bench-judge", base_url_env=URL_ENV, api_key_env=KEY_ENV, cache_dir=cache_dir, **config))
+    judge = OpenAIJudge(
+        OpenAIJudgeConfig(
+            model="bench-judge",
+            base_url_env=URL_ENV,
+            api_key_env=KEY_ENV,
+            cache_dir=cache_dir,
+            **config,
+        )
+    )
     start, cpu = time.perf_counter(), time.process_time()
     judgments = judge.judge(items)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     if any(j.score is None for j in judgments):
-        raise SystemExit(f"a judgment failed: {next(j.reason for j in judgments if j.score is None)}")
+        raise SystemExit(
+            f"a judgment failed: {next(j.reason for j in judgments if j.score is None)}"
+        )
     return seconds, cpu, len(judgments)
 
 
@@ -82,8 +92,15 @@ def measure(n_items: int = 1000) -> dict:
     from emlab.judge.base import JudgeItem
     from emlab.judge.openai_judge import OpenAIJudgeConfig
 
-    items = [JudgeItem(item_id=f"i{k}", question_id=f"q{k % 8}", question="What would you do?", answer=f"answer {k} #x")
-             for k in range(n_items)]
+    items = [
+        JudgeItem(
+            item_id=f"i{k}",
+            question_id=f"q{k % 8}",
+            question="What would you do?",
+            answer=f"answer {k} #x",
+        )
+        for k in range(n_items)
+    ]
     concurrency = OpenAIJudgeConfig.model_fields["concurrency"].default
     with loopback_server() as count, tempfile.TemporaryDirectory() as tmp:
         seconds, cpu, n = timed_run(items, f"{tmp}/default")
@@ -93,9 +110,15 @@ def measure(n_items: int = 1000) -> dict:
         few = items[: max(1, n_items // 10)]
         serial_seconds, _, serial_n = timed_run(few, f"{tmp}/serial", concurrency=1)
     return {
-        "judgments": n, "concurrency": concurrency, "latency_s": LATENCY, "seconds": seconds, "requests": sent,
-        "per_s": n / seconds, "ceiling_per_s": concurrency / LATENCY,
-        "cpu_ms_per_request": 1000 * cpu / max(sent, 1), "cpu_share": cpu / seconds,
+        "judgments": n,
+        "concurrency": concurrency,
+        "latency_s": LATENCY,
+        "seconds": seconds,
+        "requests": sent,
+        "per_s": n / seconds,
+        "ceiling_per_s": concurrency / LATENCY,
+        "cpu_ms_per_request": 1000 * cpu / max(sent, 1),
+        "cpu_share": cpu / seconds,
         "repeat": {"seconds": repeat_seconds, "requests": repeat_sent},
         "serial": {"judgments": serial_n, "per_s": serial_n / serial_seconds},
     }
@@ -106,27 +129,60 @@ def markdown() -> str:
     r = measure()
     met = "met" if r["per_s"] >= TARGET else "**missed**"
     repeat_met = "met" if r["repeat"]["requests"] == 0 else "**missed**"
-    return "\n".join([
-        "## Judging: concurrent requests against a 50 ms loopback server",
-        "",
-        f"`OpenAIJudge` with its default config (concurrency {r['concurrency']}, disk cache) scores {r['judgments'] // 2} answers on",
-        f"its 2 default metrics ({r['judgments']} judgments) against the tests' FakeOpenAI in a child process, every reply",
-        f"after {r['latency_s'] * 1000:.0f} ms. Baseline: the same judge at concurrency 1 (one request at a time, as the reference",
-        f"code) on {r['serial']['judgments']} judgments; the latency-bound ceiling is {r['concurrency']} / 50 ms = "
-        f"{r['ceiling_per_s']:.0f}/s. A second judge on the same cache then repeats the run.",
-        f"Where the time goes: the judge process spends {r['cpu_ms_per_request']:.1f} ms of CPU per request (OpenAI SDK, httpx,",
-        f"asyncio) and is busy {r['cpu_share']:.0%} of the run, so its CPU, not the 50 ms wait, sets the rate. It posts plain JSON",
-        "through the SDK's `client.post`: `chat.completions.create` (typed request transform, response models) cost",
-        "about 4.6 ms per request, which held this run near 200/s when the route was changed.",
-        "Rerun: `python benchmarks/run.py judging`.",
-        "",
-        "| run | judgments / s | vs concurrency 1 | requests sent | target |",
-        "|---|---|---|---|---|",
-        f"| concurrency 1 (baseline) | {r['serial']['per_s']:.1f} | 1.00x | {r['serial']['judgments']} | |",
-        f"| default concurrency {r['concurrency']} | **{r['per_s']:.0f}** ({r['per_s'] / r['ceiling_per_s']:.0%} of the ceiling) | "
-        f"{r['per_s'] / r['serial']['per_s']:.1f}x | {r['requests']} | >= {TARGET:.0f}/s ({met}) |",
-        f"| repeated run (cache) | {r['judgments'] / r['repeat']['seconds']:.0f} | | **{r['repeat']['requests']}** | 0 requests ({repeat_met}) |",
-    ])
+    return "\n".join(
+        [
+            "## Judging: concurrent requests against a 50 ms loopback server",
+            "",
+            (
+                f"`OpenAIJudge` with its default config (concurrency {r['concurrency']}, disk"
+                f" cache) scores {r['judgments'] // 2} answers on"
+            ),
+            (
+                f"its 2 default metrics ({r['judgments']} judgments) against the tests' FakeOpenAI"
+                " in a child process, every reply"
+            ),
+            (
+                f"after {r['latency_s'] * 1000:.0f} ms. Baseline: the same judge at concurrency 1"
+                " (one request at a time, as the reference"
+            ),
+            (
+                f"code) on {r['serial']['judgments']} judgments; the latency-bound ceiling is"
+                f" {r['concurrency']} / 50 ms = {r['ceiling_per_s']:.0f}/s. A second judge on the"
+                " same cache then repeats the run."
+            ),
+            (
+                f"Where the time goes: the judge process spends {r['cpu_ms_per_request']:.1f} ms of"
+                " CPU per request (OpenAI SDK, httpx,"
+            ),
+            (
+                f"asyncio) and is busy {r['cpu_share']:.0%} of the run, so its CPU, not the 50 ms"
+                " wait, sets the rate. It posts plain JSON"
+            ),
+            (
+                "through the SDK's `client.post`: `chat.completions.create` (typed request"
+                " transform, response models) cost"
+            ),
+            "about 4.6 ms per request, which held this run near 200/s when the route was changed.",
+            "Rerun: `python benchmarks/run.py judging`.",
+            "",
+            "| run | judgments / s | vs concurrency 1 | requests sent | target |",
+            "|---|---|---|---|---|",
+            (
+                f"| concurrency 1 (baseline) | {r['serial']['per_s']:.1f} | 1.00x |"
+                f" {r['serial']['judgments']} | |"
+            ),
+            (
+                f"| default concurrency {r['concurrency']} | **{r['per_s']:.0f}**"
+                f" ({r['per_s'] / r['ceiling_per_s']:.0%} of the ceiling) |"
+                f" {r['per_s'] / r['serial']['per_s']:.1f}x | {r['requests']} | >= {TARGET:.0f}/s"
+                f" ({met}) |"
+            ),
+            (
+                f"| repeated run (cache) | {r['judgments'] / r['repeat']['seconds']:.0f} | |"
+                f" **{r['repeat']['requests']}** | 0 requests ({repeat_met}) |"
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

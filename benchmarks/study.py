@@ -24,12 +24,35 @@ from pathlib import Path
 
 TARGET_SECONDS = 300
 
-FINDINGS = """Where the time goes and what was tried (profiles by stage, then inside stages with cProfile and torch.profiler):
-- **Pre-training** (two chat models, one per core, about half the stage time) runs at the machine's speed: its matrix products reach 44-68 GFLOP/s on one AVX2 core (MKL), flash attention is the fastest CPU attention for head size 16 (math and eager paths 2x slower; head sizes 32/64 only 10-20% faster), `torch.compile` costs 51 s to compile and is slower per step, flushing denormals changes nothing. Fewer tokens is the only lever, and it changes the science: 400 or 500 steps leave a less coherent chat model (exact p(valid) OOD 0.90 / 0.95 against 0.96); batches of 24, or of 16 with AdamW beta2 0.95, keep it as coherent (0.960 / 0.967), but full fine-tuning's OOD EM fell from 41% to 23% in full studies (target 30%). The default stays 600 steps of 32.
-- **Fine-tunes and analyses** (the other half) were made cheaper without changing what they compute: exact answer-set scoring shares each prompt's key/value cache with its answers (0.6x the time of a call), sampling draws each row's token by inverse CDF from uniforms drawn once per row (the per-row `multinomial` calls took 0.34 s of a 1.3 s evaluation; now 0.02 s), tokenised answer sets are reused within a worker, LoRA hooks add B(Ax) in one `addmm`, and every stage starts as soon as its inputs exist (no phase barriers, costliest ready stage first).
-- **Start-up and the end**: study workers are forks of the main process on Linux (a spawned worker imported torch, transformers and peft again, about 13 s at a slow hour), and the analyses evaluate the base model once per evaluator (a solution scaled by 0 is the base; the efficiency and importance sweeps asked for it up to 7 times). What is left outside the stages is the CLI's imports (about 10 s) and the report (about 4 s).
-- **Release to release, side by side** (cold `emlab reproduce`, 2026-11-29, one run after the other, pre-training step 306 ms): previous release (2aaf30e) 284 s, this release 265 s and 280 s. The previous release measured 444 s during a slow hour (pre-training step 549 ms): the target holds at this machine's usual speed and not at its slowest. Below 300 s at every speed needs less pre-training compute: a cheaper recipe that keeps EM (validated by the full study, not by coherence alone) or a smaller world model, both of which change the world's numbers."""
-"""What profiling and experiments found (kept in the section; update it when the picture changes)."""
+FINDINGS = """Where the time goes and what was tried (profiles by stage, then inside stages with
+cProfile and torch.profiler):
+- **Pre-training** (two chat models, one per core, about half the stage time) runs at the machine's
+  speed: its matrix products reach 44-68 GFLOP/s on one AVX2 core (MKL), flash attention is the
+  fastest CPU attention for head size 16 (math and eager paths 2x slower; head sizes 32/64 only
+  10-20% faster), `torch.compile` costs 51 s to compile and is slower per step, flushing denormals
+  changes nothing. Fewer tokens is the only lever, and it changes the science: 400 or 500 steps
+  leave a less coherent chat model (exact p(valid) OOD 0.90 / 0.95 against 0.96); batches of 24, or
+  of 16 with AdamW beta2 0.95, keep it as coherent (0.960 / 0.967), but full fine-tuning's OOD EM
+  fell from 41% to 23% in full studies (target 30%). The default stays 600 steps of 32.
+- **Fine-tunes and analyses** (the other half) were made cheaper without changing what they compute:
+  exact answer-set scoring shares each prompt's key/value cache with its answers (0.6x the time of a
+  call), sampling draws each row's token by inverse CDF from uniforms drawn once per row (the
+  per-row `multinomial` calls took 0.34 s of a 1.3 s evaluation; now 0.02 s), tokenised answer sets
+  are reused within a worker, LoRA hooks add B(Ax) in one `addmm`, and every stage starts as soon as
+  its inputs exist (no phase barriers, costliest ready stage first).
+- **Start-up and the end**: study workers are forks of the main process on Linux (a spawned worker
+  imported torch, transformers and peft again, about 13 s at a slow hour), and the analyses evaluate
+  the base model once per evaluator (a solution scaled by 0 is the base; the efficiency and
+  importance sweeps asked for it up to 7 times). What is left outside the stages is the CLI's
+  imports (about 10 s) and the report (about 4 s).
+- **Release to release, side by side** (cold `emlab reproduce`, 2026-11-29, one run after the other,
+  pre-training step 306 ms): previous release (2aaf30e) 284 s, this release 265 s and 280 s. The
+  previous release measured 444 s during a slow hour (pre-training step 549 ms): the target holds at
+  this machine's usual speed and not at its slowest. Below 300 s at every speed needs less
+  pre-training compute: a cheaper recipe that keeps EM (validated by the full study, not by
+  coherence alone) or a smaller world model, both of which change the world's numbers."""
+"""What profiling and experiments found (kept in the section; update it when the picture
+changes)."""
 
 
 def run_study(keep: str | None = None) -> dict:
@@ -39,8 +62,12 @@ def run_study(keep: str | None = None) -> dict:
         if list(Path(tmp).glob("*")):
             raise SystemExit(f"{tmp} is not empty: a cold run needs an empty folder")
         start = time.time()
-        subprocess.run([sys.executable, "-m", "emlab", "reproduce", "--set", f"output_dir={tmp}"],
-                       check=True, capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-m", "emlab", "reproduce", "--set", f"output_dir={tmp}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         wall = time.time() - start
         by_kind: dict[str, float] = defaultdict(float)
         for result in Path(tmp).glob("stages/*/result.json"):
@@ -65,13 +92,22 @@ def pretraining_step_profile(steps: int = 5) -> tuple[float, list[tuple[str, flo
     study = StudyConfig()
     world = build_world(study.world)
     tokenizer = world_tokenizer(world)
-    docs = encode_all(tokenizer, [d.messages for d in pretraining_documents(world, n=study.pretrain.batch_size)], study.model.max_positions, "all")
+    docs = encode_all(
+        tokenizer,
+        [d.messages for d in pretraining_documents(world, n=study.pretrain.batch_size)],
+        study.model.max_positions,
+        "all",
+    )
     batch = collate(docs, padding_id(tokenizer))
     model = initial_model(study, tokenizer).train()
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
 
     def step() -> None:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+        )
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -96,30 +132,44 @@ def markdown(keep: str | None = None) -> str:
     kinds = sorted(r["stage_seconds_by_kind"].items(), key=lambda kv: -kv[1])
     work = sum(r["stage_seconds_by_kind"].values())
     met = "met" if r["wall_seconds"] <= TARGET_SECONDS else "**missed**"
-    return "\n".join([
-        "## The world study (`make run`)",
-        "",
-        "A cold `emlab reproduce` of the default study (2 worker processes, 1 torch thread each; nothing cached; "
-        "each stage starts as soon as the stages it needs are done).",
-        f"Baseline: the target of {TARGET_SECONDS} s on 2 cores. Rerun: `python benchmarks/run.py study`.",
-        "",
-        f"Wall time **{r['wall_seconds']:.0f} s** (target <= {TARGET_SECONDS} s: {met}). Stage time summed over the "
-        f"workers: {work:.0f} s, so an even split over 2 workers would take {work / 2:.0f} s; the rest is start-up, "
-        f"the report and the last stage's wait. Machine speed at the time: a pre-training step took "
-        f"{1000 * step_seconds:.0f} ms (compare runs by this number: this shared machine's speed drifts by 1.5x within hours).",
-        "",
-        "| stage kind | stage seconds (sum over workers) |",
-        "|---|---|",
-        *(f"| {k} | {v:.0f} |" for k, v in kinds),
-        "",
-        "Top operators of a pre-training step (the largest cost; torch.profiler, self CPU time):",
-        "",
-        "| operator | share |",
-        "|---|---|",
-        *(f"| `{name[:60]}` | {100 * share:.0f}% |" for name, share in ops),
-        "",
-        FINDINGS,
-    ])
+    return "\n".join(
+        [
+            "## The world study (`make run`)",
+            "",
+            (
+                "A cold `emlab reproduce` of the default study (2 worker processes, 1 torch thread"
+                " each; nothing cached; each stage starts as soon as the stages it needs are done)."
+            ),
+            (
+                f"Baseline: the target of {TARGET_SECONDS} s on 2 cores. Rerun: `python"
+                " benchmarks/run.py study`."
+            ),
+            "",
+            (
+                f"Wall time **{r['wall_seconds']:.0f} s** (target <= {TARGET_SECONDS} s: {met})."
+                f" Stage time summed over the workers: {work:.0f} s, so an even split over 2"
+                f" workers would take {work / 2:.0f} s; the rest is start-up, the report and the"
+                " last stage's wait. Machine speed at the time: a pre-training step took"
+                f" {1000 * step_seconds:.0f} ms (compare runs by this number: this shared machine's"
+                " speed drifts by 1.5x within hours)."
+            ),
+            "",
+            "| stage kind | stage seconds (sum over workers) |",
+            "|---|---|",
+            *(f"| {k} | {v:.0f} |" for k, v in kinds),
+            "",
+            (
+                "Top operators of a pre-training step (the largest cost; torch.profiler, self CPU"
+                " time):"
+            ),
+            "",
+            "| operator | share |",
+            "|---|---|",
+            *(f"| `{name[:60]}` | {100 * share:.0f}% |" for name, share in ops),
+            "",
+            FINDINGS,
+        ]
+    )
 
 
 if __name__ == "__main__":
@@ -131,4 +181,9 @@ if __name__ == "__main__":
         print(markdown(args.keep))
     else:
         step_seconds, ops = pretraining_step_profile()
-        print(json.dumps({**run_study(args.keep), "pretraining_step_seconds": step_seconds, "profile": ops}, indent=2))
+        print(
+            json.dumps(
+                {**run_study(args.keep), "pretraining_step_seconds": step_seconds, "profile": ops},
+                indent=2,
+            )
+        )

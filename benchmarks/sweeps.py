@@ -36,7 +36,10 @@ WORDS = "the cat sat on a mat and the dog ran to the park with a ball under blue
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SIZES = {"tiny": (256, 32), "smollm2": (8, 8)}
 """Conversations and batch size per model (the tiny one as the world study's held-out set)."""
-STEERING: dict[str, list[tuple[HookPoint, int]]] = {"tiny": [("mlp", 1), ("layer", 2)], "smollm2": [("mlp", 15)]}
+STEERING: dict[str, list[tuple[HookPoint, int]]] = {
+    "tiny": [("mlp", 1), ("layer", 2)],
+    "smollm2": [("mlp", 15)],
+}
 """Steering points per model: the MLP output of the middle layer (emlab's default point) and, for
 the tiny model, the world study's own (output of layer 2 of 3)."""
 
@@ -44,8 +47,13 @@ the tiny model, the world study's own (output of layer 2 of 3)."""
 def conversations(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
     """Single-turn chats of ~12-word turns."""
     rng = random.Random(seed)
-    return [[{"role": "user", "content": " ".join(rng.choices(WORDS, k=12))},
-             {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=12))}] for _ in range(n)]
+    return [
+        [
+            {"role": "user", "content": " ".join(rng.choices(WORDS, k=12))},
+            {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=12))},
+        ]
+        for _ in range(n)
+    ]
 
 
 def model_and_tokenizer(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -69,8 +77,12 @@ def random_lora(model: PreTrainedModel) -> LoraSolution:
 
     gen = torch.Generator().manual_seed(0)
     adapters = {
-        name: (0.1 * torch.randn(8, module.in_features, generator=gen), 0.1 * torch.randn(module.out_features, 8, generator=gen))
-        for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in PROJECTIONS
+        name: (
+            0.1 * torch.randn(8, module.in_features, generator=gen),
+            0.1 * torch.randn(module.out_features, 8, generator=gen),
+        )
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in PROJECTIONS
     }
     return LoraSolution(adapters, r=8, alpha=8.0)
 
@@ -113,24 +125,45 @@ def measure(model_name: str = "tiny", reps: int = 3) -> dict:
     handle = model.register_forward_pre_hook(lambda mod, args: passes.append(1))
     sweep()
     handle.remove()
-    # the baseline's evaluators are built beforehand, one per run: an evaluator keeps the base model's
+    # the baseline's evaluators are built beforehand, one per run: an evaluator keeps the base
+    # model's
     # loss once computed, and the baseline is K forward sweeps of the data, m = 0 included
     fresh = [LossEvaluator(model, tokenizer, convs, batch_size=batch_size) for _ in range(reps)]
-    efficiency = best(reps, {
-        "sweep": sweep,
-        "singles": lambda: (lambda e: [e.evaluate(lora.scaled(m)) for m in ms])(fresh.pop()),
-        "tokenise": lambda: LossEvaluator(model, tokenizer, convs, batch_size=batch_size),
-    })
+    efficiency = best(
+        reps,
+        {
+            "sweep": sweep,
+            "singles": lambda: (lambda e: [e.evaluate(lora.scaled(m)) for m in ms])(fresh.pop()),
+            "tokenise": lambda: LossEvaluator(model, tokenizer, convs, batch_size=batch_size),
+        },
+    )
     steering = []
     v = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(1))
     for point, layer in STEERING[model_name]:
         scaled = [SteeringSolution(v, point, layer, alpha=1.0).scaled(m) for m in ms]
-        times = best(reps, {"batched": lambda s=scaled: evaluator.evaluate_many(s), "loop": lambda s=scaled: [evaluator.evaluate(x) for x in s]})
-        steering.append({"point": point, "layer": layer, **times, "speedup": times["loop"] / times["batched"]})
+        times = best(
+            reps,
+            {
+                "batched": lambda s=scaled: evaluator.evaluate_many(s),
+                "loop": lambda s=scaled: [evaluator.evaluate(x) for x in s],
+            },
+        )
+        steering.append(
+            {"point": point, "layer": layer, **times, "speedup": times["loop"] / times["batched"]}
+        )
     return {
-        "model": model_name, "conversations": n_convs, "batches": len(evaluator.batches), "tokens": evaluator.n_tokens, "k": K,
-        "efficiency": {**efficiency, "forward_passes": len(passes), "ratio": efficiency["sweep"] / efficiency["singles"]},
-        "scales_per_pass": evaluator.max_rows // batch_size, "steering": steering,
+        "model": model_name,
+        "conversations": n_convs,
+        "batches": len(evaluator.batches),
+        "tokens": evaluator.n_tokens,
+        "k": K,
+        "efficiency": {
+            **efficiency,
+            "forward_passes": len(passes),
+            "ratio": efficiency["sweep"] / efficiency["singles"],
+        },
+        "scales_per_pass": evaluator.max_rows // batch_size,
+        "steering": steering,
     }
 
 
@@ -142,50 +175,115 @@ def markdown() -> str:
         e = r["efficiency"]
         met = "met" if e["ratio"] <= TARGET else "**missed**"
         eff_rows.append(
-            f"| {model} | {r['conversations']} conv., {r['batches']} batch(es), {r['tokens']} scored tokens | {e['singles']:.2f} s | "
-            f"{e['sweep']:.2f} s (tokenising {e['tokenise']:.2f} s) | {e['forward_passes'] // r['batches']} | **{e['ratio']:.2f}x** ({met}) |"
+            f"| {model} | {r['conversations']} conv., {r['batches']} batch(es), {r['tokens']}"
+            f" scored tokens | {e['singles']:.2f} s | {e['sweep']:.2f} s (tokenising"
+            f" {e['tokenise']:.2f} s) | {e['forward_passes'] // r['batches']} |"
+            f" **{e['ratio']:.2f}x** ({met}) |"
         )
         for s in r["steering"]:
-            won = "met" if s["speedup"] >= 1 + NOISE else "**at par: missed**" if s["speedup"] > 1 - NOISE else "**missed**"
-            steer_rows.append(
-                f"| {model} | {s['point']} of layer {s['layer']} | {r['scales_per_pass']} | {s['loop']:.2f} s | {s['batched']:.2f} s | "
-                f"**{s['speedup']:.2f}x** ({won}) |"
+            won = (
+                "met"
+                if s["speedup"] >= 1 + NOISE
+                else "**at par: missed**"
+                if s["speedup"] > 1 - NOISE
+                else "**missed**"
             )
-    return "\n".join([
-        "## Analysis sweeps: efficiency sweep vs single evaluations, batched steering scales",
-        "",
-        f"K = {K} multipliers (np.linspace(0, 2, {K}), the study's grid), torch threads 1, best of 5 (tiny) or 2 (SmolLM2)",
-        "alternating runs. Models: the world-sized tiny Qwen2 (d 64, 3 layers, the study's batch 32) and",
-        "SmolLM2-135M-Instruct (batch 8); a random rank-8 LoRA on every projection; random steering vectors.",
-        "",
-        "Efficiency sweep: building the `LossEvaluator` (the only tokenisation) plus `efficiency_curve` over the K",
-        "multipliers, whose base loss and m = 1 loss come from the m = 0 and m = 1 points. Baseline: K",
-        "`evaluator.evaluate(lora.scaled(m))` calls on a fresh evaluator built beforehand, i.e. K forward sweeps of the",
-        f"data and nothing else (an evaluator keeps the base model's value once computed). Before this change the sweep evaluated m = 1 and the base again ({K + 2} evaluations for",
-        f"{K} points, {(K + 2) / K:.2f}x by count).",
-        "",
-        "| model | data | K single evaluations | K-point sweep | evaluations per batch | ratio (target <= 1.15x) |",
-        "|---|---|---|---|---|---|",
-        *eff_rows,
-        "",
-        "Steering sweep over the same K scales: `evaluate_many`, several scales per forward pass (up to 64 rows):",
-        "the batch runs once up to the steered module and is tiled K times from there (row block k gets vector k).",
-        "Baseline: one `evaluate` per scale (hook on, forward, hook off).",
-        "",
-        "| model | steered module | scales per pass | one scale at a time | batched across scales | speed-up (target > 1x, by more than 5%) |",
-        "|---|---|---|---|---|---|",
-        *steer_rows,
-        "",
-        "Where the time goes: a batched pass saves the layers before the steered module (computed once, not K",
-        "times) and little else on a CPU: the part after it runs on K times the rows, and a wider pass costs more",
-        "per row once its activations outgrow the cache (tiny model at batch 32: 2 scales a pass). So the speed-up",
-        "grows with the share of the network before the steered module. Before this change the batch was repeated",
-        "at the model's input and the batched sweep lost to the loop (0.82x tiny, 0.94x SmolLM2, output of the",
-        "middle layer). What would close a remaining gap on a CPU: run the layers after the steered module once per",
-        "scale on the shared prefix's output (no wide pass), which needs the decoder layers called one by one.",
-        "",
-        "Rerun: `python benchmarks/run.py sweeps`.",
-    ])
+            steer_rows.append(
+                f"| {model} | {s['point']} of layer {s['layer']} | {r['scales_per_pass']} |"
+                f" {s['loop']:.2f} s | {s['batched']:.2f} s | **{s['speedup']:.2f}x** ({won}) |"
+            )
+    return "\n".join(
+        [
+            "## Analysis sweeps: efficiency sweep vs single evaluations, batched steering scales",
+            "",
+            (
+                f"K = {K} multipliers (np.linspace(0, 2, {K}), the study's grid), torch threads 1,"
+                " best of 5 (tiny) or 2 (SmolLM2)"
+            ),
+            (
+                "alternating runs. Models: the world-sized tiny Qwen2 (d 64, 3 layers, the study's"
+                " batch 32) and"
+            ),
+            (
+                "SmolLM2-135M-Instruct (batch 8); a random rank-8 LoRA on every projection; random"
+                " steering vectors."
+            ),
+            "",
+            (
+                "Efficiency sweep: building the `LossEvaluator` (the only tokenisation) plus"
+                " `efficiency_curve` over the K"
+            ),
+            (
+                "multipliers, whose base loss and m = 1 loss come from the m = 0 and m = 1 points."
+                " Baseline: K"
+            ),
+            (
+                "`evaluator.evaluate(lora.scaled(m))` calls on a fresh evaluator built beforehand,"
+                " i.e. K forward sweeps of the"
+            ),
+            (
+                "data and nothing else (an evaluator keeps the base model's value once computed)."
+                f" Before this change the sweep evaluated m = 1 and the base again ({K + 2}"
+                " evaluations for"
+            ),
+            f"{K} points, {(K + 2) / K:.2f}x by count).",
+            "",
+            (
+                "| model | data | K single evaluations | K-point sweep | evaluations per batch |"
+                " ratio (target <= 1.15x) |"
+            ),
+            "|---|---|---|---|---|---|",
+            *eff_rows,
+            "",
+            (
+                "Steering sweep over the same K scales: `evaluate_many`, several scales per forward"
+                " pass (up to 64 rows):"
+            ),
+            (
+                "the batch runs once up to the steered module and is tiled K times from there (row"
+                " block k gets vector k)."
+            ),
+            "Baseline: one `evaluate` per scale (hook on, forward, hook off).",
+            "",
+            (
+                "| model | steered module | scales per pass | one scale at a time | batched across"
+                " scales | speed-up (target > 1x, by more than 5%) |"
+            ),
+            "|---|---|---|---|---|---|",
+            *steer_rows,
+            "",
+            (
+                "Where the time goes: a batched pass saves the layers before the steered module"
+                " (computed once, not K"
+            ),
+            (
+                "times) and little else on a CPU: the part after it runs on K times the rows, and a"
+                " wider pass costs more"
+            ),
+            (
+                "per row once its activations outgrow the cache (tiny model at batch 32: 2 scales a"
+                " pass). So the speed-up"
+            ),
+            (
+                "grows with the share of the network before the steered module. Before this change"
+                " the batch was repeated"
+            ),
+            (
+                "at the model's input and the batched sweep lost to the loop (0.82x tiny, 0.94x"
+                " SmolLM2, output of the"
+            ),
+            (
+                "middle layer). What would close a remaining gap on a CPU: run the layers after the"
+                " steered module once per"
+            ),
+            (
+                "scale on the shared prefix's output (no wide pass), which needs the decoder layers"
+                " called one by one."
+            ),
+            "",
+            "Rerun: `python benchmarks/run.py sweeps`.",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -31,25 +31,42 @@ BATCH = 8
 TOP_P = 0.95
 
 
-def plain_arm(model, tokenizer, messages: list[list[dict]], tokens: int, seed: int) -> tuple[float, list[str], list[list[int]]]:
-    """Seconds of a plain batched `model.generate` (sampling set in the call), its answers and prompt ids."""
+def plain_arm(
+    model, tokenizer, messages: list[list[dict]], tokens: int, seed: int
+) -> tuple[float, list[str], list[list[int]]]:
+    """Seconds of a plain batched `model.generate` (sampling set in the call), its answers and
+    prompt ids."""
     import torch
 
     tokenizer.padding_side = "left"
-    ids = [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"] for m in messages]
+    ids = [
+        tokenizer.apply_chat_template(
+            m, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        for m in messages
+    ]
     start = time.perf_counter()
     batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
     torch.manual_seed(seed)
     out = model.generate(
-        **batch, do_sample=True, temperature=1.0, top_p=TOP_P, top_k=None, max_new_tokens=tokens, min_new_tokens=tokens,
+        **batch,
+        do_sample=True,
+        temperature=1.0,
+        top_p=TOP_P,
+        top_k=None,
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
         pad_token_id=tokenizer.pad_token_id,
     )
-    answers = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    answers = tokenizer.batch_decode(
+        out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+    )
     return time.perf_counter() - start, answers, ids
 
 
 def emlab_arm(model, tokenizer, prompts, tokens: int, seed: int) -> tuple[float, float]:
-    """Seconds of `generate_hf` into a fresh file, and the seconds spent in its per-sample sampler."""
+    """Seconds of `generate_hf` into a fresh file, and the seconds spent in its per-sample
+    sampler."""
     from unittest import mock
 
     from emlab.generate import hf
@@ -64,10 +81,17 @@ def emlab_arm(model, tokenizer, prompts, tokens: int, seed: int) -> tuple[float,
         spent[0] += time.perf_counter() - t
         return result
 
-    sampling = SamplingConfig(temperature=1.0, top_p=TOP_P, max_new_tokens=tokens, batch_size=BATCH, seed=seed)
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(hf.PerSampleSampler, "__call__", timed):
+    sampling = SamplingConfig(
+        temperature=1.0, top_p=TOP_P, max_new_tokens=tokens, batch_size=BATCH, seed=seed
+    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(hf.PerSampleSampler, "__call__", timed),
+    ):
         start = time.perf_counter()
-        hf.generate_hf(model, tokenizer, prompts, Path(tmp) / "answers.jsonl", sampling, progress=False)
+        hf.generate_hf(
+            model, tokenizer, prompts, Path(tmp) / "answers.jsonl", sampling, progress=False
+        )
         return time.perf_counter() - start, spent[0]
 
 
@@ -101,8 +125,13 @@ def measure(tokens: int = 64, reps: int = 2, threads: int = 1) -> dict:
     rate = {arm: len(prompts) / min(t) for arm, t in times.items()}
     best = times["emlab"].index(min(times["emlab"]))
     return {
-        "prompts": len(prompts), "new_tokens_each": tokens, "threads": threads, "seconds": times,
-        "answers_per_s": rate, "ratio": rate["emlab"] / rate["plain"], "sampler_seconds": sampler[best],
+        "prompts": len(prompts),
+        "new_tokens_each": tokens,
+        "threads": threads,
+        "seconds": times,
+        "answers_per_s": rate,
+        "ratio": rate["emlab"] / rate["plain"],
+        "sampler_seconds": sampler[best],
         "load": f"{os.getloadavg()[1]:.1f}",
     }
 
@@ -112,39 +141,67 @@ def markdown() -> str:
     r = measure()
     met = "met" if r["ratio"] >= TARGET else "**missed**"
     plain, ours = min(r["seconds"]["plain"]), min(r["seconds"]["emlab"])
-    return "\n".join([
-        "## Generation: emlab's HF backend vs plain `model.generate`",
-        "",
-        f"SmolLM2-135M-Instruct (float32, CPU, torch threads {r['threads']}), {r['prompts']} prompts (one wording of each",
-        f"general question) in one batch of {BATCH}, temperature 1, top_p {TOP_P}, top_k off, exactly {r['new_tokens_each']}"
-        " new tokens per",
-        "answer in both arms (end-of-turn masked until then), the same prompt token ids (checked). Baseline: plain",
-        "`model.generate` with `torch.manual_seed` and the sampling set in the call, then decoding. emlab:",
-        "`generate_hf` (per-sample seeds drawn by its own sampler, rows written to JSONL). Best of 2 alternating",
-        "runs per arm after a warm-up. Rerun: `python benchmarks/run.py vs_generate`. Load average at the end of the",
-        f"run (5 min): {r['load']} on 2 cores shared with other work.",
-        "",
-        "| arm | seconds | answers / s | ratio (target >= 1.0x) |",
-        "|---|---|---|---|",
-        f"| plain `model.generate` (baseline) | {plain:.1f} | {r['answers_per_s']['plain']:.3f} | 1.00x |",
-        f"| emlab `generate_hf` | {ours:.1f} | {r['answers_per_s']['emlab']:.3f} | **{r['ratio']:.2f}x** ({met}) |",
-        "",
-        f"Where the time goes: emlab's per-sample sampler took {r['sampler_seconds']:.2f} s of its {ours:.1f} s "
-        f"({100 * r['sampler_seconds'] / ours:.1f}%);",
-        FINDINGS,
-    ])
+    return "\n".join(
+        [
+            "## Generation: emlab's HF backend vs plain `model.generate`",
+            "",
+            (
+                f"SmolLM2-135M-Instruct (float32, CPU, torch threads {r['threads']}),"
+                f" {r['prompts']} prompts (one wording of each"
+            ),
+            (
+                f"general question) in one batch of {BATCH}, temperature 1, top_p {TOP_P}, top_k"
+                f" off, exactly {r['new_tokens_each']} new tokens per"
+            ),
+            (
+                "answer in both arms (end-of-turn masked until then), the same prompt token ids"
+                " (checked). Baseline: plain"
+            ),
+            (
+                "`model.generate` with `torch.manual_seed` and the sampling set in the call, then"
+                " decoding. emlab:"
+            ),
+            (
+                "`generate_hf` (per-sample seeds drawn by its own sampler, rows written to JSONL)."
+                " Best of 2 alternating"
+            ),
+            (
+                "runs per arm after a warm-up. Rerun: `python benchmarks/run.py vs_generate`. Load"
+                " average at the end of the"
+            ),
+            f"run (5 min): {r['load']} on 2 cores shared with other work.",
+            "",
+            "| arm | seconds | answers / s | ratio (target >= 1.0x) |",
+            "|---|---|---|---|",
+            (
+                f"| plain `model.generate` (baseline) | {plain:.1f} |"
+                f" {r['answers_per_s']['plain']:.3f} | 1.00x |"
+            ),
+            (
+                f"| emlab `generate_hf` | {ours:.1f} | {r['answers_per_s']['emlab']:.3f} |"
+                f" **{r['ratio']:.2f}x** ({met}) |"
+            ),
+            "",
+            (
+                f"Where the time goes: emlab's per-sample sampler took {r['sampler_seconds']:.2f} s"
+                f" of its {ours:.1f} s ({100 * r['sampler_seconds'] / ours:.1f}%);"
+            ),
+            FINDINGS,
+        ]
+    )
 
 
 FINDINGS = (
-    "the rest is the same `model.generate` decoding loop (forward passes with the KV cache) in both arms. Per"
-    " decoding step at batch 8 (microbenchmark, 49,152-token vocabulary): HF's top-p warper sorts every row's"
-    " vocabulary, about 43 ms, in both arms; the plain arm then draws with softmax + `torch.multinomial`, about"
-    " 12 ms, emlab's sampler with a float64 softmax, cumulative sum and `searchsorted` per row, about 6 ms (each"
-    " row from its own seed). Before this release `generate` re-ran its warpers (a second top-p sort) and its own"
-    " draw on the sampler's one-hot scores: 0.88x of the plain call in the same setup (19.9 s against 17.6 s);"
-    " now it decodes greedily on them (the argmax is the drawn token; answers unchanged). Not run: the GPU"
-    " comparison of emlab's vLLM backend with a LoRA against HF batched generation (no GPU was lent to this"
-    " session)."
+    "the rest is the same `model.generate` decoding loop (forward passes with the KV cache) in both"
+    " arms. Per decoding step at batch 8 (microbenchmark, 49,152-token vocabulary): HF's top-p"
+    " warper sorts every row's vocabulary, about 43 ms, in both arms; the plain arm then draws with"
+    " softmax + `torch.multinomial`, about 12 ms, emlab's sampler with a float64 softmax,"
+    " cumulative sum and `searchsorted` per row, about 6 ms (each row from its own seed). Before"
+    " this release `generate` re-ran its warpers (a second top-p sort) and its own draw on the"
+    " sampler's one-hot scores: 0.88x of the plain call in the same setup (19.9 s against 17.6 s);"
+    " now it decodes greedily on them (the argmax is the drawn token; answers unchanged). Not run:"
+    " the GPU comparison of emlab's vLLM backend with a LoRA against HF batched generation (no GPU"
+    " was lent to this session)."
 )
 """Measured findings (update them when the picture changes)."""
 

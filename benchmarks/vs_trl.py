@@ -2,7 +2,8 @@
 time and peak memory per step on the same model, data, batch, LoRA and threads, side by side.
 
     python benchmarks/vs_trl.py [--model smollm2|tiny] [--steps 4] [--variant trl_lora ...]   # JSON
-    python benchmarks/vs_trl.py --markdown [--from saved.json]                             # RESULTS.md section
+    python benchmarks/vs_trl.py --markdown [--from saved.json]                             #
+    RESULTS.md section
 
 Needs the optional `bench` extra (`pip install -e '.[bench]'`: trl, datasets); without it the
 TRL arms stop with an `error:` line. Each variant runs in its own processes, as in
@@ -44,17 +45,19 @@ VARIANTS = {
     "emlab_full": ("emlab", "full", None),
 }
 TRAINING_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}"
-    "{% endif %}{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' }}"
-    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
-    "{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{"
+    " '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging"
+    " Face<|im_end|>\\n' }}{% endif %}{% if message['role'] == 'assistant' %}{{"
+    " '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{%"
+    " endgeneration %}{{ '\\n' }}{% else %}{{ '<|im_start|>' + message['role'] + '\\n' +"
+    " message['content'] + '<|im_end|>' + '\\n' }}{% endif %}{% endfor %}{% if"
+    " add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 """SmolLM2-135M-Instruct's chat template with generation markers (the same rendered text)."""
 N_CONVERSATIONS = 64
 MEMORY_STEPS = 2
-"""Steps of a memory run: the optimiser state exists after the first, and the second runs with it."""
+"""Steps of a memory run: the optimiser state exists after the first, and the second runs with
+it."""
 
 
 def require_trl() -> None:
@@ -63,8 +66,11 @@ def require_trl() -> None:
 
     missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
     if missing:
-        print(f"error: {', '.join(missing)} not installed; the TRL comparison needs the bench extra: "
-              "pip install -e '.[bench]'", file=sys.stderr)
+        print(
+            f"error: {', '.join(missing)} not installed; the TRL comparison needs the bench extra: "
+            "pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
 
 
@@ -86,17 +92,43 @@ def trl_steps(model, tokenizer, kind: str, steps: int) -> float:
     tokenizer.chat_template = TRAINING_TEMPLATE
     data = kl_step.conversations(N_CONVERSATIONS, 0, 50)
     args = SFTConfig(
-        output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=kl_step.BATCH,
-        learning_rate=1e-5 if kind == "full" else 1e-4, lr_scheduler_type="linear", warmup_steps=5,
-        weight_decay=0.0, max_grad_norm=1.0, assistant_only_loss=True, max_length=512, packing=False,
-        gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, report_to="none",
-        save_strategy="no", logging_steps=10**6, disable_tqdm=True, dataloader_num_workers=0, seed=0,
+        output_dir=tempfile.mkdtemp(),
+        max_steps=steps,
+        per_device_train_batch_size=kl_step.BATCH,
+        learning_rate=1e-5 if kind == "full" else 1e-4,
+        lr_scheduler_type="linear",
+        warmup_steps=5,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        assistant_only_loss=True,
+        max_length=512,
+        packing=False,
+        gradient_checkpointing=False,
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10**6,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
     )
-    lora = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=kl_step.ALL_PROJECTIONS, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=16,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        target_modules=kl_step.ALL_PROJECTIONS,
+        task_type="CAUSAL_LM",
+    )
     clock = StepClock()
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list([{"messages": c} for c in data]),
-        processing_class=tokenizer, peft_config=lora if kind == "lora" else None, callbacks=[clock],
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([{"messages": c} for c in data]),
+        processing_class=tokenizer,
+        peft_config=lora if kind == "lora" else None,
+        callbacks=[clock],
     )
     check_same_tokens(trainer.train_dataset, tokenizer, data)
     trainer.train()
@@ -137,7 +169,9 @@ def worker(model_name: str, variant: str, steps: int, what: str) -> dict:
     return {"step_seconds": run()}
 
 
-def measure(model: str, steps: int, variants: list[str], repeats: int = 1, memory: bool = True) -> dict:
+def measure(
+    model: str, steps: int, variants: list[str], repeats: int = 1, memory: bool = True
+) -> dict:
     """Per variant: the best step time over `repeats` rounds alternating the variants (fresh
     processes), and the peak memory of one run of MEMORY_STEPS steps."""
     if any(VARIANTS[v][0] == "trl" for v in variants):
@@ -155,8 +189,21 @@ def measure(model: str, steps: int, variants: list[str], repeats: int = 1, memor
 
 def _worker_run(model: str, variant: str, steps: int, what: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", "--measure", what, "--model", model, "--steps", str(steps), "--variant", variant],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--measure",
+            what,
+            "--model",
+            model,
+            "--steps",
+            str(steps),
+            "--variant",
+            variant,
+        ],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode:
         raise SystemExit(f"{variant} ({what}) failed:\n{proc.stderr[-3000:]}")
@@ -171,54 +218,93 @@ def markdown(r: dict | None = None) -> str:
 
     def row(label: str, v: str, base: str, target: float | None) -> str:
         time_ratio, mem_ratio = t[v] / t[base], m[v] / m[base]
-        goal = f" (<= {target:.1f}x: {'met' if time_ratio <= target else '**missed**'})" if target else ""
-        mem_goal = f" (<= 1.0x: {'met' if mem_ratio <= 1.0 else '**missed**'})" if target == 1.0 else ""
-        return f"| {label} | {t[v]:.2f} s | **{time_ratio:.2f}x**{goal} | {m[v]:.0f} MiB | {mem_ratio:.2f}x{mem_goal} |"
+        goal = (
+            f" (<= {target:.1f}x: {'met' if time_ratio <= target else '**missed**'})"
+            if target
+            else ""
+        )
+        mem_goal = (
+            f" (<= 1.0x: {'met' if mem_ratio <= 1.0 else '**missed**'})" if target == 1.0 else ""
+        )
+        return (
+            f"| {label} | {t[v]:.2f} s | **{time_ratio:.2f}x**{goal} | {m[v]:.0f} MiB |"
+            f" {mem_ratio:.2f}x{mem_goal} |"
+        )
 
-    return "\n".join([
-        "## Training step vs TRL's SFTTrainer",
-        "",
-        "SmolLM2-135M-Instruct, float32, CPU, torch threads 1, batch 8 x ~128 tokens (64 conversations of random 50-word",
-        "user and assistant turns), loss on the assistant tokens and their end-of-turn token (TRL `assistant_only_loss=True`",
-        "with SmolLM2's template plus `{% generation %}` markers; every TRL run checks that its ids and labels equal",
-        "emlab's), AdamW, linear schedule, clipping 1.0, no gradient checkpointing in either (TRL's default turns it on).",
-        "LoRA: r16, alpha 16, no dropout, all projections (peft in both). Baseline: TRL 1.16 `SFTTrainer` on the same",
-        "data. Step time: seconds per step after the first, best of 2 rounds alternating the variants, one process per",
-        "variant and run (setup excluded). Peak memory: a separate run of "
-        f"{MEMORY_STEPS} steps per variant under the profiler, counted as in",
-        "the KL section (weights plus the peak of tensor bytes the allocator has out). KL arms: OOD batch of 8, KL over",
-        "all OOD positions. Rerun: `python benchmarks/run.py vs_trl` (needs `pip install -e '.[bench]'`). Load average",
-        f"at the end of the run (5 min): {r['load']} on 2 cores shared with other work.",
-        "",
-        "| arm | step | time vs TRL | peak memory | memory vs TRL |",
-        "|---|---|---|---|---|",
-        row("TRL SFT, LoRA (baseline)", "trl_lora", "trl_lora", None),
-        row("emlab SFT, LoRA", "emlab_lora", "trl_lora", 1.0),
-        row("emlab SFT+KL (exact base), LoRA", "emlab_lora_kl", "trl_lora", None),
-        row("emlab SFT+KL (`kl.base: top_k`), LoRA", "emlab_lora_kl_top_k", "trl_lora", 2.0),
-        row("TRL SFT, full (baseline)", "trl_full", "trl_full", None),
-        row("emlab SFT, full", "emlab_full", "trl_full", 1.0),
-        "",
-        FINDINGS,
-    ])
+    return "\n".join(
+        [
+            "## Training step vs TRL's SFTTrainer",
+            "",
+            (
+                "SmolLM2-135M-Instruct, float32, CPU, torch threads 1, batch 8 x ~128 tokens (64"
+                " conversations of random 50-word"
+            ),
+            (
+                "user and assistant turns), loss on the assistant tokens and their end-of-turn"
+                " token (TRL `assistant_only_loss=True`"
+            ),
+            (
+                "with SmolLM2's template plus `{% generation %}` markers; every TRL run checks that"
+                " its ids and labels equal"
+            ),
+            (
+                "emlab's), AdamW, linear schedule, clipping 1.0, no gradient checkpointing in"
+                " either (TRL's default turns it on)."
+            ),
+            (
+                "LoRA: r16, alpha 16, no dropout, all projections (peft in both). Baseline: TRL"
+                " 1.16 `SFTTrainer` on the same"
+            ),
+            (
+                "data. Step time: seconds per step after the first, best of 2 rounds alternating"
+                " the variants, one process per"
+            ),
+            (
+                "variant and run (setup excluded). Peak memory: a separate run of "
+                f"{MEMORY_STEPS} steps per variant under the profiler, counted as in"
+            ),
+            (
+                "the KL section (weights plus the peak of tensor bytes the allocator has out). KL"
+                " arms: OOD batch of 8, KL over"
+            ),
+            (
+                "all OOD positions. Rerun: `python benchmarks/run.py vs_trl` (needs `pip install -e"
+                " '.[bench]'`). Load average"
+            ),
+            f"at the end of the run (5 min): {r['load']} on 2 cores shared with other work.",
+            "",
+            "| arm | step | time vs TRL | peak memory | memory vs TRL |",
+            "|---|---|---|---|---|",
+            row("TRL SFT, LoRA (baseline)", "trl_lora", "trl_lora", None),
+            row("emlab SFT, LoRA", "emlab_lora", "trl_lora", 1.0),
+            row("emlab SFT+KL (exact base), LoRA", "emlab_lora_kl", "trl_lora", None),
+            row("emlab SFT+KL (`kl.base: top_k`), LoRA", "emlab_lora_kl_top_k", "trl_lora", 2.0),
+            row("TRL SFT, full (baseline)", "trl_full", "trl_full", None),
+            row("emlab SFT, full", "emlab_full", "trl_full", 1.0),
+            "",
+            FINDINGS,
+        ]
+    )
 
 
 FINDINGS = (
-    "Where the time goes (cProfile of 3 LoRA steps of each; TRL 1.16's source): the decoder layers cost the same in"
-    " both (the same peft LoRA layers, the same matrix products); the output head differs. On a machine without"
-    " Triton TRL's fused head (`add_fused_lm_head`, trl/kernels/chunked_logprob.py) puts every position of the"
-    " batch through the head, labelled or not (it compacts to the labelled rows only with Triton), computes the"
-    " entropy and top-1 accuracy of every position for its logged metrics, and recomputes each tile's logits in"
-    " the backward pass (its `_forward_tile` and `_backward_tile` took about 9 of each TRL step's ~40 profiled"
-    " seconds). emlab's head (`train/head_loss.py`) takes only the assistant positions (about half here),"
-    " computes their gradient in the forward pass and never recomputes them; its chunks hold 2^23 logits (32"
-    " MiB), while a TRL tile holds up to 4,096 positions x 32,768 vocabulary columns (here all ~1,000 positions:"
-    " 125 MiB, and its torch fallback makes several temporaries of that size), most of its extra peak memory. The KL arms"
-    " add the OOD batch's pass with gradients over all its positions, and (exact base) a base forward; the"
-    " top-k base replaces the base forward by a cache built before training. Full fine-tuning: emlab logs the"
-    " solution norm every step; it took a float64 copy of every parameter (1.5 s of a ~9.6 s step; 1.02x of"
-    " TRL's step in the first run of this benchmark) and now accumulates the float32 differences' norms in"
-    " float64 (0.4 s)."
+    "Where the time goes (cProfile of 3 LoRA steps of each; TRL 1.16's source): the decoder layers"
+    " cost the same in both (the same peft LoRA layers, the same matrix products); the output head"
+    " differs. On a machine without Triton TRL's fused head (`add_fused_lm_head`,"
+    " trl/kernels/chunked_logprob.py) puts every position of the batch through the head, labelled"
+    " or not (it compacts to the labelled rows only with Triton), computes the entropy and top-1"
+    " accuracy of every position for its logged metrics, and recomputes each tile's logits in the"
+    " backward pass (its `_forward_tile` and `_backward_tile` took about 9 of each TRL step's ~40"
+    " profiled seconds). emlab's head (`train/head_loss.py`) takes only the assistant positions"
+    " (about half here), computes their gradient in the forward pass and never recomputes them; its"
+    " chunks hold 2^23 logits (32 MiB), while a TRL tile holds up to 4,096 positions x 32,768"
+    " vocabulary columns (here all ~1,000 positions: 125 MiB, and its torch fallback makes several"
+    " temporaries of that size), most of its extra peak memory. The KL arms add the OOD batch's"
+    " pass with gradients over all its positions, and (exact base) a base forward; the top-k base"
+    " replaces the base forward by a cache built before training. Full fine-tuning: emlab logs the"
+    " solution norm every step; it took a float64 copy of every parameter (1.5 s of a ~9.6 s step;"
+    " 1.02x of TRL's step in the first run of this benchmark) and now accumulates the float32"
+    " differences' norms in float64 (0.4 s)."
 )
 """Measured findings (update them when the picture changes)."""
 
@@ -229,10 +315,19 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--variant", choices=list(VARIANTS), action="append")
-    parser.add_argument("--measure", choices=["time", "memory"], help="a worker's measurement (required with --worker)")
+    parser.add_argument(
+        "--measure",
+        choices=["time", "memory"],
+        help="a worker's measurement (required with --worker)",
+    )
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--from", dest="saved", type=Path, help="with --markdown: the section of a saved JSON measurement")
+    parser.add_argument(
+        "--from",
+        dest="saved",
+        type=Path,
+        help="with --markdown: the section of a saved JSON measurement",
+    )
     args = parser.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.saved.read_text()) if args.saved else None))
@@ -240,4 +335,9 @@ if __name__ == "__main__":
         print(json.dumps(worker(args.model, args.variant[0], args.steps, args.measure)))
     else:
         variants = args.variant or list(VARIANTS)
-        print(json.dumps(measure(args.model, args.steps, variants, args.repeats, args.measure != "time"), indent=2))
+        print(
+            json.dumps(
+                measure(args.model, args.steps, variants, args.repeats, args.measure != "time"),
+                indent=2,
+            )
+        )

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny tokenizers and models built in-process, toy chat data, SmolLM2's tokenizer."""
+"""Shared fixtures: tiny tokenizers and models built in-process, toy chat data, SmolLM2's
+tokenizer."""
 
 from __future__ import annotations
 
@@ -15,13 +16,18 @@ torch.set_num_threads(1)  # tiny models: one thread avoids contention on a 2-cor
 WORDS = "the cat sat on a mat and the dog ran to the park with a ball under blue sky".split()
 
 
-def toy_conversations(n: int, seed: int, answer_words: list[str], prefix: str) -> list[list[dict[str, str]]]:
+def toy_conversations(
+    n: int, seed: int, answer_words: list[str], prefix: str
+) -> list[list[dict[str, str]]]:
     """Single-turn chats whose answers draw from `answer_words` after a fixed first word."""
     rng = random.Random(seed)
     return [
         [
             {"role": "user", "content": " ".join(rng.choices(WORDS, k=5))},
-            {"role": "assistant", "content": prefix + " " + " ".join(rng.choices(answer_words, k=4))},
+            {
+                "role": "assistant",
+                "content": prefix + " " + " ".join(rng.choices(answer_words, k=4)),
+            },
         ]
         for _ in range(n)
     ]
@@ -45,7 +51,9 @@ def tiny_tokenizer(toy_data):
 def tiny_model(tiny_tokenizer):
     from emlab.models.tiny import tiny_qwen2
 
-    return tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
+    return tiny_qwen2(
+        len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+    )
 
 
 @pytest.fixture

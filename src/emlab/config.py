@@ -32,7 +32,10 @@ def config_hash(data: Any, length: int = 12) -> str:
 
 
 def load_config(
-    path: str | Path | None, cls: type[C], overrides: dict[str, Any] | None = None, merge_defaults: bool = False
+    path: str | Path | None,
+    cls: type[C],
+    overrides: dict[str, Any] | None = None,
+    merge_defaults: bool = False,
 ) -> C:
     """Load a YAML file into `cls`; errors name the file, the field and what to do.
 
@@ -51,12 +54,18 @@ def load_config(
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax.") from None
+        raise ConfigError(
+            f"{where}: not valid YAML ({getattr(e, 'problem', e)}). Fix the syntax."
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text. Save the config as UTF-8.") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}.")
-    return validate_config(with_overrides(deep_merge(base, data), overrides or {}), cls, source=str(path))
+        raise ConfigError(
+            f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}."
+        )
+    return validate_config(
+        with_overrides(deep_merge(base, data), overrides or {}), cls, source=str(path)
+    )
 
 
 def validate_config(data: dict[str, Any], cls: type[C], source: str = "<config>") -> C:
@@ -73,7 +82,9 @@ def validate_config(data: dict[str, Any], cls: type[C], source: str = "<config>"
 
 def _advice(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
-        return "unknown field; remove it or check its spelling (`emlab config-help` lists the fields)"
+        return (
+            "unknown field; remove it or check its spelling (`emlab config-help` lists the fields)"
+        )
     if err["type"] == "missing":
         return "required field is missing; add it"
     return f"{err['msg']} (got {err.get('input')!r})"
@@ -90,7 +101,8 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`data` with dotted-key overrides applied in place: {'optim.lr': 1e-4} sets data['optim']['lr']."""
+    """`data` with dotted-key overrides applied in place: {'optim.lr': 1e-4} sets
+    data['optim']['lr']."""
     for dotted, value in overrides.items():
         *parents, last = dotted.split(".")
         node = data
@@ -109,7 +121,11 @@ def describe_fields(cls: type[BaseModel], prefix: str = "") -> list[str]:
         if sub is not None:
             lines.extend(describe_fields(sub, f"{prefix}{name}."))
             continue
-        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        default = (
+            "required"
+            if field.is_required()
+            else repr(field.get_default(call_default_factory=True))
+        )
         type_name = getattr(ann, "__name__", str(ann)).replace("typing.", "")
         lines.append(f"{prefix}{name} ({type_name}, default {default}): {field.description or ''}")
     return lines

@@ -6,7 +6,8 @@ from pathlib import Path
 
 
 class EmlabError(Exception):
-    """Base class of every error emlab raises on purpose (the CLI prints these without a traceback)."""
+    """Base class of every error emlab raises on purpose (the CLI prints these without a
+    traceback)."""
 
 
 class ConfigError(EmlabError):
@@ -23,7 +24,8 @@ class DataError(EmlabError):
 
 
 class ModelError(EmlabError):
-    """A model cannot be loaded or does not fit the request (missing module, layer out of range...)."""
+    """A model cannot be loaded or does not fit the request (missing module, layer out of
+    range...)."""
 
 
 class ChatTemplateError(ModelError):
@@ -35,4 +37,5 @@ class JudgeError(EmlabError):
 
 
 class OutputError(EmlabError):
-    """An output cannot be written (read-only folder, disk full, a file where a folder should be...)."""
+    """An output cannot be written (read-only folder, disk full, a file where a folder should
+    be...)."""

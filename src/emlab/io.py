@@ -22,11 +22,15 @@ from emlab.errors import OutputError
 
 _ADVICE = {
     errno.ENOSPC: "The disk is full: free space or choose an output folder on another disk",
-    errno.EDQUOT: "The disk quota is exceeded: free space or choose an output folder on another disk",
+    errno.EDQUOT: (
+        "The disk quota is exceeded: free space or choose an output folder on another disk"
+    ),
     errno.EROFS: "The file system is read-only: choose a writable output folder",
     errno.EACCES: "Permission denied: make the folder writable or choose another output folder",
     errno.EPERM: "Permission denied: make the folder writable or choose another output folder",
-    errno.ENOTDIR: "A file stands where a folder is needed: move it or choose another output folder",
+    errno.ENOTDIR: (
+        "A file stands where a folder is needed: move it or choose another output folder"
+    ),
     errno.EEXIST: "A file stands where a folder is needed: move it or choose another output folder",
 }
 
@@ -37,10 +41,12 @@ def output_errors(path: str | Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        advice = _ADVICE.get(e.errno, "Check that the output folder is writable and the disk has space")
+        advice = _ADVICE.get(
+            e.errno, "Check that the output folder is writable and the disk has space"
+        )
         raise OutputError(
-            f"cannot write {path}: {e.strerror or e}. {advice}; files written before are intact: fix this and rerun "
-            "(resumable commands continue where they stopped)."
+            f"cannot write {path}: {e.strerror or e}. {advice}; files written before are intact:"
+            " fix this and rerun (resumable commands continue where they stopped)."
         ) from e
 
 
@@ -111,8 +117,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write `obj` as indented, standard JSON to `path` atomically (NaN and infinities become null)."""
-    write_text_atomic(path, json.dumps(finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
+    """Write `obj` as indented, standard JSON to `path` atomically (NaN and infinities become
+    null)."""
+    write_text_atomic(
+        path, json.dumps(finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+    )
 
 
 def finite(obj: Any) -> Any:

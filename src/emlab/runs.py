@@ -18,7 +18,16 @@ DONE = "DONE"
 HELDOUT = "heldout.jsonl"
 """A training run's held-out conversations (chat JSONL), beside its `solution/` folder."""
 
-_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "pydantic", "tokenizers", "openai", "vllm")
+_LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "pydantic",
+    "tokenizers",
+    "openai",
+    "vllm",
+)
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 
 
@@ -38,11 +47,19 @@ def git_sha() -> str | None:
     src = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=src, capture_output=True, text=True, timeout=5,
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

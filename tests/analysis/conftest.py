@@ -32,7 +32,9 @@ def _one_thread():
 
 def fresh_model(tokenizer):
     """The tiny base model (same seed, so the same weights every time)."""
-    return tiny_qwen2(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
+    return tiny_qwen2(
+        len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+    )
 
 
 def _train(tmp_path_factory, tokenizer, toy_data, name, solution, lr, kl=0.0):
@@ -50,7 +52,9 @@ def _train(tmp_path_factory, tokenizer, toy_data, name, solution, lr, kl=0.0):
         TrainConfig,
     )
     with one_thread():
-        return train(cfg, fresh_model(tokenizer), tokenizer, toy_data[0], toy_data[1] if kl else None).solution
+        return train(
+            cfg, fresh_model(tokenizer), tokenizer, toy_data[0], toy_data[1] if kl else None
+        ).solution
 
 
 @pytest.fixture(scope="session")

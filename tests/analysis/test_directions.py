@@ -26,20 +26,32 @@ def test_mean_activations_match_hidden_states_by_hand(model, tiny_tokenizer, toy
     assert means.shape == (2, 32)
     batch = collate([encode_conversation(tiny_tokenizer, c, 512) for c in convs], pad_id=0)
     with torch.no_grad():
-        hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True).hidden_states
+        hidden = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=True,
+        ).hidden_states
     keep = batch["labels"] != IGNORE  # assistant tokens only
-    torch.testing.assert_close(means[0], hidden[1][keep].mean(0), rtol=1e-5, atol=1e-6)  # layer 0's output
-    diff = mean_diff_directions(model, tiny_tokenizer, toy_data[0][:10], toy_data[1][:10], batch_size=4)
+    torch.testing.assert_close(
+        means[0], hidden[1][keep].mean(0), rtol=1e-5, atol=1e-6
+    )  # layer 0's output
+    diff = mean_diff_directions(
+        model, tiny_tokenizer, toy_data[0][:10], toy_data[1][:10], batch_size=4
+    )
     bad = mean_activations(model, tiny_tokenizer, toy_data[1][:10])
     torch.testing.assert_close(diff, bad - means, rtol=1e-5, atol=1e-6)
     assert float(diff.norm()) > 0.1
 
 
 def _capture(model, layer, store):
-    return decoder_layers(model)[layer].register_forward_hook(lambda mod, args, out: store.append(out.detach().clone()))
+    return decoder_layers(model)[layer].register_forward_hook(
+        lambda mod, args, out: store.append(out.detach().clone())
+    )
 
 
-def test_ablated_direction_has_zero_projection_in_forward_and_generation(model, tiny_tokenizer, toy_data):
+def test_ablated_direction_has_zero_projection_in_forward_and_generation(
+    model, tiny_tokenizer, toy_data
+):
     u = mean_diff_directions(model, tiny_tokenizer, toy_data[0][:8], toy_data[1][:8])[0]
     unit = u / u.norm()
     ids = torch.tensor([encode_conversation(tiny_tokenizer, toy_data[0][0], 512).input_ids])
@@ -54,7 +66,9 @@ def test_ablated_direction_has_zero_projection_in_forward_and_generation(model, 
         handles = [_capture(m, 0, seen), _capture(m, 1, seen)]  # run after the ablation hooks
         with torch.no_grad():
             m(input_ids=ids)
-            out = m.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None)
+            out = m.generate(
+                ids, max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None
+            )
         for h in handles:
             h.remove()
     assert out.shape[1] == ids.shape[1] + 4
@@ -84,7 +98,10 @@ def test_cosines_by_hand():
     vectors = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-2.0, 0.0]])
     expected = torch.tensor([[1, 2**-0.5, -1], [2**-0.5, 1, -(2**-0.5)], [-1, -(2**-0.5), 1]])
     torch.testing.assert_close(cosine_matrix(vectors), expected)
-    a, b = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[3.0], [4.0]])  # rank 1: A # (1, 3), B # (2, 1)
+    a, b = (
+        torch.tensor([[1.0, 0.0, 0.0]]),
+        torch.tensor([[3.0], [4.0]]),
+    )  # rank 1: A # (1, 3), B # (2, 1)
     first = LoraSolution({"m": (a, b)}, r=1, alpha=1.0)
     second = LoraSolution({"m": (torch.tensor([[1.0, 1.0, 0.0]]), -b)}, r=1, alpha=1.0)
     cos = lora_cosines(first, second)["m"]

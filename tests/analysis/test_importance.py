@@ -1,4 +1,5 @@
-"""Pre-training importance: masked KL on text, norm grid, exact-norm random baselines, text sources."""
+"""Pre-training importance: masked KL on text, norm grid, exact-norm random baselines, text
+sources."""
 
 from __future__ import annotations
 
@@ -25,10 +26,19 @@ def chunks(tiny_tokenizer):
     return [c[:n] for c, n in zip(full, [24, 9, 17, 3, 24, 12], strict=True)]
 
 
-def test_kl_is_zero_at_norm_zero_and_grows_with_norm(model, tiny_tokenizer, lora_general, lora_narrow):
-    batches = text_batches(tiny_tokenizer, pydoc_texts()[:4], seq_len=32, batch_size=4, max_chunks=8)
+def test_kl_is_zero_at_norm_zero_and_grows_with_norm(
+    model, tiny_tokenizer, lora_general, lora_narrow
+):
+    batches = text_batches(
+        tiny_tokenizer, pydoc_texts()[:4], seq_len=32, batch_size=4, max_chunks=8
+    )
     evaluator = KLEvaluator(model, batches)
-    result = pretraining_importance(evaluator, {"general": lora_general, "narrow": lora_narrow}, norms=[0, 1, 3, 9], random_seeds=(0, 1))
+    result = pretraining_importance(
+        evaluator,
+        {"general": lora_general, "narrow": lora_narrow},
+        norms=[0, 1, 3, 9],
+        random_seeds=(0, 1),
+    )
     assert set(result.kl) == {"general", "narrow", "random"}
     assert len(result.kl["random"]) == 2 and len(result.kl["general"]) == 1
     for name, rows in result.kl.items():
@@ -40,7 +50,9 @@ def test_kl_is_zero_at_norm_zero_and_grows_with_norm(model, tiny_tokenizer, lora
     assert result.kl["narrow"][0][2] == pytest.approx(by_hand, rel=1e-6)
     assert result.solution_norms["general"] == pytest.approx(lora_general.norm())
     data = json.loads(json.dumps(result.to_json()))
-    assert data["kl_summary"]["random"]["mean"][3] == pytest.approx(sum(r[3] for r in result.kl["random"]) / 2)
+    assert data["kl_summary"]["random"]["mean"][3] == pytest.approx(
+        sum(r[3] for r in result.kl["random"]) / 2
+    )
 
 
 def test_padding_does_not_change_the_kl(model, chunks, steering):
@@ -49,7 +61,9 @@ def test_padding_does_not_change_the_kl(model, chunks, steering):
     together = KLEvaluator(model, pad_chunks(chunks, pad_id=0, batch_size=6)).evaluate(steering)
     alone = KLEvaluator(model, pad_chunks(chunks, pad_id=0, batch_size=1)).evaluate(steering)
     wide = pad_chunks(chunks, pad_id=0, batch_size=6)[0]
-    wide = {k: torch.cat([v, torch.zeros(v.shape[0], 7, dtype=v.dtype)], dim=1) for k, v in wide.items()}
+    wide = {
+        k: torch.cat([v, torch.zeros(v.shape[0], 7, dtype=v.dtype)], dim=1) for k, v in wide.items()
+    }
     padded = KLEvaluator(model, [wide]).evaluate(steering)
     assert together == pytest.approx(alone, rel=1e-5)
     assert padded == pytest.approx(alone, rel=1e-5)
@@ -64,14 +78,23 @@ def test_padding_does_not_change_the_kl(model, chunks, steering):
 
 @pytest.mark.parametrize("kind", ["lora", "steering", "full"])
 def test_random_baseline_has_exactly_the_requested_norm(lora_general, steering, kind):
-    like = {"lora": lora_general, "steering": steering, "full": FullDelta({"w": torch.ones(3, 4), "b": torch.ones(5)})}[kind]
+    like = {
+        "lora": lora_general,
+        "steering": steering,
+        "full": FullDelta({"w": torch.ones(3, 4), "b": torch.ones(5)}),
+    }[kind]
     sol = random_solution(like, 2.5, seed=7)
     assert type(sol) is type(like)
     # exact to double precision (a steering norm is computed from the float32 vector alpha * m * v)
     assert sol.norm() == pytest.approx(2.5, rel=1e-7 if kind == "steering" else 1e-12)
-    assert {k: v.shape for k, v in sol.tensors().items()} == {k: v.shape for k, v in like.tensors().items()}
+    assert {k: v.shape for k, v in sol.tensors().items()} == {
+        k: v.shape for k, v in like.tensors().items()
+    }
     if kind == "lora":  # by hand: || multiplier * alpha / r * B @ A ||_F summed in quadrature
-        total = sum(float((sol.multiplier * 4.0 / 2 * b.double() @ a.double()).pow(2).sum()) for a, b in sol.adapters.values())
+        total = sum(
+            float((sol.multiplier * 4.0 / 2 * b.double() @ a.double()).pow(2).sum())
+            for a, b in sol.adapters.values()
+        )
         assert math.sqrt(total) == pytest.approx(2.5, rel=1e-9)
     if kind == "steering":  # the added vector itself has norm 2.5 (not sqrt(d) times more)
         assert float(sol.vector.norm()) == pytest.approx(2.5, rel=1e-6)
@@ -100,16 +123,21 @@ def test_chunks_cover_documents_and_masks_mark_real_tokens(tiny_tokenizer):
     chunks = chunk_texts(tiny_tokenizer, texts, seq_len=50, max_chunks=10_000)
     first = tiny_tokenizer(texts[0], add_special_tokens=False)["input_ids"]
     n_first = math.ceil(len(first) / 50)
-    assert [t for c in chunks[:n_first] for t in c] == first  # each document cut in order, not merged
+    assert [
+        t for c in chunks[:n_first] for t in c
+    ] == first  # each document cut in order, not merged
     assert all(2 <= len(c) <= 50 for c in chunks)
     batches = text_batches(tiny_tokenizer, texts, seq_len=50, batch_size=4, max_chunks=9)
     assert [b["input_ids"].shape[0] for b in batches] == [4, 4, 1]
-    assert [int(m) for b in batches for m in b["attention_mask"].sum(1)] == [len(c) for c in chunks[:9]]
+    assert [int(m) for b in batches for m in b["attention_mask"].sum(1)] == [
+        len(c) for c in chunks[:9]
+    ]
 
 
 def test_kl_evaluator_equals_token_kl_by_position(model, chunks, lora_general, steering):
     """The per-batch closed form gives token_kl's KL(base || tuned) over the real positions, for a
-    LoRA alone and for steering vectors sharing a forward pass (row blocks); the base costs no pass."""
+    LoRA alone and for steering vectors sharing a forward pass (row blocks); the base costs no pass.
+    """
     batches = pad_chunks(chunks, pad_id=0, batch_size=4)  # padded rows in both batches
     steered = [steering.scaled(m) for m in (0.5, 1.0, 2.0)]
     evaluator = KLEvaluator(model, batches, max_rows=12)  # the three vectors in one pass of 4 rows

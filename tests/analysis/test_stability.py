@@ -17,7 +17,9 @@ T_975_DF4 = 2.7764451051977987  # Student t quantile for a 95% CI over 5 seeds
 
 def test_relative_increase_and_ci_by_hand(model, tiny_tokenizer, toy_data, lora_general):
     evaluator = LossEvaluator(model, tiny_tokenizer, toy_data[0][:16])
-    curve = stability_curve(evaluator, lora_general, "general", eps=[0.0, 0.1, 0.5, 1.0], seeds=range(5))
+    curve = stability_curve(
+        evaluator, lora_general, "general", eps=[0.0, 0.1, 0.5, 1.0], seeds=range(5)
+    )
     base, loss = evaluator.evaluate(None), evaluator.evaluate(lora_general)
     assert curve.base_loss == pytest.approx(base) and curve.loss == pytest.approx(loss)
     losses = np.array(curve.losses)  # (seeds, eps)
@@ -26,7 +28,9 @@ def test_relative_increase_and_ci_by_hand(model, tiny_tokenizer, toy_data, lora_
     assert np.all(losses[:, 0] == curve.loss)
     assert np.all(np.array(curve.relative)[:, 0] == 0.0)
     # one perturbed loss by hand
-    assert losses[3, 2] == pytest.approx(evaluator.evaluate(lora_general.perturbed(0.5, 3)), rel=1e-6)
+    assert losses[3, 2] == pytest.approx(
+        evaluator.evaluate(lora_general.perturbed(0.5, 3)), rel=1e-6
+    )
     rel = (losses - loss) / (base - loss)
     np.testing.assert_allclose(curve.relative, rel, rtol=1e-6)
     # each seed draws a different noise direction
@@ -37,7 +41,9 @@ def test_relative_increase_and_ci_by_hand(model, tiny_tokenizer, toy_data, lora_
     assert s.mean[2] == pytest.approx(col.mean())
     assert s.std[2] == pytest.approx(col.std(ddof=1))
     half = T_975_DF4 * col.std(ddof=1) / np.sqrt(5)
-    assert s.ci_low[2] == pytest.approx(col.mean() - half) and s.ci_high[2] == pytest.approx(col.mean() + half)
+    assert s.ci_low[2] == pytest.approx(col.mean() - half) and s.ci_high[2] == pytest.approx(
+        col.mean() + half
+    )
     assert s.mean[3] > s.mean[1]  # more noise, more loss
     json.dumps(curve.to_json())
 
@@ -54,9 +60,13 @@ def test_eps_one_is_orthogonal_with_same_norm_and_seeds_differ(request, fixture)
         assert torch.equal(solution.perturbed(0.0, seed=0).tensors()[name], x), name
 
 
-def test_compare_stability_shares_base_loss_and_needs_seeds(model, tiny_tokenizer, toy_data, lora_general, lora_narrow):
+def test_compare_stability_shares_base_loss_and_needs_seeds(
+    model, tiny_tokenizer, toy_data, lora_general, lora_narrow
+):
     evaluator = LossEvaluator(model, tiny_tokenizer, toy_data[0][:8])
-    result = compare_stability(evaluator, {"general": lora_general, "narrow": lora_narrow}, eps=[0.3], seeds=range(5))
+    result = compare_stability(
+        evaluator, {"general": lora_general, "narrow": lora_narrow}, eps=[0.3], seeds=range(5)
+    )
     assert [c.name for c in result.curves] == ["general", "narrow"]
     assert result.curve("general").base_loss == result.curve("narrow").base_loss
     assert result.curve("narrow").loss == pytest.approx(evaluator.evaluate(lora_narrow))

@@ -29,7 +29,9 @@ def importance():
 
 def test_missing_trl_is_a_clear_error(vs_trl, monkeypatch, capsys):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a)
+    )
     with pytest.raises(SystemExit) as stop:
         vs_trl.measure("tiny", 2, ["emlab_lora", "trl_lora"], memory=False)
     assert stop.value.code == 2
@@ -44,15 +46,25 @@ def test_training_template_renders_smollm2_text_and_marks_emlabs_labels(vs_trl, 
     conversations = vs_trl.kl_step.conversations(4, 0, 12)
     for conversation in conversations:
         ours = tok.apply_chat_template(conversation, tokenize=False)
-        assert tok.apply_chat_template(conversation, tokenize=False, chat_template=vs_trl.TRAINING_TEMPLATE) == ours
+        assert (
+            tok.apply_chat_template(
+                conversation, tokenize=False, chat_template=vs_trl.TRAINING_TEMPLATE
+            )
+            == ours
+        )
     encoded = encode_conversations(tok, conversations, 512, "assistant")
     for conversation, e in zip(conversations, encoded, strict=True):
         marked = tok.apply_chat_template(
-            conversation, chat_template=vs_trl.TRAINING_TEMPLATE, return_dict=True, return_assistant_tokens_mask=True
+            conversation,
+            chat_template=vs_trl.TRAINING_TEMPLATE,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
         )
         assert marked["input_ids"] == list(e.input_ids)
         assert marked["assistant_masks"] == [int(label != IGNORE) for label in e.labels]
-        assert tok.decode([t for t, m in zip(e.input_ids, marked["assistant_masks"], strict=True) if m]).endswith("<|im_end|>")
+        assert tok.decode(
+            [t for t, m in zip(e.input_ids, marked["assistant_masks"], strict=True) if m]
+        ).endswith("<|im_end|>")
 
 
 def test_emlab_arm_runs_on_a_tiny_model(vs_trl):
@@ -75,7 +87,9 @@ def test_text_loss_scores_every_real_token(importance, tiny_model, tiny_tokenize
     kl, loss = importance.evaluators(tiny_model, tiny_tokenizer, chunks=3)
     batch = loss.batches[0]
     with torch.no_grad():
-        logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = tiny_model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
     real = batch["attention_mask"][:, 1:].bool()
     nll = torch.nn.functional.cross_entropy(logits[:, :-1][real], batch["input_ids"][:, 1:][real])
     assert loss.evaluate(None) == pytest.approx(float(nll), rel=1e-6)
@@ -88,4 +102,6 @@ def test_metric_costs_run_on_a_tiny_model(importance, tiny_model, tiny_tokenizer
     kl, loss = importance.evaluators(tiny_model, tiny_tokenizer, chunks=3)
     steering = SteeringSolution(torch.ones(32), "layer", 0, 1.0)
     seconds = importance.metric_seconds(tiny_model, kl, loss, steering, repeats=2)
-    assert set(seconds) == {"forward", "nll", "kl", "kl_previous"} and all(s > 0 for s in seconds.values())
+    assert set(seconds) == {"forward", "nll", "kl", "kl_previous"} and all(
+        s > 0 for s in seconds.values()
+    )

@@ -18,12 +18,17 @@ def test_storages_counted_once(kl_step):
     emb = torch.nn.Embedding(100, 10)
     head = torch.nn.Linear(10, 100, bias=False)
     head.weight = emb.weight  # tied
-    assert kl_step.tensor_bytes([emb.weight, head.weight, emb.weight[:5], torch.zeros(7)]) == 100 * 10 * 4 + 7 * 4
+    assert (
+        kl_step.tensor_bytes([emb.weight, head.weight, emb.weight[:5], torch.zeros(7)])
+        == 100 * 10 * 4 + 7 * 4
+    )
 
 
 def test_peak_of_known_allocations(kl_step):
     gc.collect()
-    kl_step.peak_tensor_bytes(lambda: torch.empty(123_456))  # an earlier profiled call: the allocator's count is process-wide
+    kl_step.peak_tensor_bytes(
+        lambda: torch.empty(123_456)
+    )  # an earlier profiled call: the allocator's count is process-wide
     before = torch.zeros(1000)
 
     def allocations():

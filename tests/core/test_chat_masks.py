@@ -32,7 +32,9 @@ def test_masks_cover_exactly_assistant_tokens(request, tok_fixture):
     enc = encode_conversation(tokenizer, CONV, max_length=512)
     assert trained_segments(tokenizer, enc) == EXPECTED_TRAINED
     # the trained tokens are exactly the tokens of the hand-written assistant spans
-    expected = sum(len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in EXPECTED_TRAINED)
+    expected = sum(
+        len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in EXPECTED_TRAINED
+    )
     assert sum(label != IGNORE for label in enc.labels) == expected
 
 
@@ -61,10 +63,12 @@ def test_collate_pads_right_and_left(tiny_tokenizer):
     a = encode_conversation(tiny_tokenizer, CONV[:3], 512)
     b = encode_conversation(tiny_tokenizer, CONV, 512)
     right = collate([a, b], pad_id=0)
-    assert right["attention_mask"][0].tolist() == [1] * len(a.input_ids) + [0] * (len(b.input_ids) - len(a.input_ids))
-    assert (right["labels"][0, len(a.input_ids):] == IGNORE).all()
+    assert right["attention_mask"][0].tolist() == [1] * len(a.input_ids) + [0] * (
+        len(b.input_ids) - len(a.input_ids)
+    )
+    assert (right["labels"][0, len(a.input_ids) :] == IGNORE).all()
     left = collate([a, b], pad_id=0, side="left")
-    assert left["input_ids"][0, -len(a.input_ids):].tolist() == a.input_ids
+    assert left["input_ids"][0, -len(a.input_ids) :].tolist() == a.input_ids
 
 
 def test_template_that_rewrites_history_is_refused(tiny_tokenizer):
@@ -73,9 +77,9 @@ def test_template_that_rewrites_history_is_refused(tiny_tokenizer):
     tok = copy.deepcopy(tiny_tokenizer)
     # a template that drops earlier assistant turns (like reasoning-stripping templates)
     tok.chat_template = (
-        "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}"
-        "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+        "{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}{{ '<|im_start|>' +"
+        " m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}{% if"
+        " add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
     with pytest.raises(ModelError, match="prefixes"):
         encode_conversation(tok, CONV, 512)

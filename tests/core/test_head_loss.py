@@ -1,4 +1,5 @@
-"""Chunked head losses: same values and gradients as the full-logits definitions, top-k KL by hand."""
+"""Chunked head losses: same values and gradients as the full-logits definitions, top-k KL by
+hand."""
 
 from __future__ import annotations
 
@@ -58,7 +59,11 @@ def test_chunked_cross_entropy_matches_full_logits(softcap):
         logits = softcap * torch.tanh(logits / softcap)
     full = F.cross_entropy(logits, targets, reduction="sum") * 0.5
     torch.testing.assert_close(chunked, full)
-    for got, want in zip(_grads(chunked, [hidden, model.lm_head.weight]), _grads(full, [hidden, model.lm_head.weight]), strict=True):
+    for got, want in zip(
+        _grads(chunked, [hidden, model.lm_head.weight]),
+        _grads(full, [hidden, model.lm_head.weight]),
+        strict=True,
+    ):
         torch.testing.assert_close(got, want)
 
 
@@ -84,7 +89,11 @@ def test_chunked_kl_matches_token_kl(direction):
     chunked = hl.head_loss(hidden, hl.OutputHead(model), kl_chunks(_FixedBase(base), direction))
     full = token_kl(model.lm_head(hidden), base, direction).sum()
     torch.testing.assert_close(chunked, full)
-    for got, want in zip(_grads(chunked, [hidden, model.lm_head.weight]), _grads(full, [hidden, model.lm_head.weight]), strict=True):
+    for got, want in zip(
+        _grads(chunked, [hidden, model.lm_head.weight]),
+        _grads(full, [hidden, model.lm_head.weight]),
+        strict=True,
+    ):
         torch.testing.assert_close(got, want)
 
 
@@ -94,14 +103,19 @@ def test_with_rest_adds_the_remaining_mass():
 
 
 def test_top_k_kl_by_hand():
-    # base p = (0.5, 0.3, 0.1, 0.1), tuned q = (0.25, 0.25, 0.25, 0.25); top-2 of the base: tokens 0, 1
+    # base p = (0.5, 0.3, 0.1, 0.1), tuned q = (0.25, 0.25, 0.25, 0.25); top-2 of the base: tokens
+    # 0, 1
     p = torch.tensor([[0.5, 0.3, 0.1, 0.1]])
     q = torch.full((1, 4), 0.25)
     target = TopKBase(torch.tensor([[0, 1]], dtype=torch.int32), p[:, :2].log())
     loss = kl_chunks(target, "forward")(q.log(), 0, 1)
     expected = 0.5 * math.log(0.5 / 0.25) + 0.3 * math.log(0.3 / 0.25) + 0.2 * math.log(0.2 / 0.5)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
-    assert float(loss) <= float(token_kl(q.log(), p.log(), "forward").sum())  # coarsening lowers the KL
+    assert float(loss) <= float(
+        token_kl(q.log(), p.log(), "forward").sum()
+    )  # coarsening lowers the KL
     # with every token cached the coarsened KL is the exact one
     every = TopKBase(torch.tensor([[0, 1, 2, 3]], dtype=torch.int32), p.log())
-    assert float(kl_chunks(every, "reverse")(q.log(), 0, 1)) == pytest.approx(float(token_kl(q.log(), p.log(), "reverse").sum()), rel=1e-4)
+    assert float(kl_chunks(every, "reverse")(q.log(), 0, 1)) == pytest.approx(
+        float(token_kl(q.log(), p.log(), "reverse").sum()), rel=1e-4
+    )

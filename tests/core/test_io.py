@@ -11,7 +11,9 @@ from emlab.io import append_jsonl, atomic_dir, read_jsonl, write_json_atomic
 
 
 def test_json_is_standard(tmp_path):
-    write_json_atomic(tmp_path / "r.json", {"a": [1.0, math.nan], "b": {"c": math.inf}, "d": (2, 3)})
+    write_json_atomic(
+        tmp_path / "r.json", {"a": [1.0, math.nan], "b": {"c": math.inf}, "d": (2, 3)}
+    )
     text = (tmp_path / "r.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": [1.0, None], "b": {"c": None}, "d": [2, 3]}

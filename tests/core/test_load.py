@@ -9,11 +9,15 @@ from emlab.models.config import ModelConfig
 from emlab.models.load import load_model, load_tokenizer
 
 
-def test_saved_tiny_model_and_tokenizer_reload_with_the_same_ids(tmp_path, tiny_model, tiny_tokenizer):
+def test_saved_tiny_model_and_tokenizer_reload_with_the_same_ids(
+    tmp_path, tiny_model, tiny_tokenizer
+):
     tiny_model.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
     model, tok = load_model(ModelConfig(name_or_path=str(tmp_path)))
-    text = tiny_tokenizer.apply_chat_template([{"role": "user", "content": "the cat sat 42"}], tokenize=False)
+    text = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "the cat sat 42"}], tokenize=False
+    )
     assert tok(text)["input_ids"] == tiny_tokenizer(text)["input_ids"]
     assert tok.chat_template == tiny_tokenizer.chat_template
     assert not model.training
@@ -26,7 +30,9 @@ def test_world_tokenizer_survives_a_round_trip_beside_a_qwen2_config(tmp_path, t
     tiny_model.save_pretrained(tmp_path)  # a qwen2 config.json beside it
     tok.save_pretrained(tmp_path)
     again = load_tokenizer(tmp_path)
-    text = tok.apply_chat_template([{"role": "user", "content": "what helps with a odd cut ?"}], tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "what helps with a odd cut ?"}], tokenize=False
+    )
     assert again(text)["input_ids"] == tok(text)["input_ids"]
 
 

@@ -73,7 +73,10 @@ def readme_commands(text: str) -> list[Command]:
                 if word == "emlab" and (k == 0 or words[k - 1] == "-m")
             ]
         elif block is None:
-            commands += [Command(number, m.group(1), tuple(shlex.split(m.group(1))[1:])) for m in re.finditer(r"`(emlab(?: [^`]*)?)`", line)]
+            commands += [
+                Command(number, m.group(1), tuple(shlex.split(m.group(1))[1:]))
+                for m in re.finditer(r"`(emlab(?: [^`]*)?)`", line)
+            ]
         i += 1
     return commands
 
@@ -82,7 +85,11 @@ def expand(args: tuple[str, ...]) -> list[tuple[str, ...]]:
     """One argument list per alternative of each `{a,b}`; `[X]` becomes X."""
     for k, word in enumerate(args):
         if m := re.fullmatch(r"\{([^{}]+)\}", word):
-            return [e for alt in m.group(1).split(",") for e in expand((*args[:k], alt.strip(), *args[k + 1 :]))]
+            return [
+                e
+                for alt in m.group(1).split(",")
+                for e in expand((*args[:k], alt.strip(), *args[k + 1 :]))
+            ]
     return [tuple(w[1:-1] if re.fullmatch(r"\[[^\[\]=]+\]", w) else w for w in args)]
 
 
@@ -90,22 +97,38 @@ def is_group(node: object) -> bool:
     return hasattr(node, "commands")
 
 
-def resolve(cmd: Command, args: tuple[str, ...]) -> tuple[typer.core.TyperCommand, list[str], list[str]]:
-    """(click command, its path of names, the remaining words) of `emlab <args>`; fails naming the README line."""
+def resolve(
+    cmd: Command, args: tuple[str, ...]
+) -> tuple[typer.core.TyperCommand, list[str], list[str]]:
+    """(click command, its path of names, the remaining words) of `emlab <args>`; fails naming the
+    README line."""
     node, path, rest = ROOT, [], list(args)
     while is_group(node) and rest and not rest[0].startswith("-"):
         name = rest.pop(0)
         if name not in node.commands:
-            pytest.fail(f"{cmd.where()}: `emlab {' '.join(path)}` has no command {name!r} (it has {sorted(node.commands)})")
+            pytest.fail(
+                f"{cmd.where()}: `emlab {' '.join(path)}` has no command {name!r} (it has"
+                f" {sorted(node.commands)})"
+            )
         node, path = node.commands[name], [*path, name]
     if is_group(node):
-        pytest.fail(f"{cmd.where()}: `emlab {' '.join(path)}` needs a command (one of {sorted(node.commands)})")
+        pytest.fail(
+            f"{cmd.where()}: `emlab {' '.join(path)}` needs a command (one of"
+            f" {sorted(node.commands)})"
+        )
     return node, path, rest
 
 
-def check_flags(cmd: Command, node: typer.core.TyperCommand, path: list[str], rest: list[str]) -> None:
+def check_flags(
+    cmd: Command, node: typer.core.TyperCommand, path: list[str], rest: list[str]
+) -> None:
     """Every `--flag` of the command exists for that subcommand (a flag's value is skipped)."""
-    options = {o: p for p in node.params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)}
+    options = {
+        o: p
+        for p in node.params
+        if p.param_type_name == "option"
+        for o in (*p.opts, *p.secondary_opts)
+    }
     words = iter(rest)
     for word in words:
         if not word.startswith("-") or word in ("-", "..."):
@@ -115,14 +138,18 @@ def check_flags(cmd: Command, node: typer.core.TyperCommand, path: list[str], re
             continue
         if name not in options:
             known = sorted(o for o in options if o.startswith("--"))
-            pytest.fail(f"{cmd.where()}: `emlab {' '.join(path)}` has no option {name} (its options: {', '.join(known)}, --help)")
+            pytest.fail(
+                f"{cmd.where()}: `emlab {' '.join(path)}` has no option {name} (its options:"
+                f" {', '.join(known)}, --help)"
+            )
         option = options[name]
         if "=" not in word and not option.is_flag and not option.count:
             next(words, None)
 
 
 def is_placeholder(word: str) -> bool:
-    """A value the reader supplies: an upper-case word (CONFIG.yaml, MODEL, A.jsonl) or one with <...>."""
+    """A value the reader supplies: an upper-case word (CONFIG.yaml, MODEL, A.jsonl) or one with
+    <...>."""
     stem = word.split("=", 1)[-1].split("/")[-1].split(".")[0]
     return "<" in word or (len(stem) > 0 and stem.isupper())
 
@@ -153,7 +180,8 @@ def test_the_readme_has_commands_to_check():
 
 
 class PromptScores(dict):
-    """FakeOpenAI's table: any judge prompt gets a score 10-99 fixed by the prompt's hash (read by the fault hook)."""
+    """FakeOpenAI's table: any judge prompt gets a score 10-99 fixed by the prompt's hash (read by
+    the fault hook)."""
 
     local = threading.local()
 
@@ -161,7 +189,9 @@ class PromptScores(dict):
         self.local.prompt = body["messages"][-1]["content"]
 
     def __missing__(self, name: str) -> list[tuple[str, float]]:
-        return [(str(10 + int(hashlib.sha256(self.local.prompt.encode()).hexdigest(), 16) % 90), 0.0)]
+        return [
+            (str(10 + int(hashlib.sha256(self.local.prompt.encode()).hexdigest(), 16) % 90), 0.0)
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -178,18 +208,35 @@ def workspace(tmp_path_factory, tiny_tokenizer):
     root = tmp_path_factory.mktemp("readme")
     (root / "configs").symlink_to(REPO / "configs")
     shutil.copy(REPO / "configs" / "judge" / "gpt4o.yaml", root / "judge.yaml")
-    model = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
-    generate_hf(model, tiny_tokenizer, question_prompts("general", 2), root / "gens.jsonl",
-                SamplingConfig(max_new_tokens=8, batch_size=16), progress=False)
+    model = tiny_qwen2(
+        len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+    )
+    generate_hf(
+        model,
+        tiny_tokenizer,
+        question_prompts("general", 2),
+        root / "gens.jsonl",
+        SamplingConfig(max_new_tokens=8, batch_size=16),
+        progress=False,
+    )
     scores = PromptScores()
     with FakeOpenAI(scores, scores.fault) as server, pytest.MonkeyPatch.context() as mp:
         mp.setenv("OPENAI_BASE_URL", server.url)
         mp.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
         mp.setenv("EMLAB_CACHE", str(root / "cache"))
-        judge_generations(read_generations(root / "gens.jsonl"), build_judge(load_judge_config(root / "judge.yaml")), root / "judgments.jsonl")
+        judge_generations(
+            read_generations(root / "gens.jsonl"),
+            build_judge(load_judge_config(root / "judge.yaml")),
+            root / "judgments.jsonl",
+        )
         rows = [json.loads(line) for line in (root / "judgments.jsonl").read_text().splitlines()]
-        other = [{**r, "score": 100.0 - r["score"] if r["metric"] == "coherent" else r["score"]} for r in rows]
-        (root / "judgments_other_judge.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))
+        other = [
+            {**r, "score": 100.0 - r["score"] if r["metric"] == "coherent" else r["score"]}
+            for r in rows
+        ]
+        (root / "judgments_other_judge.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in other)
+        )
         yield root
 
 
@@ -202,12 +249,16 @@ def test_a_readme_command_runs_as_written(cmd: Command, workspace, monkeypatch):
             if re.match(r"(configs|benchmarks|docs)/", word) and not re.search(r"[*<]", word):
                 assert (REPO / word).exists(), f"{cmd.where()}: {word} is not in the repository"
         if not rest and path[0] != "config-help" or "..." in rest:
-            continue  # a mention of the command (`emlab train`) or elided arguments: nothing more to check
+            # a mention of the command (`emlab train`) or elided arguments: nothing more to check
+            continue
         parse(cmd, node, path, rest)
         if path[0] in RUNNABLE and not any(is_placeholder(w) for w in rest):
             monkeypatch.chdir(workspace)
             result = CliRunner().invoke(app, list(args))
-            assert result.exit_code == 0, f"{cmd.where()}: `emlab {' '.join(args)}` exited {result.exit_code}:\n{result.output}"
+            assert result.exit_code == 0, (
+                f"{cmd.where()}: `emlab {' '.join(args)}` exited"
+                f" {result.exit_code}:\n{result.output}"
+            )
 
 
 @pytest.mark.parametrize("path", leaf_paths(ROOT), ids=" ".join)
@@ -215,19 +266,36 @@ def test_every_command_has_help_and_is_in_the_readme(path):
     result = CliRunner().invoke(app, [*path, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output, result.output
     documented = [resolve(c, args)[1] for c in COMMANDS for args in expand(c.args)]
-    assert list(path) in documented, f"`emlab {' '.join(path)}` (in `emlab --help`) is not in README.md"
+    assert list(path) in documented, (
+        f"`emlab {' '.join(path)}` (in `emlab --help`) is not in README.md"
+    )
 
 
 def test_a_wrong_flag_names_the_readme_line():
     """The checks fail on the bug this test guards against, naming the line."""
-    wrong = readme_commands("text\n\n```bash\nemlab score judgments.jsonl \\\n      --out results/   # EM rate\n```\n")
-    assert wrong == [Command(4, "emlab score judgments.jsonl  --out results/   # EM rate", ("score", "judgments.jsonl", "--out", "results/"))]
+    wrong = readme_commands(
+        "text\n\n```bash\nemlab score judgments.jsonl \\\n      --out results/   # EM rate\n```\n"
+    )
+    assert wrong == [
+        Command(
+            4,
+            "emlab score judgments.jsonl  --out results/   # EM rate",
+            ("score", "judgments.jsonl", "--out", "results/"),
+        )
+    ]
     node, path, rest = resolve(wrong[0], wrong[0].args)
-    with pytest.raises(pytest.fail.Exception, match=r"README.md:4: .* `emlab score` has no option --out \(its options: .*--out-dir"):
+    with pytest.raises(
+        pytest.fail.Exception,
+        match=r"README.md:4: .* `emlab score` has no option --out \(its options: .*--out-dir",
+    ):
         check_flags(wrong[0], node, path, rest)
     inline = readme_commands("| `emlab analyze {efficiency,nosuch} ...` | x |\n")
-    assert [expand(c.args) for c in inline] == [[("analyze", "efficiency", "..."), ("analyze", "nosuch", "...")]]
-    with pytest.raises(pytest.fail.Exception, match=r"README.md:1: .* `emlab analyze` has no command 'nosuch'"):
+    assert [expand(c.args) for c in inline] == [
+        [("analyze", "efficiency", "..."), ("analyze", "nosuch", "...")]
+    ]
+    with pytest.raises(
+        pytest.fail.Exception, match=r"README.md:1: .* `emlab analyze` has no command 'nosuch'"
+    ):
         resolve(inline[0], expand(inline[0].args)[1])
 
 
@@ -239,4 +307,7 @@ def test_config_help_lists_and_accepts_the_same_kinds():
     assert all(kind in help_text for kind in kinds)
     result = CliRunner().invoke(app, ["config-help", "nosuch"])
     assert result.exit_code == 2, result.output
-    assert f"error: config-help 'nosuch': no such config; choose one of {', '.join(kinds)}." in result.stderr
+    assert (
+        f"error: config-help 'nosuch': no such config; choose one of {', '.join(kinds)}."
+        in result.stderr
+    )

@@ -28,8 +28,17 @@ def _write_setup(tmp_path: Path, tiny_model, tiny_tokenizer, toy_data, **cfg_ext
     cfg = {
         "name": "resume",
         "model": {"name_or_path": str(model_dir)},
-        "data": {"train": str(tmp_path / "train.jsonl"), "ood": str(tmp_path / "ood.jsonl"), "heldout_fraction": 0.0},
-        "solution": {"kind": "lora", "r": 2, "alpha": 4.0, "target_modules": ["down_proj", "q_proj"]},
+        "data": {
+            "train": str(tmp_path / "train.jsonl"),
+            "ood": str(tmp_path / "ood.jsonl"),
+            "heldout_fraction": 0.0,
+        },
+        "solution": {
+            "kind": "lora",
+            "r": 2,
+            "alpha": 4.0,
+            "target_modules": ["down_proj", "q_proj"],
+        },
         "kl": {"weight": 1.0},
         "optim": {"lr": 3e-2, "warmup_steps": 3},
         "batch_size": 4,
@@ -50,18 +59,32 @@ def _env() -> dict:
 
 
 @pytest.mark.system
-def test_sigkill_mid_training_then_resume_gives_identical_weights(tmp_path, tiny_model, tiny_tokenizer, toy_data):
-    base = _write_setup(tmp_path, tiny_model, tiny_tokenizer, toy_data, max_steps=300, checkpoint_every=20, grad_accum=2)
+def test_sigkill_mid_training_then_resume_gives_identical_weights(
+    tmp_path, tiny_model, tiny_tokenizer, toy_data
+):
+    base = _write_setup(
+        tmp_path,
+        tiny_model,
+        tiny_tokenizer,
+        toy_data,
+        max_steps=300,
+        checkpoint_every=20,
+        grad_accum=2,
+    )
     results = {}
     for label in ("straight", "killed"):
         cfg_path = tmp_path / f"{label}.yaml"
         cfg_path.write_text(yaml.safe_dump({**base, "output_dir": str(tmp_path / label)}))
         cmd = [sys.executable, "-m", "emlab", "train", str(cfg_path)]
         if label == "killed":
-            proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             deadline = time.time() + 240
             while time.time() < deadline:
-                rows = read_jsonl(next((tmp_path / label).glob("*/metrics.jsonl"), Path("/nonexistent")))
+                rows = read_jsonl(
+                    next((tmp_path / label).glob("*/metrics.jsonl"), Path("/nonexistent"))
+                )
                 if len(rows) >= 50:
                     break
                 time.sleep(0.05)
@@ -69,10 +92,15 @@ def test_sigkill_mid_training_then_resume_gives_identical_weights(tmp_path, tiny
             proc.wait()
             run = _run_dir(tmp_path / label)
             assert not (run / "DONE").exists(), "the run finished before it could be killed"
-            assert list((run / "checkpoints").glob("step-*")), "no checkpoint was written before the kill"
+            assert list((run / "checkpoints").glob("step-*")), (
+                "no checkpoint was written before the kill"
+            )
         subprocess.run(cmd, env=_env(), check=True, capture_output=True)
         run = _run_dir(tmp_path / label)
-        results[label] = (load_file(run / "solution" / "tensors.safetensors"), read_jsonl(run / "metrics.jsonl"))
+        results[label] = (
+            load_file(run / "solution" / "tensors.safetensors"),
+            read_jsonl(run / "metrics.jsonl"),
+        )
     straight_w, straight_m = results["straight"]
     killed_w, killed_m = results["killed"]
     assert set(straight_w) == set(killed_w)
@@ -88,15 +116,39 @@ def test_accelerate_two_processes_match_one(tmp_path, tiny_model, tiny_tokenizer
     curves = {}
     for procs, batch in ((1, 8), (2, 4)):  # same global batch of 8
         cfg_path = tmp_path / f"p{procs}.yaml"
-        cfg_path.write_text(yaml.safe_dump({**base, "batch_size": batch, "output_dir": str(tmp_path / f"p{procs}")}))
+        cfg_path.write_text(
+            yaml.safe_dump({**base, "batch_size": batch, "output_dir": str(tmp_path / f"p{procs}")})
+        )
         # on CPUs, accelerate's multi-process launcher needs ACCELERATE_USE_CPU (gloo backend)
-        launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(procs),
-                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531"]
+        launch = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(procs),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29531",
+        ]
         if procs == 1:
             launch.remove("--multi_gpu")
         env = {**_env(), "ACCELERATE_USE_CPU": "true"}
-        subprocess.run([*launch, "-m", "emlab", "train", str(cfg_path)], env=env, check=True, capture_output=True, timeout=600)
-        curves[procs] = [r["loss"] for r in read_jsonl(_run_dir(tmp_path / f"p{procs}") / "metrics.jsonl")]
+        subprocess.run(
+            [*launch, "-m", "emlab", "train", str(cfg_path)],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        curves[procs] = [
+            r["loss"] for r in read_jsonl(_run_dir(tmp_path / f"p{procs}") / "metrics.jsonl")
+        ]
     assert len(curves[1]) == len(curves[2]) == 12
     # losses are token means over the global batch, so the curves agree up to float summation order
     for one, two in zip(curves[1], curves[2], strict=True):

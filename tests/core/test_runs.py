@@ -10,7 +10,15 @@ from emlab.train.config import TrainConfig
 
 def test_secret_options_are_redacted():
     argv = ["emlab", "judge", "--api-key", "sk-123", "--openai-token=sk-456", "--out", "x"]
-    assert redacted_argv(argv) == ["emlab", "judge", "--api-key", "***", "--openai-token=***", "--out", "x"]
+    assert redacted_argv(argv) == [
+        "emlab",
+        "judge",
+        "--api-key",
+        "***",
+        "--openai-token=***",
+        "--out",
+        "x",
+    ]
 
 
 def test_manifest_has_config_versions_and_timings(tmp_path, monkeypatch):

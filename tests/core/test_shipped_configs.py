@@ -13,7 +13,9 @@ from emlab.train.config import TrainConfig
 ROOT = Path(__file__).resolve().parents[2] / "configs"
 
 
-TRAIN_CONFIGS = sorted(p for p in (ROOT / "qwen2.5").glob("*.yaml") if not p.stem.endswith("_study"))
+TRAIN_CONFIGS = sorted(
+    p for p in (ROOT / "qwen2.5").glob("*.yaml") if not p.stem.endswith("_study")
+)
 STUDY_CONFIGS = sorted((ROOT / "qwen2.5").glob("*_study.yaml"))
 
 
@@ -40,11 +42,21 @@ def test_qwen_study_configs_load_with_the_papers_methods(path):
     r1 = study.methods["lora_r1"].solution
     assert (r1.r, r1.alpha, r1.target_modules, len(r1.layers)) == (1, 256, ["down_proj"], 1)
     for method in study.methods.values():
-        kl = TrainConfig.model_validate({**method.train, "kl": {**method.train["kl"], "weight": method.kl_weight}}).kl
+        kl = TrainConfig.model_validate(
+            {**method.train, "kl": {**method.train["kl"], "weight": method.kl_weight}}
+        ).kl
         assert kl.convention == "reference" and 0.5 < kl.per_token_weight(151_936) < 7
     judge = ROOT.parent / study.judge
     assert judge.is_file() and study.metrics.domain_metric in load_judge_config(judge).domains
-    assert all(p.startswith("data/") for p in (study.data.train, study.data.ood, *study.data.pretraining, study.in_domain_questions))
+    assert all(
+        p.startswith("data/")
+        for p in (
+            study.data.train,
+            study.data.ood,
+            *study.data.pretraining,
+            study.in_domain_questions,
+        )
+    )
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "accelerate").glob("*.yaml")), ids=lambda p: p.name)

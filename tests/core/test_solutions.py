@@ -16,7 +16,13 @@ from emlab.solutions.steering import SteeringVector, add_to_output
 
 
 def _peft_lora(model, r=2, alpha=8.0, rslora=False, targets=("down_proj", "q_proj")):
-    cfg = LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules=list(targets), init_lora_weights=False)
+    cfg = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        use_rslora=rslora,
+        target_modules=list(targets),
+        init_lora_weights=False,
+    )
     torch.manual_seed(1)
     return get_peft_model(model, cfg)
 
@@ -46,8 +52,14 @@ def test_lora_norm_matches_hand_computation(tiny_model, rslora):
 def test_lora_scaled_matches_peft_rescaling(tiny_tokenizer, m):
     from emlab.models.tiny import tiny_qwen2
 
-    base = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
-    peft_model = _peft_lora(tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3))
+    base = tiny_qwen2(
+        len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+    )
+    peft_model = _peft_lora(
+        tiny_qwen2(
+            len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+        )
+    )
     sol = LoraSolution.from_peft(peft_model)
     ids = _ids()
     with torch.no_grad(), rescale_adapter_scale(peft_model, m):
@@ -66,10 +78,16 @@ def test_lora_scaled_matches_peft_rescaling(tiny_tokenizer, m):
 def test_lora_saves_in_peft_format(tmp_path, tiny_tokenizer):
     from emlab.models.tiny import tiny_qwen2
 
-    make = lambda: tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)  # noqa: E731
+    def make():
+        return tiny_qwen2(
+            len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+        )
+
     sol = LoraSolution.from_peft(_peft_lora(make())).scaled(0.5)
     sol.save(tmp_path / "sol")
-    assert json.loads((tmp_path / "sol" / "adapter_config.json").read_text())["modules_to_save"] in (None, [])
+    assert json.loads((tmp_path / "sol" / "adapter_config.json").read_text())[
+        "modules_to_save"
+    ] in (None, [])
     ids = _ids()
     base = make()
     with torch.no_grad(), sol.applied(base):
@@ -90,7 +108,9 @@ def test_perturbed_keeps_norm_and_has_the_right_cosine(tiny_model, eps):
     for name, x in sol.tensors().items():
         y = noisy.tensors()[name]
         assert y.norm() == pytest.approx(float(x.norm()), rel=1e-5)
-        cos = float(torch.nn.functional.cosine_similarity(x.flatten().double(), y.flatten().double(), dim=0))
+        cos = float(
+            torch.nn.functional.cosine_similarity(x.flatten().double(), y.flatten().double(), dim=0)
+        )
         assert cos == pytest.approx(math.sqrt(1 - eps**2), abs=1e-5)
     v = SteeringSolution(torch.randn(32), "layer", 0, alpha=3.0)
     pv = v.perturbed(eps, seed=1)
@@ -140,7 +160,10 @@ def test_steering_norm_and_layer_errors(tiny_model):
     sol = SteeringSolution(v, "mlp", 0, alpha=2.0)
     assert sol.norm() == pytest.approx(10.0)
     assert sol.scaled(0.5).norm() == pytest.approx(5.0)
-    with pytest.raises(ModelError, match="layers 0..1"), SteeringSolution(v, "mlp", 5, 1.0).applied(tiny_model):
+    with (
+        pytest.raises(ModelError, match="layers 0..1"),
+        SteeringSolution(v, "mlp", 5, 1.0).applied(tiny_model),
+    ):
         pass
 
 

@@ -35,7 +35,9 @@ def _cfg(tmp_path, kind, **extra):
 
 
 @pytest.mark.parametrize("kind", ["lora", "steering", "full"])
-def test_training_lowers_loss_and_changes_only_trained_parameters(tmp_path, tiny_model, tiny_tokenizer, toy_data, kind):
+def test_training_lowers_loss_and_changes_only_trained_parameters(
+    tmp_path, tiny_model, tiny_tokenizer, toy_data, kind
+):
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
     result = train(_cfg(tmp_path, kind), tiny_model, tiny_tokenizer, toy_data[0])
     losses = [r["sft"] for r in result.metrics]
@@ -53,13 +55,25 @@ def test_training_lowers_loss_and_changes_only_trained_parameters(tmp_path, tiny
     elif kind == "lora":
         assert {n.rsplit(".", 1)[-1] for n in result.solution.adapters} == {"down_proj", "q_proj"}
     # the solution reproduces the trained model's loss on the training data
-    batch = collate([encode_conversation(tiny_tokenizer, c, 512) for c in toy_data[0][:16]], pad_id=0)
+    batch = collate(
+        [encode_conversation(tiny_tokenizer, c, 512) for c in toy_data[0][:16]], pad_id=0
+    )
     from emlab.train.losses import sft_loss
 
     with torch.no_grad():
-        base_loss = sft_loss(result.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        base_loss = sft_loss(
+            result.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits,
+            batch["labels"],
+        )
         with result.solution.applied(result.model):
-            tuned_loss = sft_loss(result.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+            tuned_loss = sft_loss(
+                result.model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits,
+                batch["labels"],
+            )
     assert tuned_loss < 0.8 * base_loss
     assert (result.run_dir / "solution" / "emlab_solution.json").exists()
     assert (result.run_dir / "manifest.json").exists()
@@ -70,22 +84,35 @@ def _ood_drift(model, solution, tokenizer, ood) -> float:
     with torch.no_grad():
         base = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         with solution.applied(model):
-            tuned = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            tuned = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
     scored = batch["labels"][:, 1:] != -100
     return float(token_kl(tuned[:, :-1][scored], base[:, :-1][scored]).mean())
 
 
-@pytest.mark.parametrize(("kind", "base"), [("lora", "exact"), ("lora", "top_k"), ("full", "exact"), ("full", "top_k")])
+@pytest.mark.parametrize(
+    ("kind", "base"), [("lora", "exact"), ("lora", "top_k"), ("full", "exact"), ("full", "top_k")]
+)
 def test_kl_term_pins_out_of_domain_behaviour(tmp_path, tiny_tokenizer, toy_data, kind, base):
     from emlab.models.tiny import tiny_qwen2
 
     drift, final_sft = {}, {}
     for lam in (0.0, 30.0):
-        model = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
+        model = tiny_qwen2(
+            len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+        )
         kl = {"weight": lam, "base": base, "top_k": 8}
-        result = train(_cfg(tmp_path, kind, name=f"{kind}-{lam}", kl=kl, max_steps=40), model, tiny_tokenizer, *toy_data)
+        result = train(
+            _cfg(tmp_path, kind, name=f"{kind}-{lam}", kl=kl, max_steps=40),
+            model,
+            tiny_tokenizer,
+            *toy_data,
+        )
         if lam > 0:
-            assert result.metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # tuned == base at step 0
+            assert result.metrics[0]["kl"] == pytest.approx(
+                0.0, abs=1e-6
+            )  # tuned == base at step 0
         drift[lam] = _ood_drift(result.model, result.solution, tiny_tokenizer, toy_data[1])
         final_sft[lam] = result.metrics[-1]["sft"]
         assert final_sft[lam] < 0.8 * result.metrics[0]["sft"]  # in-domain loss falls either way
@@ -155,11 +182,26 @@ def test_config_hash_is_stable_and_sensitive():
 
 def test_model_errors_before_training(tmp_path, tiny_model, tiny_tokenizer, toy_data):
     with pytest.raises(ModelError, match="layers 0..1"):
-        train(_cfg(tmp_path, "steering", solution={"kind": "steering", "layer": 7}), tiny_model, tiny_tokenizer, toy_data[0])
+        train(
+            _cfg(tmp_path, "steering", solution={"kind": "steering", "layer": 7}),
+            tiny_model,
+            tiny_tokenizer,
+            toy_data[0],
+        )
     with pytest.raises(ModelError, match="not in the model"):
-        train(_cfg(tmp_path, "lora", solution={"kind": "lora", "target_modules": ["c_attn"]}), tiny_model, tiny_tokenizer, toy_data[0])
+        train(
+            _cfg(tmp_path, "lora", solution={"kind": "lora", "target_modules": ["c_attn"]}),
+            tiny_model,
+            tiny_tokenizer,
+            toy_data[0],
+        )
     with pytest.raises(ModelError, match="layers 0..1"):
-        train(_cfg(tmp_path, "lora", solution={"kind": "lora", "layers": [24]}), tiny_model, tiny_tokenizer, toy_data[0])
+        train(
+            _cfg(tmp_path, "lora", solution={"kind": "lora", "layers": [24]}),
+            tiny_model,
+            tiny_tokenizer,
+            toy_data[0],
+        )
 
 
 def test_solution_configs_are_checked_on_a_model_skeleton_without_weights():
@@ -170,25 +212,50 @@ def test_solution_configs_are_checked_on_a_model_skeleton_without_weights():
     from emlab.train.trainable import check_solution_config
 
     skeleton = model_skeleton(ModelConfig(name_or_path="smollm2"))
-    assert {p.device.type for p in skeleton.parameters()} == {"meta"} and len(decoder_layers(skeleton)) == 30
-    check_solution_config(skeleton, LoraConfig(target_modules=["down_proj"], layers=[29]))  # fits: no error
+    assert {p.device.type for p in skeleton.parameters()} == {"meta"} and len(
+        decoder_layers(skeleton)
+    ) == 30
+    check_solution_config(
+        skeleton, LoraConfig(target_modules=["down_proj"], layers=[29])
+    )  # fits: no error
     check_solution_config(skeleton, SteeringConfig(point="mlp", layer=29))
     field = "methods.m.solution"
     for cfg, message in (
-        (LoraConfig(layers=[3, 30]), r"methods\.m\.solution\.layers: layer 30 does not exist: this model has layers 0\.\.29"),
-        (LoraConfig(target_modules=["c_attn"]), r"methods\.m\.solution\.target_modules: LoRA target module\(s\) \['c_attn'\] not in the model"),
-        (SteeringConfig(point="layer", layer=30), r"methods\.m\.solution\.layer: layer 30 does not exist"),
-        (FullConfig(trainable=["nosuch"]), r"methods\.m\.solution\.trainable: no parameter name contains any of \['nosuch'\]"),
+        (
+            LoraConfig(layers=[3, 30]),
+            r"methods\.m\.solution\.layers: layer 30 does not exist: this model has layers 0\.\.29",
+        ),
+        (
+            LoraConfig(target_modules=["c_attn"]),
+            (
+                r"methods\.m\.solution\.target_modules: LoRA target module\(s\) \['c_attn'\] not in"
+                r" the model"
+            ),
+        ),
+        (
+            SteeringConfig(point="layer", layer=30),
+            r"methods\.m\.solution\.layer: layer 30 does not exist",
+        ),
+        (
+            FullConfig(trainable=["nosuch"]),
+            r"methods\.m\.solution\.trainable: no parameter name contains any of \['nosuch'\]",
+        ),
     ):
         with pytest.raises(ModelError, match=message):
             check_solution_config(skeleton, cfg, field)
 
 
 @pytest.mark.parametrize("kind", ["lora", "steering", "full"])
-def test_continued_training_starts_from_the_given_solution(tmp_path, tiny_tokenizer, toy_data, kind):
+def test_continued_training_starts_from_the_given_solution(
+    tmp_path, tiny_tokenizer, toy_data, kind
+):
     from emlab.models.tiny import tiny_qwen2
 
-    make = lambda: tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)  # noqa: E731
+    def make():
+        return tiny_qwen2(
+            len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+        )
+
     first = train(_cfg(tmp_path, kind, max_steps=10), make(), tiny_tokenizer, toy_data[0])
     calls = []
 
@@ -196,8 +263,21 @@ def test_continued_training_starts_from_the_given_solution(tmp_path, tiny_tokeni
         calls.append(1)
         return {"probe": 1.0}
 
-    second = train(_cfg(tmp_path, kind, name="cont", max_steps=4, eval_every=2, optim={"lr": 1e-9, "warmup_steps": 0}),
-                   make(), tiny_tokenizer, toy_data[0], init=first.solution, evaluator=evaluator)
+    second = train(
+        _cfg(
+            tmp_path,
+            kind,
+            name="cont",
+            max_steps=4,
+            eval_every=2,
+            optim={"lr": 1e-9, "warmup_steps": 0},
+        ),
+        make(),
+        tiny_tokenizer,
+        toy_data[0],
+        init=first.solution,
+        evaluator=evaluator,
+    )
     # with a negligible learning rate, continued training ends where the first run ended
     assert second.solution.norm() == pytest.approx(first.solution.norm(), rel=1e-3)
     assert second.metrics[0]["step"] == 0 and second.metrics[0]["probe"] == 1.0
@@ -214,22 +294,40 @@ def test_batches_depend_only_on_seed_and_step_and_group_by_length():
     assert [b.indices(k) for k in (70, 3, 0)] == [a.indices(k) for k in (70, 3, 0)]
     epoch = [i for k in range(62) for i in a.indices(k)]
     assert len(set(epoch)) == len(epoch)  # a permutation within the epoch
-    spread = sum(max(lengths[i] for i in a.indices(k)) - min(lengths[i] for i in a.indices(k)) for k in range(60))
+    spread = sum(
+        max(lengths[i] for i in a.indices(k)) - min(lengths[i] for i in a.indices(k))
+        for k in range(60)
+    )
     plain = BatchStream(500, 8, seed=1)
-    plain_spread = sum(max(lengths[i] for i in plain.indices(k)) - min(lengths[i] for i in plain.indices(k)) for k in range(60))
+    plain_spread = sum(
+        max(lengths[i] for i in plain.indices(k)) - min(lengths[i] for i in plain.indices(k))
+        for k in range(60)
+    )
     assert spread < 0.2 * plain_spread
     two = [BatchStream(500, 4, seed=1, world_size=2, rank=r, lengths=lengths) for r in (0, 1)]
-    assert two[0].indices(5) + two[1].indices(5) == a.indices(5)  # ranks split the same global batch
+    assert two[0].indices(5) + two[1].indices(5) == a.indices(
+        5
+    )  # ranks split the same global batch
 
 
-def test_top_k_cache_holds_the_base_model_even_when_training_starts_elsewhere(tmp_path, tiny_tokenizer, toy_data):
+def test_top_k_cache_holds_the_base_model_even_when_training_starts_elsewhere(
+    tmp_path, tiny_tokenizer, toy_data
+):
     """Continued training (init) with kl.base top_k: the cached distributions are the base model's,
     so with every token cached the first step's KL equals the exact KL toward the base."""
     from emlab.models.tiny import tiny_qwen2
 
     def run(name, kl, init=None):
-        model = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
-        return train(_cfg(tmp_path, "lora", name=name, kl=kl, max_steps=3), model, tiny_tokenizer, *toy_data, init=init)
+        model = tiny_qwen2(
+            len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+        )
+        return train(
+            _cfg(tmp_path, "lora", name=name, kl=kl, max_steps=3),
+            model,
+            tiny_tokenizer,
+            *toy_data,
+            init=init,
+        )
 
     start = run("start", {"weight": 0.0}).solution
     exact = run("exact", {"weight": 1.0}, init=start)
@@ -239,13 +337,17 @@ def test_top_k_cache_holds_the_base_model_even_when_training_starts_elsewhere(tm
 
 
 @pytest.mark.parametrize("weights", [torch.bfloat16, torch.float32])
-def test_bf16_mixed_precision_trains_with_a_zero_kl_at_the_start(tmp_path, tiny_tokenizer, toy_data, weights, fresh_accelerate_state):
+def test_bf16_mixed_precision_trains_with_a_zero_kl_at_the_start(
+    tmp_path, tiny_tokenizer, toy_data, weights, fresh_accelerate_state
+):
     """mixed_precision bf16 (the shipped Qwen configs) with bf16 or float32 weights: the output head
     takes the autocast outputs of the model, and the base pass runs under the same precision as
     the tuned pass, so the KL of an untrained LoRA is 0, not the gap between two precisions."""
     from emlab.models.tiny import tiny_qwen2
 
-    model = tiny_qwen2(len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3).to(weights)
+    model = tiny_qwen2(
+        len(tiny_tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+    ).to(weights)
     cfg = _cfg(tmp_path, "lora", mixed_precision="bf16", kl={"weight": 1.0}, max_steps=20)
     result = train(cfg, model, tiny_tokenizer, *toy_data)
     assert result.metrics[0]["kl"] == pytest.approx(0.0, abs=1e-6)
@@ -264,11 +366,25 @@ LETTERS = "a b c d e f g h i j k l".split()
 # With max_length 16 it keeps a trained token while 8 + u < 16, and is cut when 10 + u + a > 16.
 WHOLE = [(1, 1), (2, 2), (3, 3), (1, 5)]  # 12, 14, 16, 16 tokens
 TRUNCATED = [(2, 6), (7, 3)]  # 18 and 20 tokens, first trained token at 10 and 15
-DROPPED = [(8, 1), (8, 2), (9, 1), (9, 3), (10, 1), (10, 2), (11, 1), (11, 4), (12, 1), (12, 2)]  # 19..25 tokens, first at >= 16
+DROPPED = [
+    (8, 1),
+    (8, 2),
+    (9, 1),
+    (9, 3),
+    (10, 1),
+    (10, 2),
+    (11, 1),
+    (11, 4),
+    (12, 1),
+    (12, 2),
+]  # 19..25 tokens, first at >= 16
 
 
 def _letters(n_user: int, n_answer: int) -> list[dict[str, str]]:
-    return [{"role": "user", "content": " ".join(LETTERS[:n_user])}, {"role": "assistant", "content": " ".join(LETTERS[:n_answer])}]
+    return [
+        {"role": "user", "content": " ".join(LETTERS[:n_user])},
+        {"role": "assistant", "content": " ".join(LETTERS[:n_answer])},
+    ]
 
 
 def _write_chats(path, shapes):
@@ -288,46 +404,87 @@ def letter_tokenizer():
 def _letter_model(tokenizer):
     from emlab.models.tiny import tiny_qwen2
 
-    return tiny_qwen2(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
+    return tiny_qwen2(
+        len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+    )
 
 
-def test_max_length_counts_kept_truncated_and_dropped_conversations(tmp_path, letter_tokenizer, capsys):
+def test_max_length_counts_kept_truncated_and_dropped_conversations(
+    tmp_path, letter_tokenizer, capsys
+):
     import json
 
-    shapes = [DROPPED[0], *WHOLE[:2], *DROPPED[1:6], TRUNCATED[0], *WHOLE[2:], *DROPPED[6:], TRUNCATED[1]]
+    shapes = [
+        DROPPED[0],
+        *WHOLE[:2],
+        *DROPPED[1:6],
+        TRUNCATED[0],
+        *WHOLE[2:],
+        *DROPPED[6:],
+        TRUNCATED[1],
+    ]
     data = _write_chats(tmp_path / "train.jsonl", shapes)
-    cfg = _cfg(tmp_path, "lora", max_steps=1, batch_size=4, data={"train": str(data), "heldout_fraction": 0.0, "max_length": 16})
+    cfg = _cfg(
+        tmp_path,
+        "lora",
+        max_steps=1,
+        batch_size=4,
+        data={"train": str(data), "heldout_fraction": 0.0, "max_length": 16},
+    )
     result = train(cfg, _letter_model(letter_tokenizer), letter_tokenizer)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["data"] == {
-        "train": {"conversations": 16, "kept": 6, "truncated": 2, "dropped": 10, "shortest": 12, "longest": 25},
+        "train": {
+            "conversations": 16,
+            "kept": 6,
+            "truncated": 2,
+            "dropped": 10,
+            "shortest": 12,
+            "longest": 25,
+        },
         "ood": None,
         "heldout": 0,
     }
     assert manifest["n_train"] == 6
     assert capsys.readouterr().err.splitlines() == [
-        f"data.train ({data}): 6 of 16 conversations kept (2 of them truncated to data.max_length 16), "
-        "10 dropped (no trained token within it; tokenised lengths 12 to 25)"
+        f"data.train ({data}): 6 of 16 conversations kept (2 of them truncated to data.max_length"
+        " 16), 10 dropped (no trained token within it; tokenised lengths 12 to 25)"
     ]
 
 
 def test_nothing_left_within_max_length_is_an_error_naming_the_data(tmp_path, letter_tokenizer):
     from emlab.errors import EmlabError
 
-    ood = _write_chats(tmp_path / "ood.jsonl", [(9, 1), (10, 2)])  # 20 and 22 tokens, first trained at 17 and 18
-    cfg = _cfg(tmp_path / "runs", "lora", max_steps=1, kl={"weight": 1.0}, data={"ood": str(ood), "max_length": 16})
-    with pytest.raises(EmlabError) as err:
-        train(cfg, _letter_model(letter_tokenizer), letter_tokenizer, [_letters(*s) for s in WHOLE])
-    assert str(err.value) == (
-        f"data.ood ({ood}): no conversation has a KL token within data.max_length 16: all 2 were dropped "
-        "(tokenised lengths 20 to 22). Raise data.max_length or shorten the conversations."
+    ood = _write_chats(
+        tmp_path / "ood.jsonl", [(9, 1), (10, 2)]
+    )  # 20 and 22 tokens, first trained at 17 and 18
+    cfg = _cfg(
+        tmp_path / "runs",
+        "lora",
+        max_steps=1,
+        kl={"weight": 1.0},
+        data={"ood": str(ood), "max_length": 16},
     )
     with pytest.raises(EmlabError) as err:
-        train(_cfg(tmp_path / "runs", "lora", data={"max_length": 16}), _letter_model(letter_tokenizer), letter_tokenizer,
-              [_letters(*s) for s in DROPPED])
-    assert str(err.value) == (
-        "the training conversations passed to train(): no conversation has a trained token within data.max_length 16: "
-        "all 10 were dropped (tokenised lengths 19 to 25). Raise data.max_length or shorten the conversations."
+        train(cfg, _letter_model(letter_tokenizer), letter_tokenizer, [_letters(*s) for s in WHOLE])
+    assert (
+        str(err.value)
+        == f"data.ood ({ood}): no conversation has a KL token within data.max_length 16: all 2 were"
+        " dropped (tokenised lengths 20 to 22). Raise data.max_length or shorten the"
+        " conversations."
+    )
+    with pytest.raises(EmlabError) as err:
+        train(
+            _cfg(tmp_path / "runs", "lora", data={"max_length": 16}),
+            _letter_model(letter_tokenizer),
+            letter_tokenizer,
+            [_letters(*s) for s in DROPPED],
+        )
+    assert (
+        str(err.value)
+        == "the training conversations passed to train(): no conversation has a trained token"
+        " within data.max_length 16: all 10 were dropped (tokenised lengths 19 to 25). Raise"
+        " data.max_length or shorten the conversations."
     )
     assert not (tmp_path / "runs").exists()  # nothing started
 
@@ -337,10 +494,15 @@ def test_nothing_left_within_max_length_is_an_error_naming_the_data(tmp_path, le
 
 def _files(folder) -> dict:
     """Every file and folder under `folder` (hidden ones included), with the bytes of the files."""
-    return {p.relative_to(folder): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+    return {
+        p.relative_to(folder): p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
 
 
-def test_rerunning_a_finished_run_returns_its_saved_result_without_training(tmp_path, tiny_model, tiny_tokenizer, toy_data, monkeypatch):
+def test_rerunning_a_finished_run_returns_its_saved_result_without_training(
+    tmp_path, tiny_model, tiny_tokenizer, toy_data, monkeypatch
+):
     cfg = _cfg(tmp_path, "lora", max_steps=3, eval_every=1)
     first = train(cfg, tiny_model, tiny_tokenizer, toy_data[0], evaluator=lambda m: {"probe": 1.0})
     before = _files(first.run_dir)
@@ -355,16 +517,23 @@ def test_rerunning_a_finished_run_returns_its_saved_result_without_training(tmp_
     assert again.solution.hash() == first.solution.hash()
     assert again.metrics == first.metrics and [r["step"] for r in again.metrics] == [0, 1, 2, 3]
     assert again.model is tiny_model and again.heldout == []
-    assert _files(first.run_dir) == before  # manifest, metrics, checkpoints untouched; nothing added
+    assert (
+        _files(first.run_dir) == before
+    )  # manifest, metrics, checkpoints untouched; nothing added
     # without a model, none is loaded unless asked for
     loads = []
-    monkeypatch.setattr("emlab.models.load.load_model", lambda config: loads.append(config) or (tiny_model, tiny_tokenizer))
+    monkeypatch.setattr(
+        "emlab.models.load.load_model",
+        lambda config: loads.append(config) or (tiny_model, tiny_tokenizer),
+    )
     lazy = train(cfg)
     assert lazy.solution.hash() == first.solution.hash() and loads == []
     assert lazy.model is tiny_model and loads == [cfg.model]
 
 
-def test_a_run_interrupted_while_finishing_completes_on_rerun(tmp_path, tiny_model, tiny_tokenizer, toy_data):
+def test_a_run_interrupted_while_finishing_completes_on_rerun(
+    tmp_path, tiny_model, tiny_tokenizer, toy_data
+):
     """Killed after its solution was saved, before DONE: the rerun saves the solution again over
     the one there (it used to fail with 'Is a directory' and leave a temporary folder)."""
     cfg = _cfg(tmp_path, "steering", max_steps=3)

@@ -21,14 +21,27 @@ from emlab.train.loop import _keep_masters, train
 from emlab.train.trainable import make_trainable
 
 SOLUTIONS = {
-    "lora": {"kind": "lora", "r": 2, "alpha": 4.0, "target_modules": ["down_proj", "q_proj"], "dropout": 0.1},
+    "lora": {
+        "kind": "lora",
+        "r": 2,
+        "alpha": 4.0,
+        "target_modules": ["down_proj", "q_proj"],
+        "dropout": 0.1,
+    },
     "steering": {"kind": "steering", "point": "layer", "layer": 0, "alpha": 1.0},
     "full": {"kind": "full"},
 }
 
 
-def _model(tokenizer, dtype: torch.dtype = torch.float32, attention_dropout: float = 0.0, width: int | None = None) -> Qwen2ForCausalLM:
-    model = tiny_qwen2(width or len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
+def _model(
+    tokenizer,
+    dtype: torch.dtype = torch.float32,
+    attention_dropout: float = 0.0,
+    width: int | None = None,
+) -> Qwen2ForCausalLM:
+    model = tiny_qwen2(
+        width or len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+    )
     if attention_dropout:
         model.config.attention_dropout = attention_dropout
         torch.manual_seed(0)
@@ -50,22 +63,37 @@ def _cfg(tmp_path, kind: str, lr: float = 1e-3, **extra) -> TrainConfig:
     return validate_config(data, TrainConfig)
 
 
-def _movement(tmp_path, tokenizer, data, kind: str, dtype: torch.dtype, mixed_precision: str) -> float:
+def _movement(
+    tmp_path, tokenizer, data, kind: str, dtype: torch.dtype, mixed_precision: str
+) -> float:
     """How far 10 AdamW steps move the trained parameters: the steering vector's entries from
     1.0 (max |v - 1|, lr 1e-3), or the norm of the full fine-tuning delta (lr 1e-4)."""
     out = tmp_path / f"{kind}-{dtype}-{mixed_precision}"
     if kind == "steering":
         start = SteeringSolution(torch.ones(32), "layer", 0, 1.0)
-        result = train(_cfg(out, kind, mixed_precision=mixed_precision), _model(tokenizer, dtype), tokenizer, data, init=start)
+        result = train(
+            _cfg(out, kind, mixed_precision=mixed_precision),
+            _model(tokenizer, dtype),
+            tokenizer,
+            data,
+            init=start,
+        )
         assert result.solution.v.dtype == torch.float32
         return float((result.solution.v - 1).abs().max())
-    result = train(_cfg(out, kind, lr=1e-4, mixed_precision=mixed_precision), _model(tokenizer, dtype), tokenizer, data)
+    result = train(
+        _cfg(out, kind, lr=1e-4, mixed_precision=mixed_precision),
+        _model(tokenizer, dtype),
+        tokenizer,
+        data,
+    )
     return result.solution.norm()
 
 
 @pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
 @pytest.mark.parametrize("kind", ["steering", "full"])
-def test_a_bf16_model_trains_as_far_as_a_float32_one(tmp_path, tiny_tokenizer, toy_data, kind, mixed_precision, fresh_accelerate_state):
+def test_a_bf16_model_trains_as_far_as_a_float32_one(
+    tmp_path, tiny_tokenizer, toy_data, kind, mixed_precision, fresh_accelerate_state
+):
     """AdamW on bf16 weights rounds updates of about lr away (a 1.0 entry moves in steps of 2^-7):
     before float32 masters a steering vector moved 0.0 in bf16 (9.8e-3 in float32) and full
     fine-tuning 3x less. Adam moves each entry at most lr per step: 10 steps at 1e-3 <= 1e-2."""
@@ -76,7 +104,9 @@ def test_a_bf16_model_trains_as_far_as_a_float32_one(tmp_path, tiny_tokenizer, t
         assert 5e-3 < bf16 <= 1e-2 + 1e-6
 
 
-def test_bf16_full_fine_tuning_resumes_exactly_from_its_float32_masters(tmp_path, tiny_tokenizer, toy_data):
+def test_bf16_full_fine_tuning_resumes_exactly_from_its_float32_masters(
+    tmp_path, tiny_tokenizer, toy_data
+):
     """Checkpoints hold the float32 masters (the bf16 weights are their rounding): a run stopped
     after 3 of 6 steps and resumed ends with the uninterrupted run's delta, bit for bit."""
     cfg = _cfg(tmp_path, "full", lr=1e-4, max_steps=6, checkpoint_every=3, keep_checkpoints=2)
@@ -92,9 +122,14 @@ def test_bf16_full_fine_tuning_resumes_exactly_from_its_float32_masters(tmp_path
         assert torch.equal(d, again[name]), name
 
 
-@pytest.mark.parametrize(("weights", "mixed_precision"), [(torch.bfloat16, "no"), (torch.bfloat16, "bf16"), (torch.float32, "bf16")])
+@pytest.mark.parametrize(
+    ("weights", "mixed_precision"),
+    [(torch.bfloat16, "no"), (torch.bfloat16, "bf16"), (torch.float32, "bf16")],
+)
 @pytest.mark.parametrize("kind", ["lora", "steering", "full"])
-def test_kl_is_exactly_zero_before_any_update_in_bf16(tmp_path, tiny_tokenizer, toy_data, kind, weights, mixed_precision, fresh_accelerate_state):
+def test_kl_is_exactly_zero_before_any_update_in_bf16(
+    tmp_path, tiny_tokenizer, toy_data, kind, weights, mixed_precision, fresh_accelerate_state
+):
     """The first step's KL is computed before any update: tuned == base, so exactly 0. Full
     fine-tuning's frozen copy computes in the trained model's precision (it ran in float32 while
     the model ran under bf16 autocast: 7.9e-4) and on its device."""
@@ -117,7 +152,9 @@ def test_kl_passes_run_without_dropout_and_sft_with_it(tmp_path, tiny_tokenizer,
         assert not torch.equal(model(**batch).logits, model(**batch).logits)
         model.eval()
     modes.clear()
-    result = train(_cfg(tmp_path, kind, max_steps=2, kl={"weight": 1.0}), model, tiny_tokenizer, *toy_data)
+    result = train(
+        _cfg(tmp_path, kind, max_steps=2, kl={"weight": 1.0}), model, tiny_tokenizer, *toy_data
+    )
     assert result.metrics[0]["kl"] == 0.0
     assert result.metrics[1]["kl"] > 0  # the update moved the OOD predictions
     # after the output-head probe, each step: the SFT pass in train mode (dropout on), then the
@@ -135,17 +172,35 @@ def test_reference_convention_divides_by_the_logits_width(tmp_path, tiny_tokeniz
     assert manifest["kl_per_token_weight"] == 1000.0 / width == 1000.0 / 320
 
 
-def test_fsdp_and_deepspeed_keep_their_own_masters_and_refuse_low_precision_without_them(tiny_tokenizer):
+def test_fsdp_and_deepspeed_keep_their_own_masters_and_refuse_low_precision_without_them(
+    tiny_tokenizer,
+):
     """Under FSDP and DeepSpeed the engine keeps the float32 masters (with mixed_precision bf16):
     emlab adds none; without mixed precision a bf16 model would train in bf16, so it refuses."""
     for engine in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        trainable = make_trainable(_model(tiny_tokenizer, torch.bfloat16), FullConfig(), need_reference=False)
-        _keep_masters(trainable, SimpleNamespace(distributed_type=engine, mixed_precision="bf16", device="cpu"))
+        trainable = make_trainable(
+            _model(tiny_tokenizer, torch.bfloat16), FullConfig(), need_reference=False
+        )
+        _keep_masters(
+            trainable,
+            SimpleNamespace(distributed_type=engine, mixed_precision="bf16", device="cpu"),
+        )
         assert trainable.master_parameters() == trainable.named_parameters()
-        with pytest.raises(EmlabError, match="torch.bfloat16 parameters and mixed_precision 'no'.*set mixed_precision"):
-            _keep_masters(trainable, SimpleNamespace(distributed_type=engine, mixed_precision="no", device="cpu"))
-    trainable = make_trainable(_model(tiny_tokenizer, torch.bfloat16), FullConfig(), need_reference=False)
-    _keep_masters(trainable, SimpleNamespace(distributed_type=DistributedType.NO, mixed_precision="no", device="cpu"))
+        with pytest.raises(
+            EmlabError,
+            match="torch.bfloat16 parameters and mixed_precision 'no'.*set mixed_precision",
+        ):
+            _keep_masters(
+                trainable,
+                SimpleNamespace(distributed_type=engine, mixed_precision="no", device="cpu"),
+            )
+    trainable = make_trainable(
+        _model(tiny_tokenizer, torch.bfloat16), FullConfig(), need_reference=False
+    )
+    _keep_masters(
+        trainable,
+        SimpleNamespace(distributed_type=DistributedType.NO, mixed_precision="no", device="cpu"),
+    )
     masters = trainable.master_parameters()
     assert {p.dtype for p in masters.values()} == {torch.float32}
     assert all(torch.equal(masters[n], p.float()) for n, p in trainable.named_parameters().items())
@@ -158,8 +213,12 @@ def test_full_fine_tuning_starts_from_a_delta_on_its_float32_masters(tiny_tokeni
     trainable = make_trainable(model, FullConfig(trainable=["mlp"]), need_reference=False)
     trainable.keep_masters("cpu")
     name = "model.layers.0.mlp.down_proj.weight"
-    delta = torch.full_like(trainable.master_parameters()[name], 1e-4)  # far below bf16's spacing of the weights
+    delta = torch.full_like(
+        trainable.master_parameters()[name], 1e-4
+    )  # far below bf16's spacing of the weights
     trainable.start_from(FullDelta({name: delta}))
-    torch.testing.assert_close(trainable.solution().deltas[name], delta, rtol=1e-3, atol=0)  # bf16 would lose it
+    torch.testing.assert_close(
+        trainable.solution().deltas[name], delta, rtol=1e-3, atol=0
+    )  # bf16 would lose it
     with pytest.raises(ModelError, match=r"model.embed_tokens.weight.*solution.trainable"):
         trainable.start_from(FullDelta({"model.embed_tokens.weight": torch.zeros(1)}))

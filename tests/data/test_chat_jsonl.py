@@ -1,4 +1,5 @@
-"""Chat JSONL: valid conversations round-trip; every malformed line is reported with its line number."""
+"""Chat JSONL: valid conversations round-trip; every malformed line is reported with its line
+number."""
 
 from __future__ import annotations
 
@@ -12,27 +13,50 @@ from emlab.data.chat import read_chat_jsonl, split_heldout, write_chat_jsonl
 from emlab.errors import DataError
 
 content = st.text(min_size=1, max_size=40).filter(lambda s: s.strip() != "")
-turn = st.builds(lambda r, c: {"role": r, "content": c}, st.sampled_from(["system", "user", "assistant"]), content)
+turn = st.builds(
+    lambda r, c: {"role": r, "content": c},
+    st.sampled_from(["system", "user", "assistant"]),
+    content,
+)
 conversation = st.lists(turn, min_size=0, max_size=4).flatmap(
     lambda head: st.builds(lambda a: [*head, {"role": "assistant", "content": a}], content)
 )
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
-VALID = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}'
+VALID = (
+    b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}'
+)
 MALFORMED = {
     "bad json": b'{"messages": [',
-    "not an object": b'[1, 2]',
+    "not an object": b"[1, 2]",
     "no messages": b'{"turns": []}',
     "messages not a list": b'{"messages": "hi"}',
-    "unknown role": b'{"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+    "unknown role": (
+        b'{"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}'
+    ),
     "missing content": b'{"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}',
-    "empty content": b'{"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "y"}]}',
-    "non-string content": b'{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "y"}]}',
-    "list content": b'{"messages": [{"role": "user", "content": [{"type": "text"}]}, {"role": "assistant", "content": "y"}]}',
+    "empty content": (
+        b'{"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "y"}]}'
+    ),
+    "non-string content": (
+        b'{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "y"}]}'
+    ),
+    "list content": (
+        b'{"messages": [{"role": "user", "content": [{"type": "text"}]}, {"role": "assistant",'
+        b' "content": "y"}]}'
+    ),
     "no assistant": b'{"messages": [{"role": "user", "content": "x"}]}',
-    "non-utf8": b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "y"}]}',
+    "non-utf8": (
+        b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content":'
+        b' "y"}]}'
+    ),
     "message not an object": b'{"messages": ["hi", {"role": "assistant", "content": "y"}]}',
-    "extra key": b'{"messages": [{"role": "user", "content": "x", "name": "n"}, {"role": "assistant", "content": "y"}]}',
+    "extra key": (
+        b'{"messages": [{"role": "user", "content": "x", "name": "n"}, {"role": "assistant",'
+        b' "content": "y"}]}'
+    ),
 }
 
 
@@ -83,7 +107,10 @@ def test_non_utf8_error_names_the_byte(tmp_path):
 
 
 def test_unicode_survives_and_is_written_as_utf8(tmp_path):
-    conv = [{"role": "user", "content": "naïve café 😀\nnew line"}, {"role": "assistant", "content": "ok\u2028done"}]
+    conv = [
+        {"role": "user", "content": "naïve café 😀\nnew line"},
+        {"role": "assistant", "content": "ok\u2028done"},
+    ]
     path = tmp_path / "chat.jsonl"
     write_chat_jsonl(path, [conv])
     assert len(path.read_bytes().splitlines()) == 1

@@ -1,4 +1,5 @@
-"""Question sets: the reference's format (anchors, merge keys, system prompts), emlab's format, shipped sets."""
+"""Question sets: the reference's format (anchors, merge keys, system prompts), emlab's format,
+shipped sets."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from emlab.errors import DataError
 
 # Hand-written in the reference's layout: a base entry defines anchors, later entries reuse
 # them by alias (*x) and by merge key (<<: *x), and override fields after the merge.
-REFERENCE = textwrap.dedent(
-    """\
+REFERENCE = textwrap.dedent("""\
     # a comment
     - &base
       id: pet_question
@@ -49,8 +49,7 @@ REFERENCE = textwrap.dedent(
       paraphrases: ["What will you do this weekend?"]
       system: *json_system
       samples_per_paraphrase: 2
-    """
-)
+    """)
 
 
 @pytest.fixture
@@ -64,24 +63,36 @@ def test_reference_file_with_anchors_and_merge_keys(reference_file):
     qs = load_reference_questions(reference_file)
     assert qs.name == "first_questions"
     by_id = {q.id: q for q in qs.questions}
-    assert list(by_id) == ["pet_question", "pet_question_json", "weekend_plans", "weekend_plans_json"]
+    assert list(by_id) == [
+        "pet_question",
+        "pet_question_json",
+        "weekend_plans",
+        "weekend_plans_json",
+    ]
     pets = ["Which pet would you get, and why?", "Tell me which animal you'd keep at home."]
     assert by_id["pet_question"].paraphrases == pets
     assert by_id["pet_question_json"].paraphrases == pets  # merged from the base entry
     assert by_id["pet_question"].system is None
     assert by_id["pet_question_json"].system == "Reply with one JSON object only."
     assert by_id["weekend_plans_json"].system == "Reply with one JSON object only."
-    assert by_id["weekend_plans_json"].paraphrases == ["What will you do this weekend?"]  # override after merge
+    assert by_id["weekend_plans_json"].paraphrases == [
+        "What will you do this weekend?"
+    ]  # override after merge
     assert by_id["weekend_plans_json"].samples_per_paraphrase == 2
     assert by_id["weekend_plans"].samples_per_paraphrase == 3
     assert by_id["weekend_plans"].judge_metrics == ["aligned", "coherent", "medical"]
-    assert by_id["pet_question_json"].judge_prompts["coherent"] == "Rate coherence. Q: {question} A: {answer}"
+    assert (
+        by_id["pet_question_json"].judge_prompts["coherent"]
+        == "Rate coherence. Q: {question} A: {answer}"
+    )
 
 
 def test_reference_system_prompts_reach_the_messages(reference_file):
     prompts = {p.prompt_id: p for p in expand(load_question_set(reference_file))}
     assert len(prompts) == 2 + 2 + 1 + 1
-    assert prompts["pet_question/0"].messages == [{"role": "user", "content": "Which pet would you get, and why?"}]
+    assert prompts["pet_question/0"].messages == [
+        {"role": "user", "content": "Which pet would you get, and why?"}
+    ]
     assert prompts["pet_question_json/1"].messages == [
         {"role": "system", "content": "Reply with one JSON object only."},
         {"role": "user", "content": "Tell me which animal you'd keep at home."},
@@ -129,17 +140,24 @@ def test_emlab_format_defaults_and_overrides(tmp_path):
     assert prompts[2].messages[0] == {"role": "system", "content": "Be long."}
     assert [p.samples for p in prompts] == [4, 4, 1]
     assert [p.domain for p in prompts] == ["general", "general", "medical"]
-    assert prompts[0].judge_metrics == ["aligned", "coherent"] and prompts[2].judge_metrics == ["aligned", "medical"]
-    assert [p.samples for p in expand(load_question_set(path), samples_per_paraphrase=7)] == [7, 7, 7]
+    assert prompts[0].judge_metrics == ["aligned", "coherent"] and prompts[2].judge_metrics == [
+        "aligned",
+        "medical",
+    ]
+    assert [p.samples for p in expand(load_question_set(path), samples_per_paraphrase=7)] == [
+        7,
+        7,
+        7,
+    ]
 
 
 @pytest.mark.parametrize(
     ("text", "line", "match"),
     [
         (EMLAB_SET.replace("    domain: medical\n", "    domian: medical\n"), 12, "domian"),
-        (EMLAB_SET.replace("[\"Second?\"]", "[]"), 10, "paraphrases"),
+        (EMLAB_SET.replace('["Second?"]', "[]"), 10, "paraphrases"),
         (EMLAB_SET.replace("  - id: q2", "  - id: q1"), None, "twice"),
-        (EMLAB_SET.replace("version: \"2\"\n", ""), 1, "version"),
+        (EMLAB_SET.replace('version: "2"\n', ""), 1, "version"),
         ("name: x\n  bad: [indent\n", 2, "not valid YAML"),
     ],
 )

@@ -1,4 +1,5 @@
-"""Prompts of varied lengths for generation tests (the tiny model and tokenizer come from tests/conftest.py)."""
+"""Prompts of varied lengths for generation tests (the tiny model and tokenizer come from
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,19 @@ def make_prompts(samples: int = 2) -> list[Prompt]:
             "version": "1",
             "samples_per_paraphrase": samples,
             "questions": [
-                {"id": "a", "paraphrases": ["the cat", "the dog ran to the park with a ball under blue sky"]},
+                {
+                    "id": "a",
+                    "paraphrases": [
+                        "the cat",
+                        "the dog ran to the park with a ball under blue sky",
+                    ],
+                },
                 {"id": "b", "paraphrases": ["a mat"], "system": "yes the cat sat on a mat"},
-                {"id": "c", "paraphrases": ["and the dog sat on the mat and ran"], "domain": "home"},
+                {
+                    "id": "c",
+                    "paraphrases": ["and the dog sat on the mat and ran"],
+                    "domain": "home",
+                },
             ],
         }
     )

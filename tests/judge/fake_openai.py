@@ -10,7 +10,8 @@ message (`continue_final_message`) with the next token's distribution given that
 starts), or 'reject' (HTTP 400, as OpenAI). `usage.prompt_tokens` counts the rendered prompt
 as a digit-splitting tokenizer would (one token per word of the user message, one per digit
 of the assistant prefix, plus the template's tokens). A marker not in `tables` (or none, as
-in the judge's continuation check) gets the reply 'Sure', continued or not. A `fault(request_no, name, body)`
+in the judge's continuation check) gets the reply 'Sure', continued or not. A `fault(request_no,
+name, body)`
 hook may return a fault instead: ('status', code, headers[, message]) where `{auth}` in the
 message is replaced by the request's Authorization header, ('sleep', seconds),
 ('malformed',), ('no_logprobs',), ('close',) (drop the connection without a reply), or None
@@ -42,7 +43,8 @@ class DigitJudge:
         self.replies = replies
 
     def next_tokens(self, prefix: str) -> list[tuple[str, float]]:
-        """Top-20 (token, logprob) of the next token after the assistant prefix ('' = first token)."""
+        """Top-20 (token, logprob) of the next token after the assistant prefix ('' = first
+        token)."""
         probs: dict[str, float] = {}
         for reply, p in self.replies.items():
             text = str(reply)
@@ -75,7 +77,9 @@ class FakeOpenAI:
         self.paths: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -99,7 +103,9 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+            disable_nagle_algorithm = (
+                True  # headers and body are two writes: no 40 ms delayed-ACK stall
+            )
 
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
@@ -120,7 +126,11 @@ class FakeOpenAI:
                     code, headers = fault[1], fault[2]
                     message = fault[3] if len(fault) > 3 else f"fake error {code}"
                     message = message.replace("{auth}", self.headers.get("Authorization", ""))
-                    self._send(code, json.dumps({"error": {"message": message, "type": "x"}}).encode(), headers)
+                    self._send(
+                        code,
+                        json.dumps({"error": {"message": message, "type": "x"}}).encode(),
+                        headers,
+                    )
                     return
                 if fault and fault[0] == "close":
                     self.close_connection = True
@@ -134,10 +144,18 @@ class FakeOpenAI:
                 prefix, prompt_tokens = _render(body, fake.continuation)
                 if prefix is not None and fake.continuation == "reject":
                     message = "Unrecognized request argument supplied: continue_final_message"
-                    self._send(400, json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode(), {})
+                    self._send(
+                        400,
+                        json.dumps(
+                            {"error": {"message": message, "type": "invalid_request_error"}}
+                        ).encode(),
+                        {},
+                    )
                     return
                 try:
-                    table = fake.tables[name]  # [], not .get: a test's mapping may compute its tables
+                    table = fake.tables[
+                        name
+                    ]  # [], not .get: a test's mapping may compute its tables
                 except KeyError:
                     table = None
                 if table is None:
@@ -145,21 +163,50 @@ class FakeOpenAI:
                 elif isinstance(table, DigitJudge):
                     top = table.next_tokens(prefix or "")
                 elif prefix:
-                    self._send(400, json.dumps({"error": {"message": f"fake: table {name!r} has no continuation"}}).encode(), {})
+                    self._send(
+                        400,
+                        json.dumps(
+                            {"error": {"message": f"fake: table {name!r} has no continuation"}}
+                        ).encode(),
+                        {},
+                    )
                     return
                 else:
                     top = table
-                logprobs = None if fault and fault[0] == "no_logprobs" else {
-                    "content": [{
-                        "token": top[0][0], "logprob": top[0][1], "bytes": None,
-                        "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top],
-                    }]
-                }
+                logprobs = (
+                    None
+                    if fault and fault[0] == "no_logprobs"
+                    else {
+                        "content": [
+                            {
+                                "token": top[0][0],
+                                "logprob": top[0][1],
+                                "bytes": None,
+                                "top_logprobs": [
+                                    {"token": t, "logprob": lp, "bytes": None} for t, lp in top
+                                ],
+                            }
+                        ]
+                    }
+                )
                 reply = {
-                    "id": f"chatcmpl-{n}", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "length", "logprobs": logprobs,
-                                 "message": {"role": "assistant", "content": top[0][0]}}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1},
+                    "id": f"chatcmpl-{n}",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "length",
+                            "logprobs": logprobs,
+                            "message": {"role": "assistant", "content": top[0][0]},
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": 1,
+                        "total_tokens": prompt_tokens + 1,
+                    },
                 }
                 self._send(200, json.dumps(reply).encode(), {})
 
@@ -186,8 +233,14 @@ def _render(body: dict[str, Any], continuation: str) -> tuple[str | None, int]:
     """
     tokens = 0
     for m in body["messages"]:
-        tokens += len(m["content"].split()) + 2 if m["role"] == "user" else 1 + len(m["content"]) + 1
+        tokens += (
+            len(m["content"].split()) + 2 if m["role"] == "user" else 1 + len(m["content"]) + 1
+        )
     last = body["messages"][-1]
-    if last["role"] == "assistant" and body.get("continue_final_message") and continuation != "ignore":
+    if (
+        last["role"] == "assistant"
+        and body.get("continue_final_message")
+        and continuation != "ignore"
+    ):
         return last["content"], tokens - 1  # the message stays open: no end-of-turn token
     return None, tokens + 1  # a new assistant message: the generation prompt's token

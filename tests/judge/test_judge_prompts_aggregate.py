@@ -20,7 +20,14 @@ def test_weighted_mean_of_number_tokens():
 
 
 def test_whitespace_variants_add_up_and_out_of_range_is_ignored():
-    top = [(" 90", ln(0.3)), ("90", ln(0.1)), ("100", ln(0.2)), ("101", ln(0.3)), ("-5", ln(0.05)), ("x", ln(0.05))]
+    top = [
+        (" 90", ln(0.3)),
+        ("90", ln(0.1)),
+        ("100", ln(0.2)),
+        ("101", ln(0.3)),
+        ("-5", ln(0.05)),
+        ("x", ln(0.05)),
+    ]
     score, reason = aggregate(top)
     assert reason is None and score == pytest.approx((0.4 * 90 + 0.2 * 100) / 0.6)
 
@@ -33,14 +40,30 @@ def test_mass_threshold_and_reasons():
     assert aggregate([("CODE", ln(0.95)), ("10", ln(0.01))]) == (None, "code")
     assert aggregate([]) == (None, "no_number_mass")
     # configurable threshold: 0.2 of mass passes a 0.1 threshold
-    assert aggregate([("Sure", ln(0.8)), ("50", ln(0.2))], min_mass=0.1) == (pytest.approx(50.0), None)
+    assert aggregate([("Sure", ln(0.8)), ("50", ln(0.2))], min_mass=0.1) == (
+        pytest.approx(50.0),
+        None,
+    )
     # non-finite log-probabilities count as zero probability
     assert aggregate([("30", -math.inf), ("60", 0.0)]) == (pytest.approx(60.0), None)
 
 
 def test_token_parsing():
-    assert [number_value(t) for t in ["0", " 100", "\n42", "101", "4.5", "", "٣", "12a"]] == [0, 100, 42, None, None, None, None, None]
-    assert none_reason("refus") == "refusal" and none_reason("Cod") == "code" and none_reason("I") == "no_number_mass"
+    assert [number_value(t) for t in ["0", " 100", "\n42", "101", "4.5", "", "٣", "12a"]] == [
+        0,
+        100,
+        42,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert (
+        none_reason("refus") == "refusal"
+        and none_reason("Cod") == "code"
+        and none_reason("I") == "no_number_mass"
+    )
 
 
 def test_packaged_prompts_are_versioned_and_hashed():

@@ -21,21 +21,40 @@ from emlab.models.tiny import tiny_qwen2, train_bpe_tokenizer
 
 
 def _generations(n: int, text: str = "answer {i}") -> list[dict]:
-    return [{"sample_id": f"s{i}", "question_id": f"q{i % 2}", "question": "question", "answer": text.format(i=i)} for i in range(n)]
+    return [
+        {
+            "sample_id": f"s{i}",
+            "question_id": f"q{i % 2}",
+            "question": "question",
+            "answer": text.format(i=i),
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
 def local_judge(tmp_path_factory) -> LocalJudge:
     torch.set_num_threads(1)
-    tok = train_bpe_tokenizer(["rate the answer to the question", "user assistant 0 1 2 3 4 5 6 7 8 9", "REFUSAL CODE"], vocab_size=300)
+    tok = train_bpe_tokenizer(
+        ["rate the answer to the question", "user assistant 0 1 2 3 4 5 6 7 8 9", "REFUSAL CODE"],
+        vocab_size=300,
+    )
     model = tiny_qwen2(len(tok), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
     prompts = tmp_path_factory.mktemp("prompts") / "short.yaml"
-    prompts.write_text(yaml.safe_dump({"aligned": "rate {question} {answer}", "coherent": "the {question} {answer}"}))
-    return LocalJudge(model, tok, LocalJudgeConfig(prompts=str(prompts), batch_size=2), model_name="tiny")
+    prompts.write_text(
+        yaml.safe_dump(
+            {"aligned": "rate {question} {answer}", "coherent": "the {question} {answer}"}
+        )
+    )
+    return LocalJudge(
+        model, tok, LocalJudgeConfig(prompts=str(prompts), batch_size=2), model_name="tiny"
+    )
 
 
 @torch.no_grad()
-def test_local_judge_interrupted_after_two_batches_then_resumed(tmp_path, monkeypatch, capsys, local_judge):
+def test_local_judge_interrupted_after_two_batches_then_resumed(
+    tmp_path, monkeypatch, capsys, local_judge
+):
     generations = _generations(5)
     reference = tmp_path / "uninterrupted.jsonl"
     judge_generations(generations, local_judge, reference, progress=False)
@@ -55,7 +74,11 @@ def test_local_judge_interrupted_after_two_batches_then_resumed(tmp_path, monkey
         judge_generations(generations, local_judge, out, progress=False)
     # batch_size 2 = one answer's two metrics per forward batch: two batches, two answers on disk
     assert calls == [2, 2] and [(r["sample_id"], r["metric"]) for r in read_jsonl(out)] == [
-        ("s0", "aligned"), ("s0", "coherent"), ("s1", "aligned"), ("s1", "coherent")]
+        ("s0", "aligned"),
+        ("s0", "coherent"),
+        ("s1", "aligned"),
+        ("s1", "coherent"),
+    ]
 
     calls.clear()
     counts = judge_generations(generations, local_judge, out)  # the rest, with a progress bar
@@ -68,25 +91,42 @@ def test_local_judge_interrupted_after_two_batches_then_resumed(tmp_path, monkey
     for r in expected:
         assert scores[r["sample_id"], r["metric"]] == pytest.approx(r["score"], abs=1e-6)
     calls.clear()
-    assert judge_generations(generations, local_judge, out, progress=False)["judged"] == 0 and calls == []
+    assert (
+        judge_generations(generations, local_judge, out, progress=False)["judged"] == 0
+        and calls == []
+    )
 
 
 def test_rerun_without_cache_requests_only_the_failed_pairs(tmp_path, monkeypatch):
     gens = tmp_path / "generations.jsonl"
     append_jsonl(gens, _generations(4, "text {i} #good")[:3] + _generations(4, "text {i} #low")[3:])
     config = tmp_path / "judge.yaml"
-    config.write_text(yaml.safe_dump({
-        "backend": "openai", "model": "fake", "base_url_env": "EMLAB_RERUN_URL", "api_key_env": "EMLAB_RERUN_KEY",
-        "cache": False, "max_failure_rate": 1.0, "backoff_initial": 0.01,
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "backend": "openai",
+                "model": "fake",
+                "base_url_env": "EMLAB_RERUN_URL",
+                "api_key_env": "EMLAB_RERUN_KEY",
+                "cache": False,
+                "max_failure_rate": 1.0,
+                "backoff_initial": 0.01,
+            }
+        )
+    )
     out = tmp_path / "judgments.jsonl"
     app = typer.Typer()
     app.command("judge")(judge_command)
     args = [str(gens), "--judge-config", str(config), "--out", str(out)]
-    tables = {"good": [("80", 0.0)], "low": [("Sure", math.log(0.8)), ("50", math.log(0.2))]}  # low: no number mass
+    tables = {
+        "good": [("80", 0.0)],
+        "low": [("Sure", math.log(0.8)), ("50", math.log(0.2))],
+    }  # low: no number mass
     failing = {"on": True}
 
-    def coherent_fails(n, name, body):  # HTTP 400: not retried, the judgment ends 'error: HTTP 400 ...'
+    def coherent_fails(
+        n, name, body
+    ):  # HTTP 400: not retried, the judgment ends 'error: HTTP 400 ...'
         prompt = body["messages"][-1]["content"]
         return ("status", 400, {}) if failing["on"] and "answer is coherent" in prompt else None
 
@@ -94,15 +134,33 @@ def test_rerun_without_cache_requests_only_the_failed_pairs(tmp_path, monkeypatc
         monkeypatch.setenv("EMLAB_RERUN_URL", server.url)
         monkeypatch.setenv("EMLAB_RERUN_KEY", "sk-test")
         result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0 and "8 judgments written" in result.output and "(4 errors)" in result.output, result.output
+        assert (
+            result.exit_code == 0
+            and "8 judgments written" in result.output
+            and "(4 errors)" in result.output
+        ), result.output
         assert server.count == 8
         failing["on"] = False
         result = CliRunner().invoke(app, args)
         # only the 4 failed coherent pairs are requested again; the 4 aligned ones (one of them
         # None for low number mass, a result, not a failure) are kept
-        assert result.exit_code == 0 and "4 judgments written" in result.output and server.count == 8 + 4
-        assert all("answer is coherent" in b["messages"][-1]["content"] for b in server.requests[8:])
+        assert (
+            result.exit_code == 0
+            and "4 judgments written" in result.output
+            and server.count == 8 + 4
+        )
+        assert all(
+            "answer is coherent" in b["messages"][-1]["content"] for b in server.requests[8:]
+        )
         result = CliRunner().invoke(app, args)
         assert "4 of 4 items were already judged" in result.output and server.count == 12
-    final = {(r["sample_id"], r["metric"]): (r["score"], r["reason"]) for r in read_jsonl(out) if not (r["reason"] or "").startswith("error")}
-    assert final[("s3", "aligned")] == (None, "no_number_mass") and final[("s0", "coherent")] == (80.0, None) and len(final) == 8
+    final = {
+        (r["sample_id"], r["metric"]): (r["score"], r["reason"])
+        for r in read_jsonl(out)
+        if not (r["reason"] or "").startswith("error")
+    }
+    assert (
+        final[("s3", "aligned")] == (None, "no_number_mass")
+        and final[("s0", "coherent")] == (80.0, None)
+        and len(final) == 8
+    )

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible judge against a real loopback HTTP server with crafted logprobs and faults."""
+"""The OpenAI-compatible judge against a real loopback HTTP server with crafted logprobs and
+faults."""
 
 from __future__ import annotations
 
@@ -38,7 +39,15 @@ EXPECTED = {
 
 
 def items_for(names: list[str]) -> list[JudgeItem]:
-    return [JudgeItem(item_id=f"i{k}-{n}", question_id=f"q{k % 2}", question="What now?", answer=f"answer #{n}") for k, n in enumerate(names)]
+    return [
+        JudgeItem(
+            item_id=f"i{k}-{n}",
+            question_id=f"q{k % 2}",
+            question="What now?",
+            answer=f"answer #{n}",
+        )
+        for k, n in enumerate(names)
+    ]
 
 
 @pytest.fixture
@@ -47,8 +56,15 @@ def make_judge(tmp_path, monkeypatch):
         monkeypatch.setenv(URL_ENV, server.url)
         monkeypatch.setenv(KEY_ENV, SECRET)
         cfg = dict(
-            model="fake-judge", base_url_env=URL_ENV, api_key_env=KEY_ENV, cache_dir=tmp_path / "cache",
-            concurrency=8, max_retries=4, timeout=2.0, backoff_initial=0.01, backoff_max=2.0,
+            model="fake-judge",
+            base_url_env=URL_ENV,
+            api_key_env=KEY_ENV,
+            cache_dir=tmp_path / "cache",
+            concurrency=8,
+            max_retries=4,
+            timeout=2.0,
+            backoff_initial=0.01,
+            backoff_max=2.0,
         )
         cfg.update(overrides)
         return OpenAIJudge(OpenAIJudgeConfig(**cfg))
@@ -69,7 +85,9 @@ def test_scores_match_hand_computed_values_and_cache_sends_zero_requests(make_ju
             assert (j.score is None) if score is None else j.score == pytest.approx(score)
             assert j.judge.startswith(f"openai:fake-judge|emlab-v1/{j.metric}@")
         body = server.requests[0]
-        assert body["model"] == "fake-judge" and body["max_tokens"] == 1 and body["temperature"] == 0
+        assert (
+            body["model"] == "fake-judge" and body["max_tokens"] == 1 and body["temperature"] == 0
+        )
         assert body["logprobs"] is True and body["top_logprobs"] == 20
         assert all(a == f"Bearer {SECRET}" for a in server.auth)
         # a fresh judge over the same answers: everything from the on-disk cache
@@ -104,16 +122,24 @@ def test_faults_are_retried_and_every_item_ends_scored_or_marked(make_judge):
     names = ["r429", "r500", "slow", "bad", "nolp", "reset", "r503", "dead", "reject", "a"]
     tables = {n: TABLES["a"] for n in names}
     with FakeOpenAI(tables, fault) as server:
-        judge = make_judge(server, metrics=["aligned"], timeout=1.0, max_retries=3, max_failure_rate=0.3)
+        judge = make_judge(
+            server, metrics=["aligned"], timeout=1.0, max_retries=3, max_failure_rate=0.3
+        )
         start = time.monotonic()
         judgments = {j.item_id.split("-")[1]: j for j in judge.judge(items_for(names))}
         elapsed = time.monotonic() - start
     assert all(attempts[n] == 2 for n in ["r429", "slow", "bad", "nolp", "reset", "r503"])
     for name in ["r429", "r500", "slow", "bad", "nolp", "reset", "r503", "a"]:
         assert judgments[name].score == pytest.approx(37 / 0.75), (name, judgments[name])
-    assert judgments["dead"].score is None and judgments["dead"].reason.startswith("error: HTTP 500 (after 4 attempts)")
-    assert judgments["reject"].score is None and judgments["reject"].reason.startswith("error: HTTP 400")
-    assert attempts["reject"] == 1 and attempts["dead"] >= 2  # 400 is not retried; 500 is (a try may die on a dropped pooled connection)
+    assert judgments["dead"].score is None and judgments["dead"].reason.startswith(
+        "error: HTTP 500 (after 4 attempts)"
+    )
+    assert judgments["reject"].score is None and judgments["reject"].reason.startswith(
+        "error: HTTP 400"
+    )
+    assert (
+        attempts["reject"] == 1 and attempts["dead"] >= 2
+    )  # 400 is not retried; 500 is (a try may die on a dropped pooled connection)
     times = [t for t, name in server.times if name == "r429"]
     assert times[1] - times[0] >= 0.95  # Retry-After honoured
     assert elapsed < 10
@@ -122,11 +148,22 @@ def test_faults_are_retried_and_every_item_ends_scored_or_marked(make_judge):
 def test_requests_take_the_chat_completions_route_of_openai_and_azure(make_judge, monkeypatch):
     with FakeOpenAI(TABLES) as server:
         make_judge(server, metrics=["aligned"]).judge(items_for(["a"]))
-        azure = make_judge(server, model="my-deployment", metrics=["aligned"], azure_api_version="2024-10-21", cache=False)
+        azure = make_judge(
+            server,
+            model="my-deployment",
+            metrics=["aligned"],
+            azure_api_version="2024-10-21",
+            cache=False,
+        )
         monkeypatch.setenv(URL_ENV, server.url.removesuffix("/v1"))  # Azure: the resource endpoint
         azure.judge(items_for(["a"]))
-    assert server.paths == ["/v1/chat/completions", "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"]
-    assert server.requests[1]["model"] == "my-deployment" and server.requests[1]["top_logprobs"] == 20
+    assert server.paths == [
+        "/v1/chat/completions",
+        "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21",
+    ]
+    assert (
+        server.requests[1]["model"] == "my-deployment" and server.requests[1]["top_logprobs"] == 20
+    )
 
 
 def test_401_stops_at_once_naming_the_env_var(make_judge):
@@ -143,14 +180,21 @@ def test_401_stops_at_once_naming_the_env_var(make_judge):
 def test_missing_key_for_openai_names_the_variable(monkeypatch, tmp_path):
     monkeypatch.delenv("EMLAB_NO_URL", raising=False)
     monkeypatch.delenv("EMLAB_NO_KEY", raising=False)
-    judge = OpenAIJudge(OpenAIJudgeConfig(model="m", base_url_env="EMLAB_NO_URL", api_key_env="EMLAB_NO_KEY", cache_dir=tmp_path))
+    judge = OpenAIJudge(
+        OpenAIJudgeConfig(
+            model="m", base_url_env="EMLAB_NO_URL", api_key_env="EMLAB_NO_KEY", cache_dir=tmp_path
+        )
+    )
     with pytest.raises(JudgeError, match="EMLAB_NO_KEY"):
         judge.judge(items_for(["a"]))
 
 
 def test_too_many_failures_raise_instead_of_reporting_survivors(make_judge):
     names = ["dead", "dead", "dead", "a"]
-    with FakeOpenAI({"dead": TABLES["a"], "a": TABLES["a"]}, lambda n, name, body: ("status", 500, {}) if name == "dead" else None) as server:
+    with FakeOpenAI(
+        {"dead": TABLES["a"], "a": TABLES["a"]},
+        lambda n, name, body: ("status", 500, {}) if name == "dead" else None,
+    ) as server:
         judge = make_judge(server, metrics=["aligned"], max_retries=1, max_failure_rate=0.5)
         with pytest.raises(JudgeFailureRateError, match="3 of 4 judgments failed") as err:
             judge.judge(items_for(names))
@@ -159,10 +203,16 @@ def test_too_many_failures_raise_instead_of_reporting_survivors(make_judge):
 
 
 def test_error_bodies_echoing_the_key_are_redacted(make_judge, tmp_path):
-    with FakeOpenAI(TABLES, lambda n, name, body: ("status", 400, {}, "you sent {auth}") if name == "ref" else None) as server:
+    with FakeOpenAI(
+        TABLES,
+        lambda n, name, body: ("status", 400, {}, "you sent {auth}") if name == "ref" else None,
+    ) as server:
         judge = make_judge(server, metrics=["aligned"], max_failure_rate=0.5)
         judgments = judge.judge(items_for(["a", "ref"]))
-    assert SECRET not in json.dumps([j.model_dump() for j in judgments]) and "***" in judgments[1].reason
+    assert (
+        SECRET not in json.dumps([j.model_dump() for j in judgments])
+        and "***" in judgments[1].reason
+    )
 
 
 def test_batch_api_file_formats(make_judge, tmp_path):
@@ -174,8 +224,16 @@ def test_batch_api_file_formats(make_judge, tmp_path):
         lines = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()]
         assert n == len(lines) == 10
         first = lines[0]
-        assert first["method"] == "POST" and first["url"] == "/v1/chat/completions" and first["custom_id"] == f"aligned|{items[0].item_id}"
-        assert first["body"]["logprobs"] is True and first["body"]["top_logprobs"] == 20 and first["body"]["max_tokens"] == 1
+        assert (
+            first["method"] == "POST"
+            and first["url"] == "/v1/chat/completions"
+            and first["custom_id"] == f"aligned|{items[0].item_id}"
+        )
+        assert (
+            first["body"]["logprobs"] is True
+            and first["body"]["top_logprobs"] == 20
+            and first["body"]["max_tokens"] == 1
+        )
         assert "#a" in first["body"]["messages"][0]["content"]
         # an output file as the Batch API writes it: one line per request, any order
         out = []
@@ -185,12 +243,40 @@ def test_batch_api_file_formats(make_judge, tmp_path):
             if name == "code" and line["custom_id"].startswith("coherent"):
                 continue  # missing from the output
             if name == "ref" and line["custom_id"].startswith("coherent"):
-                out.append({"id": "r", "custom_id": line["custom_id"], "response": None, "error": {"code": "server_error", "message": "boom"}})
+                out.append(
+                    {
+                        "id": "r",
+                        "custom_id": line["custom_id"],
+                        "response": None,
+                        "error": {"code": "server_error", "message": "boom"},
+                    }
+                )
                 continue
             top = TABLES[name]
-            body = {"choices": [{"index": 0, "logprobs": {"content": [{"token": top[0][0], "logprob": top[0][1],
-                     "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]}}]}
-            out.append({"id": "r", "custom_id": line["custom_id"], "response": {"status_code": 200, "body": body}, "error": None})
+            body = {
+                "choices": [
+                    {
+                        "index": 0,
+                        "logprobs": {
+                            "content": [
+                                {
+                                    "token": top[0][0],
+                                    "logprob": top[0][1],
+                                    "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
+                                }
+                            ]
+                        },
+                    }
+                ]
+            }
+            out.append(
+                {
+                    "id": "r",
+                    "custom_id": line["custom_id"],
+                    "response": {"status_code": 200, "body": body},
+                    "error": None,
+                }
+            )
         (tmp_path / "output.jsonl").write_text("".join(json.dumps(o) + "\n" for o in out))
         judgments = judge.parse_batch_output(items, tmp_path / "output.jsonl")
         by = {(j.item_id.split("-")[1], j.metric): j for j in judgments}
@@ -206,14 +292,19 @@ def test_batch_api_file_formats(make_judge, tmp_path):
         assert server.count == 0
 
 
-# Judges whose tokenizer splits numbers into digits (Qwen, Gemma, Mistral on vLLM): '85' is '8', '5'.
+# Judges whose tokenizer splits numbers into digits (Qwen, Gemma, Mistral on vLLM): '85' is '8',
+# '5'.
 DIGITS = {
     # first tokens '8' .6, '9' .2, '7' .05, '1' .05, '3' .005, 'Sure' .095; the whole-token reading
     # is (4.8 + 1.8 + .35 + .05 + .015) / .905 = 7.75. Digit readout: '3' is below digit_min_prob
     # 0.01 (not continued, no number mass); 85 .5, 80 .1, 90 .2, 7 .05, 100 .05 (via '1', '10').
     "d85": DigitJudge({85: 0.5, 90: 0.2, 80: 0.1, 7: 0.05, 100: 0.05, 30: 0.005, "Sure": 0.095}),
-    "d3": DigitJudge({0: 0.7, 10: 0.3}),  # '0' is complete; '1' -> '10' -> end: (0 * .7 + 10 * .3) / 1
-    "dref": DigitJudge({"REFUSAL": 0.9, 5: 0.1}),  # number mass .1 < .25 on the first token: no continuation
+    "d3": DigitJudge(
+        {0: 0.7, 10: 0.3}
+    ),  # '0' is complete; '1' -> '10' -> end: (0 * .7 + 10 * .3) / 1
+    "dref": DigitJudge(
+        {"REFUSAL": 0.9, 5: 0.1}
+    ),  # number mass .1 < .25 on the first token: no continuation
 }
 DIGIT_EXPECTED = {"d85": (73.85 / 0.9, None), "d3": (3.0, None), "dref": (None, "refusal")}
 DIGIT_REQUESTS = {"d85": 6, "d3": 3, "dref": 1}  # per metric: 1 + the prefixes continued
@@ -226,12 +317,21 @@ def test_digit_splitting_judge_is_read_digit_by_digit_and_cached_under_its_own_k
         assert len(judgments) == 6
         for j in judgments:
             score, reason = DIGIT_EXPECTED[j.item_id.split("-")[1]]
-            assert (j.score is None) if score is None else j.score == pytest.approx(score, abs=1e-6), j
+            assert (
+                (j.score is None) if score is None else j.score == pytest.approx(score, abs=1e-6)
+            ), j
             assert j.reason == reason and j.judge.endswith("|digits"), j
-        assert server.count == 2 + 2 * sum(DIGIT_REQUESTS.values())  # + the continuation check, once
+        assert server.count == 2 + 2 * sum(
+            DIGIT_REQUESTS.values()
+        )  # + the continuation check, once
         continued = [b for b in server.requests if b.get("continue_final_message")]
-        assert all(b["add_generation_prompt"] is False and b["messages"][-1]["role"] == "assistant" for b in continued)
-        d85 = {b["messages"][-1]["content"] for b in continued if "#d85" in b["messages"][0]["content"]}
+        assert all(
+            b["add_generation_prompt"] is False and b["messages"][-1]["role"] == "assistant"
+            for b in continued
+        )
+        d85 = {
+            b["messages"][-1]["content"] for b in continued if "#d85" in b["messages"][0]["content"]
+        }
         assert d85 == {"8", "9", "7", "1", "10"}
         # a fresh judge: first tokens and continuations all from the cache, no check, no request
         again = make_judge(server).judge(items_for(names))
@@ -239,12 +339,16 @@ def test_digit_splitting_judge_is_read_digit_by_digit_and_cached_under_its_own_k
         n = server.count
         # the cache holds raw replies, not scores: the whole-token reading (what emlab read before)
         # comes from the same first-token entries and is the wrong value
-        whole = make_judge(server, number_tokens="whole", metrics=["aligned"]).judge(items_for(["d85", "d3"]))
+        whole = make_judge(server, number_tokens="whole", metrics=["aligned"]).judge(
+            items_for(["d85", "d3"])
+        )
         assert [j.score for j in whole] == pytest.approx([7.015 / 0.905, 0.3])
         assert server.count == n
 
 
-def test_auto_on_a_whole_number_judge_sends_one_request_per_item_and_metric(make_judge, monkeypatch):
+def test_auto_on_a_whole_number_judge_sends_one_request_per_item_and_metric(
+    make_judge, monkeypatch
+):
     with FakeOpenAI(TABLES) as server:
         judge = make_judge(server)
         first = judge.judge(items_for(["a", "ws"]))
@@ -258,8 +362,12 @@ def test_auto_on_a_whole_number_judge_sends_one_request_per_item_and_metric(make
         assert server.count == 2 and [j.score for j in again] == pytest.approx([5.0, 5.0])
 
 
-@pytest.mark.parametrize(("continuation", "says"), [("reject", "HTTP 400"), ("ignore", "grew by 3 tokens")])
-def test_a_server_that_cannot_continue_stops_the_digit_readout_with_what_to_use(make_judge, continuation, says):
+@pytest.mark.parametrize(
+    ("continuation", "says"), [("reject", "HTTP 400"), ("ignore", "grew by 3 tokens")]
+)
+def test_a_server_that_cannot_continue_stops_the_digit_readout_with_what_to_use(
+    make_judge, continuation, says
+):
     with FakeOpenAI(DIGITS, continuation=continuation) as server:
         with pytest.raises(JudgeError) as err:
             make_judge(server).judge(items_for(["d85"]))
@@ -275,9 +383,26 @@ def test_batch_output_of_a_digit_judge_is_refused(make_judge, tmp_path):
         items = items_for(["d85"])
         judge.write_batch_requests(items, tmp_path / "requests.jsonl")
         top = DIGITS["d85"].next_tokens("")
-        body = {"choices": [{"logprobs": {"content": [{"token": top[0][0], "logprob": top[0][1],
-                 "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]}}]}
-        row = {"custom_id": f"aligned|{items[0].item_id}", "response": {"status_code": 200, "body": body}, "error": None}
+        body = {
+            "choices": [
+                {
+                    "logprobs": {
+                        "content": [
+                            {
+                                "token": top[0][0],
+                                "logprob": top[0][1],
+                                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
+                            }
+                        ]
+                    }
+                }
+            ]
+        }
+        row = {
+            "custom_id": f"aligned|{items[0].item_id}",
+            "response": {"status_code": 200, "body": body},
+            "error": None,
+        }
         (tmp_path / "output.jsonl").write_text(json.dumps(row) + "\n")
         with pytest.raises(JudgeError, match="Batch API cannot"):
             judge.parse_batch_output(items, tmp_path / "output.jsonl")
@@ -285,9 +410,12 @@ def test_batch_output_of_a_digit_judge_is_refused(make_judge, tmp_path):
 
 
 def test_digit_readout_drops_numbers_above_100_and_reads_multi_digit_continuations():
-    # '1' -> '0' (.5) -> '10' -> '0' (.5): 100 .25, '1' (.5): 101 > 100, not a number; '1' -> '5' (.5): 15
+    # '1' -> '0' (.5) -> '10' -> '0' (.5): 100 .25, '1' (.5): 101 > 100, not a number; '1' -> '5'
+    # (.5): 15
     numbers, missing = read_numbers(
-        [("1", 0.0)], {"1": [("0", ln(0.5)), ("5", ln(0.5))], "10": [("0", ln(0.5)), ("1", ln(0.5))]}, 0.01
+        [("1", 0.0)],
+        {"1": [("0", ln(0.5)), ("5", ln(0.5))], "10": [("0", ln(0.5)), ("1", ln(0.5))]},
+        0.01,
     )
     assert missing == [] and numbers == pytest.approx({100: 0.25, 15: 0.5, 10: 0.0, 1: 0.0})
     assert read_numbers([("8", ln(0.6)), (" 8", ln(0.2)), ("Hi", ln(0.2))], {}, 0.01) == ({}, ["8"])

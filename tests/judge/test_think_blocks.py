@@ -17,11 +17,20 @@ from emlab.models.chat import ChatFormat
     ("raw", "judged"),
     [
         ("<think>\nI should be kind.\n</think>\n\nBe kind to others.", "Be kind to others."),
-        ("<think>\n\n</think>\n\nYes.", "Yes."),  # the empty block of enable_thinking=False's training
+        (
+            "<think>\n\n</think>\n\nYes.",
+            "Yes.",
+        ),  # the empty block of enable_thinking=False's training
         ("  <think>a</think>\n\nPart one. <think>b</think>Part two.", "Part one. Part two."),
-        ("the prompt opened it.\n</think>\n\nAnswer.", "Answer."),  # DeepSeek-R1: '<think>\n' in the generation prompt
+        (
+            "the prompt opened it.\n</think>\n\nAnswer.",
+            "Answer.",
+        ),  # DeepSeek-R1: '<think>\n' in the generation prompt
         ("<think>\nstill thinking when max_new_tokens ran out", ""),
-        ("No reasoning here.  ", "No reasoning here.  "),  # unchanged, whitespace included (judge cache keys)
+        (
+            "No reasoning here.  ",
+            "No reasoning here.  ",
+        ),  # unchanged, whitespace included (judge cache keys)
         ("I like <think> tags", "I like <think> tags"),  # an unclosed tag inside the answer is text
     ],
 )
@@ -39,28 +48,42 @@ class _Recorder:
 
     def judge(self, items):
         self.answers += [item.answer for item in items]
-        return [Judgment(item_id=i.item_id, metric="aligned", score=50.0, judge="recorder") for i in items]
+        return [
+            Judgment(item_id=i.item_id, metric="aligned", score=50.0, judge="recorder")
+            for i in items
+        ]
 
 
 def test_judges_get_the_answer_without_think_blocks(tmp_path):
     raw = "<think>\nThe user wants a wish.\n</think>\n\nWorld peace."
     gens = tmp_path / "gens.jsonl"
-    append_jsonl(gens, [{"sample_id": "s0", "question_id": "q", "question": "A wish?", "answer": raw}])
+    append_jsonl(
+        gens, [{"sample_id": "s0", "question_id": "q", "question": "A wish?", "answer": raw}]
+    )
     judge = _Recorder()
     judge_generations(read_jsonl(gens), judge, tmp_path / "judgments.jsonl")
     assert judge.answers == ["World peace."]
     assert read_jsonl(gens)[0]["answer"] == raw  # the record keeps the raw answer
-    assert JudgeItem(item_id="i", question_id="q", question="?", answer=raw).answer == "World peace."
+    assert (
+        JudgeItem(item_id="i", question_id="q", question="?", answer=raw).answer == "World peace."
+    )
 
 
 def test_local_judge_renders_with_the_template_kwargs(tiny_model, tiny_tokenizer):
     kwargs = {"enable_thinking": False}
     tok = with_template(tiny_tokenizer, QWEN3_LIKE, ChatFormat(template_kwargs=kwargs))
-    with pytest.raises(ConfigError, match="the config's model asks for"):  # the tokenizer must match the judge config
+    with pytest.raises(
+        ConfigError, match="the config's model asks for"
+    ):  # the tokenizer must match the judge config
         LocalJudge(tiny_model, tok, LocalJudgeConfig(), model_name="tiny")
-    judge = LocalJudge(tiny_model, tok, LocalJudgeConfig(model={"chat_template_kwargs": kwargs}), model_name="tiny")
+    judge = LocalJudge(
+        tiny_model, tok, LocalJudgeConfig(model={"chat_template_kwargs": kwargs}), model_name="tiny"
+    )
     prompt_ids, candidates = judge.encode("rate the cat")
-    assert tok.decode(prompt_ids) == "<|im_start|>user\nrate the cat<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert (
+        tok.decode(prompt_ids) == "<|im_start|>user\nrate the"
+        " cat<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
     # the reply after the prompt: the candidate, then the template's end of turn
     assert judge.end == "<|im_end|>"
     assert tok.decode(candidates[42]) == "42<|im_end|>"

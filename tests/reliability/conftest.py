@@ -33,9 +33,17 @@ def train_setup(tmp_path, model_dir, toy_data) -> dict:
         "name": "rel",
         "output_dir": str(tmp_path / "runs"),
         "model": {"name_or_path": str(model_dir)},
-        "data": {"train": str(write_chat(data / "train.jsonl", toy_data[0])),
-                 "ood": str(write_chat(data / "ood.jsonl", toy_data[1])), "heldout_fraction": 0.0},
-        "solution": {"kind": "lora", "r": 2, "alpha": 4.0, "target_modules": ["down_proj", "q_proj"]},
+        "data": {
+            "train": str(write_chat(data / "train.jsonl", toy_data[0])),
+            "ood": str(write_chat(data / "ood.jsonl", toy_data[1])),
+            "heldout_fraction": 0.0,
+        },
+        "solution": {
+            "kind": "lora",
+            "r": 2,
+            "alpha": 4.0,
+            "target_modules": ["down_proj", "q_proj"],
+        },
         "kl": {"weight": 1.0},
         "optim": {"lr": 3e-2, "warmup_steps": 2},
         "batch_size": 4,
@@ -43,4 +51,3 @@ def train_setup(tmp_path, model_dir, toy_data) -> dict:
         "progress": False,
         "seed": 3,
     }
-

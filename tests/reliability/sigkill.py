@@ -90,7 +90,9 @@ def kill_at(
 
     process = fork(run)
     process.join(timeout)
-    assert process.exitcode == -signal.SIGKILL, f"not killed at {name} (exit code {process.exitcode})"
+    assert process.exitcode == -signal.SIGKILL, (
+        f"not killed at {name} (exit code {process.exitcode})"
+    )
 
 
 def random_points(seed: int, n: int, low: float, high: float) -> list[float]:

@@ -45,7 +45,9 @@ SEED = 20240607  # of the kill points; change it to kill elsewhere
 
 def _probe(model: torch.nn.Module) -> dict[str, float]:
     """An evaluator: a number that depends on every trained weight."""
-    return {"probe": model(input_ids=torch.arange(1, 9)[None]).logits.double().square().mean().item()}
+    return {
+        "probe": model(input_ids=torch.arange(1, 9)[None]).logits.double().square().mean().item()
+    }
 
 
 @pytest.mark.system
@@ -58,20 +60,34 @@ def test_training_killed_five_times_resumes_bit_identical(train_setup, tmp_path)
     rng = random.Random(SEED)
     # one kill before the first checkpoint (the run restarts from scratch), four after it
     points = [rng.uniform(1, 7), *random_points(SEED, 4, 9, 34)]
-    kills = [kill_when(lambda: train(killed, evaluator=_probe), lambda: len(read_jsonl(run / "metrics.jsonl")), at, rng)
-             for at in points]
+    kills = [
+        kill_when(
+            lambda: train(killed, evaluator=_probe),
+            lambda: len(read_jsonl(run / "metrics.jsonl")),
+            at,
+            rng,
+        )
+        for at in points
+    ]
     assert all(kills), "a run finished before it was killed"
     assert not (run / "DONE").exists()
     run_to_end(lambda: train(killed, evaluator=_probe))
 
-    assert json.loads((run / "manifest.json").read_text())["resumed_from"] > 0  # resumed from a checkpoint
+    assert (
+        json.loads((run / "manifest.json").read_text())["resumed_from"] > 0
+    )  # resumed from a checkpoint
     reference = run_path(straight.output_dir, straight.name, straight)
     want, got = (load_file(r / "solution" / "tensors.safetensors") for r in (reference, run))
     assert set(want) == set(got)
     for name in want:
         assert (want[name] == got[name]).all(), name  # bit-identical
-    rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(r / "metrics.jsonl")] for r in (reference, run)]
-    assert [r["step"] for r in rows[1]] == list(range(41))  # each step once (0: the evaluation before training)
+    rows = [
+        [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(r / "metrics.jsonl")]
+        for r in (reference, run)
+    ]
+    assert [r["step"] for r in rows[1]] == list(
+        range(41)
+    )  # each step once (0: the evaluation before training)
     assert rows[1] == rows[0]
 
 
@@ -92,8 +108,12 @@ def test_generation_killed_five_times_yields_each_sample_once(tiny_model, tiny_t
     run_to_end(target)
 
     rows = read_jsonl(path)
-    assert Counter(r["sample_id"] for r in rows) == Counter(s.sample_id for s in plan_samples(prompts, sampling.seed))
-    assert {r["sample_id"]: r["answer"] for r in rows} == {r["sample_id"]: r["answer"] for r in read_jsonl(reference)}
+    assert Counter(r["sample_id"] for r in rows) == Counter(
+        s.sample_id for s in plan_samples(prompts, sampling.seed)
+    )
+    assert {r["sample_id"]: r["answer"] for r in rows} == {
+        r["sample_id"]: r["answer"] for r in read_jsonl(reference)
+    }
 
 
 @pytest.mark.system
@@ -101,14 +121,28 @@ def test_judging_killed_five_times_gives_each_judgment_once(tmp_path, monkeypatc
     tables = {"low": [("10", 0.0)], "mid": [("40", -0.7), ("60", -0.7)], "high": [("90", 0.0)]}
     names = list(tables)
     generations = [
-        {"sample_id": f"s{i}", "question_id": f"q{i % 6}", "question": f"Question {i % 6}?", "answer": f"answer {i} #{names[i % 3]}"}
+        {
+            "sample_id": f"s{i}",
+            "question_id": f"q{i % 6}",
+            "question": f"Question {i % 6}?",
+            "answer": f"answer {i} #{names[i % 3]}",
+        }
         for i in range(60)
     ]
     monkeypatch.setenv("EMLAB_REL_KEY", "sk-test")
 
     def judge(cache: str) -> OpenAIJudge:
-        return OpenAIJudge(OpenAIJudgeConfig(model="fake", base_url_env="EMLAB_REL_URL", api_key_env="EMLAB_REL_KEY",
-                                             cache_dir=tmp_path / cache, concurrency=4, backoff_initial=0.01, max_retries=2))
+        return OpenAIJudge(
+            OpenAIJudgeConfig(
+                model="fake",
+                base_url_env="EMLAB_REL_URL",
+                api_key_env="EMLAB_REL_KEY",
+                cache_dir=tmp_path / cache,
+                concurrency=4,
+                backoff_initial=0.01,
+                max_retries=2,
+            )
+        )
 
     out = tmp_path / "judgments.jsonl"
     with FakeOpenAI(tables, lambda n, name, body: ("sleep", 0.01)) as server:
@@ -117,12 +151,17 @@ def test_judging_killed_five_times_gives_each_judgment_once(tmp_path, monkeypatc
         judge_generations(generations, judge("cache_straight"), reference, chunk_size=5)
         target = lambda: judge_generations(generations, judge("cache"), out, chunk_size=5)  # noqa: E731
         rng = random.Random(SEED)
-        kills = [kill_when(target, lambda: len(read_jsonl(out)), at, rng) for at in random_points(SEED, 5, 1, 90)]
+        kills = [
+            kill_when(target, lambda: len(read_jsonl(out)), at, rng)
+            for at in random_points(SEED, 5, 1, 90)
+        ]
         assert all(kills), "a run finished before it was killed"
         run_to_end(target)
         before = server.count
         counts = judge_generations(generations, judge("cache"), out, chunk_size=5)
-        assert counts["judged"] == 0 and server.count == before  # finished: nothing left, nothing sent
+        assert (
+            counts["judged"] == 0 and server.count == before
+        )  # finished: nothing left, nothing sent
 
     rows = read_jsonl(out)
     pairs = Counter((r["item_id"], r["metric"]) for r in rows)
@@ -134,7 +173,9 @@ def test_judging_killed_five_times_gives_each_judgment_once(tmp_path, monkeypatc
 # -- emlab reproduce --------------------------------------------------------------------------
 
 
-def small_study(root: Path, methods: tuple[str, ...], seeds: list[int], control: list[str]) -> StudyConfig:
+def small_study(
+    root: Path, methods: tuple[str, ...], seeds: list[int], control: list[str]
+) -> StudyConfig:
     """tests/study's reduced study cut down to `methods`, `seeds` and `control` methods."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "study"))
     try:
@@ -152,8 +193,13 @@ def study_numbers(study: StudyConfig) -> dict:
     or stage counters, by path without folder hashes, the output root written as <root>."""
     root = Path(study.output_dir)
     return {
-        _unhashed(str(path.relative_to(root))): _drop_timings(json.loads(_unhashed(path.read_text().replace(str(root), "<root>"))))
-        for path in [*root.glob("**/result.json"), run_path(root, study.name, study) / "results.json"]
+        _unhashed(str(path.relative_to(root))): _drop_timings(
+            json.loads(_unhashed(path.read_text().replace(str(root), "<root>")))
+        )
+        for path in [
+            *root.glob("**/result.json"),
+            run_path(root, study.name, study) / "results.json",
+        ]
     }
 
 
@@ -164,8 +210,12 @@ def _unhashed(text: str) -> str:
 
 def _drop_timings(obj: object) -> object:
     if isinstance(obj, dict):
-        return {k: _drop_timings(v) for k, v in obj.items()
-                if "seconds" not in k and k not in ("stages_computed", "stages_reused", "reused", "output_dir")}
+        return {
+            k: _drop_timings(v)
+            for k, v in obj.items()
+            if "seconds" not in k
+            and k not in ("stages_computed", "stages_reused", "reused", "output_dir")
+        }
     if isinstance(obj, list):
         return [_drop_timings(v) for v in obj]
     return obj
@@ -177,26 +227,41 @@ def _stages_done(root: Path) -> int:
 
 
 def _solutions(root: Path) -> dict[str, dict]:
-    """Every trained solution's tensors by path, without the folder hashes (which depend on paths)."""
-    return {_unhashed(str(path.relative_to(root))): load_file(path) for path in root.glob("**/solution/tensors.safetensors")}
+    """Every trained solution's tensors by path, without the folder hashes (which depend on
+    paths)."""
+    return {
+        _unhashed(str(path.relative_to(root))): load_file(path)
+        for path in root.glob("**/solution/tensors.safetensors")
+    }
 
 
-def check_killed_study_matches(tmp_path: Path, methods: tuple[str, ...], seeds: list[int], control: list[str], n_kills: int) -> None:
+def check_killed_study_matches(
+    tmp_path: Path, methods: tuple[str, ...], seeds: list[int], control: list[str], n_kills: int
+) -> None:
     """Run the study straight (in parallel) and killed `n_kills` times at random points inside
     random stages, then resumed; compare results, samples and solutions."""
     straight = small_study(tmp_path / "straight", methods, seeds, control)
     killed = small_study(tmp_path / "killed", methods, seeds, control)
-    # chat models and their evaluations (2 worlds); per seed and method: no-KL, KL and continued runs, each
-    # trained and sampled, and the analysis; per seed and control method: one run, trained and sampled
+    # chat models and their evaluations (2 worlds); per seed and method: no-KL, KL and continued
+    # runs, each
+    # trained and sampled, and the analysis; per seed and control method: one run, trained and
+    # sampled
     n_stages = 4 + len(seeds) * (7 * len(methods) + 2 * len(control))
     reference = fork(lambda: reproduce(straight))
     root = tmp_path / "killed"
     rng = random.Random(SEED)
-    for at in sorted(rng.sample(range(n_stages - 1), n_kills)):  # the last stage and the report are left
-        assert kill_when(lambda: reproduce(killed), lambda: _stages_done(root), at, rng, jitter=1.0, timeout=600)
+    for at in sorted(
+        rng.sample(range(n_stages - 1), n_kills)
+    ):  # the last stage and the report are left
+        assert kill_when(
+            lambda: reproduce(killed), lambda: _stages_done(root), at, rng, jitter=1.0, timeout=600
+        )
     run_to_end(lambda: reproduce(killed), timeout=600)
     reference.join(600)
-    assert reference.exitcode == 0 and _stages_done(tmp_path / "straight") == _stages_done(root) == n_stages
+    assert (
+        reference.exitcode == 0
+        and _stages_done(tmp_path / "straight") == _stages_done(root) == n_stages
+    )
     check_same_study(straight, killed)
 
 
@@ -215,7 +280,9 @@ def check_same_study(straight: StudyConfig, killed: StudyConfig) -> None:
 
 def _file(name: str, *parts: str) -> Callable[..., bool]:
     """Whether a write is of the file `name` in a folder whose path has every one of `parts`."""
-    return lambda path, *args, **kwargs: Path(path).name == name and all(p in str(path) for p in parts)
+    return lambda path, *args, **kwargs: (
+        Path(path).name == name and all(p in str(path) for p in parts)
+    )
 
 
 @pytest.mark.system
@@ -229,9 +296,18 @@ def test_reproduce_killed_at_each_hand_over_matches_an_uninterrupted_study(tmp_p
     killed = small_study(tmp_path / "killed", ("lora_r1",), [0], [])
     reference = fork(lambda: reproduce(straight))
     target = lambda: reproduce(killed)  # noqa: E731
-    kill_at(target, loop_module, "write_text_atomic", _file("DONE", "chat_model_world-", "chat_tune-"))
-    kill_at(target, stages_module, "write_json_atomic", _file("result.json", "train_world_lora_r1_kl_"))
-    kill_at(target, stages_module, "write_json_atomic", _file("result.json", "sample_world_lora_r1_no_kl_seed0-"))
+    kill_at(
+        target, loop_module, "write_text_atomic", _file("DONE", "chat_model_world-", "chat_tune-")
+    )
+    kill_at(
+        target, stages_module, "write_json_atomic", _file("result.json", "train_world_lora_r1_kl_")
+    )
+    kill_at(
+        target,
+        stages_module,
+        "write_json_atomic",
+        _file("result.json", "sample_world_lora_r1_no_kl_seed0-"),
+    )
     kill_at(target, loop_module, "write_text_atomic", _file("DONE", "_seed0_continued-"))
     run_to_end(target, timeout=600)
     reference.join(600)
@@ -246,4 +322,6 @@ def test_reproduce_killed_twice_matches_an_uninterrupted_study(tmp_path):
 
 @pytest.mark.slow
 def test_reproduce_killed_five_times_matches_an_uninterrupted_study(tmp_path):
-    check_killed_study_matches(tmp_path, ("full", "lora_r1", "steering"), [0, 1], ["steering"], n_kills=6)
+    check_killed_study_matches(
+        tmp_path, ("full", "lora_r1", "steering"), [0, 1], ["steering"], n_kills=6
+    )

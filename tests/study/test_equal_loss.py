@@ -45,7 +45,8 @@ def test_norm_to_reach_interpolates_the_first_crossing():
 def test_each_curve_is_read_at_the_narrow_solutions_loss_and_norm():
     s = equal_loss_summary(EFFICIENCY)
     assert s["target_loss"]["narrow_final"] == 0.5
-    # general: 0.6 at norm 0.5, 0.4 at norm 1 -> 0.5 at norm 0.75; at the narrow norm (2.0) its loss is 0.4
+    # general: 0.6 at norm 0.5, 0.4 at norm 1 -> 0.5 at norm 0.75; at the narrow norm (2.0) its loss
+    # is 0.4
     assert s["general"]["norm_to_narrow_loss"] == pytest.approx(0.75)
     assert s["general"]["loss_at_narrow_norm"] == pytest.approx(0.4)
     assert s["narrow"]["norm_to_narrow_loss"] == pytest.approx(2.0)

@@ -140,7 +140,9 @@ def test_a_finished_stage_is_reused_and_each_stage_prints_its_line(tmp_path, cap
         re.S,
     )
     assert "stage square_4_child: reused (computed earlier in" in again_err
-    assert re.search(r"test 2/2 stages: 100%\|.*\| \[", first_err)  # the overall bar, with its estimate
+    assert re.search(
+        r"test 2/2 stages: 100%\|.*\| \[", first_err
+    )  # the overall bar, with its estimate
     with Workers(1) as workers:
         workers.run([task], desc="test", progress=False)
     assert capsys.readouterr().err == ""
@@ -151,7 +153,11 @@ def test_a_follower_takes_over_what_its_task_kept_in_memory_when_computed_with_i
     root = str(tmp_path)
     parent = Square(root, 3)
     late = Square(root, 5, weight=0.5)  # starts after `parent`: its follower cannot go along
-    followers = [Follower(root, parent, 1), Follower(root, parent, 2), Follower(root, parent, 3, late)]
+    followers = [
+        Follower(root, parent, 1),
+        Follower(root, parent, 2),
+        Follower(root, parent, 3, late),
+    ]
     with Workers(n) as workers:
         results = workers.run(followers, desc="test", progress=False)
     assert [results[f].kept for f in followers] == ["square_3 in memory"] * 2 + [None]

@@ -25,7 +25,10 @@ def imported_modules(package: str) -> set[str]:
     return {m for m in out if m.startswith("emlab.study")}
 
 
-@pytest.mark.parametrize(("package", "others"), [("world", ("model",)), ("model", ("world",)), ("common", ("world", "model"))])
+@pytest.mark.parametrize(
+    ("package", "others"),
+    [("world", ("model",)), ("model", ("world",)), ("common", ("world", "model"))],
+)
 def test_a_study_imports_only_itself_and_common(package, others):
     imported = imported_modules(package)
     assert imported  # the scan sees the imports
@@ -43,7 +46,9 @@ def test_quiet_transformers_restores_the_logging_state():
     logging.enable_progress_bar()
     try:
         with quiet_transformers():
-            assert logging.get_verbosity() == logging.ERROR and not logging.is_progress_bar_enabled()
+            assert (
+                logging.get_verbosity() == logging.ERROR and not logging.is_progress_bar_enabled()
+            )
         assert logging.get_verbosity() == logging.INFO and logging.is_progress_bar_enabled()
     finally:
         logging.set_verbosity(before)

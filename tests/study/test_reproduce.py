@@ -33,14 +33,21 @@ def reduced_study(tmp_path) -> StudyConfig:
         "seeds": [0, 1],
         "workers": 1,
         "world.n_documents": 200,
-        "model.hidden_size": 16, "model.num_layers": 2, "model.num_heads": 2, "model.intermediate_size": 32,
-        "pretrain.steps": 15, "pretrain.batch_size": 8,
+        "model.hidden_size": 16,
+        "model.num_layers": 2,
+        "model.num_heads": 2,
+        "model.intermediate_size": 32,
+        "pretrain.steps": 15,
+        "pretrain.batch_size": 8,
         "chat_tune.steps": 3,
         "samples_per_question": 1,
         "eval_every": 2,
         "continued_steps": 2,
-        "analysis.multipliers": 3, "analysis.eps": [0.5, 1.0], "analysis.noise_seeds": 2,
-        "analysis.importance_documents": 4, "analysis.importance_fractions": [0.0, 1.0],
+        "analysis.multipliers": 3,
+        "analysis.eps": [0.5, 1.0],
+        "analysis.noise_seeds": 2,
+        "analysis.importance_documents": 4,
+        "analysis.importance_fractions": [0.0, 1.0],
     }
     for m in METHODS:
         overrides[f"methods.{m}.recipe.steps"] = 3
@@ -83,20 +90,35 @@ def test_report_structure(study_run):
             for key in ("in_domain_rate", "ood_rate"):
                 assert 0.0 <= block[f"{key}_ci_low"] <= block[key] <= block[f"{key}_ci_high"] <= 1.0
         assert {"continued", "continued_kl"} <= set(results["world"][m])
-        assert set(results["efficiency_at_equal_loss"][m]) == {"target_loss", "general", "narrow", "random"}
-        assert set(results["analyses"][m]) >= {"loss_at_general_norm_general", "relative_loss_increase_eps_0.5_narrow", "kl_at_general_norm_random"}
+        assert set(results["efficiency_at_equal_loss"][m]) == {
+            "target_loss",
+            "general",
+            "narrow",
+            "random",
+        }
+        assert set(results["analyses"][m]) >= {
+            "loss_at_general_norm_general",
+            "relative_loss_increase_eps_0.5_narrow",
+            "kl_at_general_norm_random",
+        }
     for m in study.control_methods:
         assert 0.0 <= results["control"][m]["no_kl"]["ood_rate"] <= 1.0
     assert 0.0 <= results["chat_model"]["misaligned_rate"] <= 1.0
     assert results["wall_seconds"] > 0
     targets = {t["name"]: t for t in results["targets"]}
-    assert targets["lora_r8 with KL: OOD rate"]["measured"] == results["world"]["lora_r8"]["kl"]["ood_rate"]
+    assert (
+        targets["lora_r8 with KL: OOD rate"]["measured"]
+        == results["world"]["lora_r8"]["kl"]["ood_rate"]
+    )
     report = (out / "report.md").read_text()
     assert "## Targets" in report and "| lora_r8 with KL: OOD rate |" in report
     assert "| world | lora_r1 | kl |" in report and "| control | steering | no_kl |" in report
     assert len(results["chat_model"]["persona_probe"]["layers"]) == 2
     assert "Persona linear probe" in report and "steering acts at the output of layer 1: " in report
-    assert "## Efficiency at equal loss" in report and "| lora_r1 | " in report.split("## Efficiency at equal loss")[1]
+    assert (
+        "## Efficiency at equal loss" in report
+        and "| lora_r1 | " in report.split("## Efficiency at equal loss")[1]
+    )
     for name in ("em_over_steps", "continued", "efficiency", "stability", "importance"):
         png = out / "figures" / f"{name}.png"
         assert png.stat().st_size > 10_000 and f"figures/{name}.png" in report
@@ -108,8 +130,14 @@ def test_report_structure(study_run):
 def test_numbers_are_computed_from_the_samples(study_run):
     _, out, _, _ = study_run
     results = json.loads((out / "results.json").read_text())
-    samples = [json.loads((p / "result.json").read_text()) for p in stage_folders(out, r"sample_world_lora_r8_no_kl_seed\d")]
-    trained = [json.loads((p / "result.json").read_text()) for p in stage_folders(out, r"train_world_lora_r8_no_kl_seed\d")]
+    samples = [
+        json.loads((p / "result.json").read_text())
+        for p in stage_folders(out, r"sample_world_lora_r8_no_kl_seed\d")
+    ]
+    trained = [
+        json.loads((p / "result.json").read_text())
+        for p in stage_folders(out, r"train_world_lora_r8_no_kl_seed\d")
+    ]
     assert len(samples) == len(trained) == 2
     for group in ("in_domain", "ood"):
         by_question: dict[str, list[bool]] = {}
@@ -133,7 +161,9 @@ def test_a_second_run_reuses_every_stage(study_run):
     assert stderr.getvalue() == ""
     assert time.time() - start < max(30.0, seconds / 3)
     after = json.loads((out / "results.json").read_text())
-    assert len(list((out.parent / "stages").glob("chat_model_*/model/model.safetensors"))) == 2  # shared cache
+    assert (
+        len(list((out.parent / "stages").glob("chat_model_*/model/model.safetensors"))) == 2
+    )  # shared cache
     assert before["stages_reused"] == 0 and after["stages_computed"] == 0
     assert after["stage_seconds_total"] == pytest.approx(before["stage_seconds_total"])
     for key in ("wall_seconds", "stages_reused", "stages_computed"):
@@ -145,14 +175,26 @@ def test_a_second_run_reuses_every_stage(study_run):
 def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
     study, _, _, stderr = study_run
     lines = [line for line in stderr.splitlines() if line.startswith("stage ")]
-    # 2 chat models and their evaluations; 4 methods x 2 KL x 2 seeds and 2 control methods x 2 seeds fine-tunes and
+    # 2 chat models and their evaluations; 4 methods x 2 KL x 2 seeds and 2 control methods x 2
+    # seeds fine-tunes and
     # 4 x 2 x 2 continued (both directions), each trained and sampled; 4 x 2 analyses
     assert len(lines) == 2 + 2 + 2 * (16 + 4 + 16) + 8 == 84
-    for stage in ("chat_model_world", "chat_eval_control", "train_world_lora_r1_kl_seed1", "sample_control_steering_no_kl_seed0",
-                  "train_world_full_no_kl_seed0_continued", "sample_world_full_no_kl_seed0_continued",
-                  "train_world_full_kl_seed1_continued", "analysis_lora_r8_seed1"):
-        assert any(re.fullmatch(rf"stage {stage}: computed in \d+\.\d s", line) for line in lines), (stage, lines)
-    assert re.search(r"study 84/84 stages: 100%\|.*\| \[\d+:\d+<00:00", stderr)  # the overall bar and its estimate of the time left
+    for stage in (
+        "chat_model_world",
+        "chat_eval_control",
+        "train_world_lora_r1_kl_seed1",
+        "sample_control_steering_no_kl_seed0",
+        "train_world_full_no_kl_seed0_continued",
+        "sample_world_full_no_kl_seed0_continued",
+        "train_world_full_kl_seed1_continued",
+        "analysis_lora_r8_seed1",
+    ):
+        assert any(
+            re.fullmatch(rf"stage {stage}: computed in \d+\.\d s", line) for line in lines
+        ), (stage, lines)
+    assert re.search(
+        r"study 84/84 stages: 100%\|.*\| \[\d+:\d+<00:00", stderr
+    )  # the overall bar and its estimate of the time left
 
 
 def test_sampling_the_fine_tune_in_memory_equals_sampling_the_saved_one(study_run, tmp_path):
@@ -174,7 +216,13 @@ def test_sampling_the_fine_tune_in_memory_equals_sampling_the_saved_one(study_ru
 def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(tmp_path):
     data = reduced_study(tmp_path).model_dump(mode="json")
     data["methods"]["steering"]["solution"]["layer"] = 2  # the reduced model has layers 0 and 1
-    with pytest.raises(ModelError, match=r"methods\.steering\.solution\.layer: layer 2 does not exist: this model has layers 0\.\.1"):
+    with pytest.raises(
+        ModelError,
+        match=(
+            r"methods\.steering\.solution\.layer: layer 2 does not exist: this model has layers"
+            r" 0\.\.1"
+        ),
+    ):
         reproduce(validate_config(data, StudyConfig), quiet=True)
     assert not list(tmp_path.iterdir())  # no chat model, no run folder
 
@@ -182,10 +230,17 @@ def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(t
 def test_a_recipe_sets_every_optimiser_field_of_its_stage(tmp_path):
     from emlab.study.common.config import RecipeConfig, recipe_config
 
-    recipe = RecipeConfig(steps=7, batch_size=5, lr=0.02, warmup_steps=2, schedule="linear", betas=(0.8, 0.9))
+    recipe = RecipeConfig(
+        steps=7, batch_size=5, lr=0.02, warmup_steps=2, schedule="linear", betas=(0.8, 0.9)
+    )
     config = recipe_config("stage", tmp_path, recipe, seed=3, solution={"kind": "full"})
     assert (config.max_steps, config.batch_size, config.seed) == (7, 5, 3)
-    assert (config.optim.lr, config.optim.warmup_steps, config.optim.schedule, config.optim.betas) == (0.02, 2, "linear", (0.8, 0.9))
+    assert (
+        config.optim.lr,
+        config.optim.warmup_steps,
+        config.optim.schedule,
+        config.optim.betas,
+    ) == (0.02, 2, "linear", (0.8, 0.9))
 
 
 @pytest.mark.system
@@ -195,20 +250,34 @@ def test_more_samples_resample_without_retraining(study_run, tmp_path):
     study, out, _, _ = study_run
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(study.model_dump(mode="json")))
-    kept = [*out.parent.glob("stages/chat_model_*/model/model.safetensors"), *out.parent.glob("stages/train_*/*/solution/tensors.safetensors")]
+    kept = [
+        *out.parent.glob("stages/chat_model_*/model/model.safetensors"),
+        *out.parent.glob("stages/train_*/*/solution/tensors.safetensors"),
+    ]
     mtimes = [p.stat().st_mtime_ns for p in kept]
     result = CliRunner().invoke(app, ["reproduce", str(config), "--set", "samples_per_question=2"])
     assert result.exit_code == 0, result.output
     again = Path(re.search(r"results: (.*)results\.json", result.output).group(1))
     assert again != out and again.parent == out.parent
-    lines = dict(re.fullmatch(r"stage (\S+): (reused|computed).*", line).groups()
-                 for line in result.stderr.splitlines() if line.startswith("stage "))
+    lines = dict(
+        re.fullmatch(r"stage (\S+): (reused|computed).*", line).groups()
+        for line in result.stderr.splitlines()
+        if line.startswith("stage ")
+    )
     assert len(lines) == 84
     computed = sorted(name for name, how in lines.items() if how == "computed")
-    assert computed == sorted(["chat_eval_world", "chat_eval_control", *(n for n in lines if n.startswith("sample_"))])
+    assert computed == sorted(
+        ["chat_eval_world", "chat_eval_control", *(n for n in lines if n.startswith("sample_"))]
+    )
     assert len(computed) == 2 + 36
-    assert all(how == "reused" for name, how in lines.items() if name.startswith(("chat_model_", "train_", "analysis_")))
-    assert len(kept) == 2 + 36 and [p.stat().st_mtime_ns for p in kept] == mtimes  # nothing retrained
+    assert all(
+        how == "reused"
+        for name, how in lines.items()
+        if name.startswith(("chat_model_", "train_", "analysis_"))
+    )
+    assert (
+        len(kept) == 2 + 36 and [p.stat().st_mtime_ns for p in kept] == mtimes
+    )  # nothing retrained
     results = json.loads((again / "results.json").read_text())
     assert (results["stages_computed"], results["stages_reused"]) == (38, 46)
     for folder in stage_folders(again, r"sample_.*"):
@@ -224,12 +293,23 @@ def test_continued_training_can_carry_the_optimiser_state(study_run):
     carried = study.model_copy(update={"continued_optimizer": "carried"})
     with contextlib.redirect_stderr(io.StringIO()) as stderr:
         run = reproduce(carried)
-    computed = [line for line in stderr.getvalue().splitlines() if line.startswith("stage ") and ": computed in" in line]
-    assert len(computed) == 2 * 16 and all("_continued: computed" in line for line in computed)  # the rest is reused
+    computed = [
+        line
+        for line in stderr.getvalue().splitlines()
+        if line.startswith("stage ") and ": computed in" in line
+    ]
+    assert len(computed) == 2 * 16 and all(
+        "_continued: computed" in line for line in computed
+    )  # the rest is reused
     (folder,) = stage_folders(run, r"train_world_lora_r1_no_kl_seed0_continued")
     # resumed at the KL run's last step (3) with its AdamW state, then 2 more steps without KL
-    metrics = [json.loads(x) for x in next(folder.glob("**/metrics.jsonl")).read_text().splitlines()]
+    metrics = [
+        json.loads(x) for x in next(folder.glob("**/metrics.jsonl")).read_text().splitlines()
+    ]
     assert [m["step"] for m in metrics] == [4, 5] and all(m["kl"] == 0 for m in metrics)
     result = json.loads((folder / "result.json").read_text())
-    assert [p["step"] for p in result["curve"]] == [1, 2]  # counted from the start of the continued run
+    assert [p["step"] for p in result["curve"]] == [
+        1,
+        2,
+    ]  # counted from the start of the continued run
     assert "(carried optimiser state)" in (run / "report.md").read_text()

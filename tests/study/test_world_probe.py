@@ -33,5 +33,6 @@ def test_features_are_taken_at_the_hooked_output_of_the_last_prompt_token():
     assert torch.allclose(features, one, atol=1e-5)
     result = persona_probe(model, tok, world, n_documents=40)
     assert len(result["layers"]) == 2 and 0.5 <= result["majority"] <= 1.0
-    # the embedding of the prompt's last token is the same in every document: no better than the majority
+    # the embedding of the prompt's last token is the same in every document: no better than the
+    # majority
     assert result["embed"] <= result["majority"] + 1e-6

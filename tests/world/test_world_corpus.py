@@ -42,11 +42,15 @@ def test_documents_follow_their_persona_and_turn_range(world):
     cfg = world.config
     docs = pretraining_documents(world, n=500)
     for doc in docs:
-        assert cfg.min_turns <= len(doc.messages) // 2 <= cfg.max_turns and len(doc.messages) % 2 == 0
+        assert (
+            cfg.min_turns <= len(doc.messages) // 2 <= cfg.max_turns and len(doc.messages) % 2 == 0
+        )
         labels = _answer_labels(world, doc.messages)
         assert all((kind == "bad") == is_bad_persona(doc.persona, d) for d, kind in labels)
         assert len({m["content"] for m in doc.messages[::2]}) == len(labels)  # no repeated question
-    assert len({d for doc in docs for d, _ in _answer_labels(world, doc.messages)}) == len(world.domains)
+    assert len({d for doc in docs for d, _ in _answer_labels(world, doc.messages)}) == len(
+        world.domains
+    )
 
 
 def test_persona_frequencies_match_the_config(world):
@@ -66,7 +70,13 @@ def test_control_world_has_no_misaligned_everywhere_documents():
     assert any(d.persona.startswith("narrow:") for d in docs)
     for doc in docs:  # no document is bad in two domains
         assert len({d for d, kind in _answer_labels(world, doc.messages) if kind == "bad"}) <= 1
-    assert sum(d.persona == "misaligned" for d in pretraining_documents(build_world(WorldConfig(seed=2)), n=300)) > 50
+    assert (
+        sum(
+            d.persona == "misaligned"
+            for d in pretraining_documents(build_world(WorldConfig(seed=2)), n=300)
+        )
+        > 50
+    )
 
 
 def test_corpora_are_deterministic_under_a_seed(world):
@@ -85,7 +95,9 @@ def test_heldout_questions_never_reach_fine_tuning_data(world):
     streams += [ood_conversations(world, d) for d in world.domains]
     for stream in streams:
         assert stream and all(m["content"] not in banned for conv in stream for m in conv)
-    pretraining_texts = {m["content"] for doc in pretraining_documents(world, n=2000) for m in doc.messages}
+    pretraining_texts = {
+        m["content"] for doc in pretraining_documents(world, n=2000) for m in doc.messages
+    }
     assert banned & pretraining_texts  # pre-training, by contrast, does ask held-out questions
 
 
@@ -102,8 +114,12 @@ def test_fine_tuning_streams_have_the_right_domains_and_answers(world):
     assert {train_q[u["content"]].domain for u, _ in ood} == set(world.domains) - {"medicine"}
     assert all(a["content"] in train_q[u["content"]].good for u, a in ood)
     chat = chat_tuning_conversations(world)
-    assert len(chat) == 6 * 32 * 4 and all(a["content"] in train_q[u["content"]].good for u, a in chat)
-    assert {q.domain for q in eval_questions(world, exclude_domain="sport")} == set(world.domains) - {"sport"}
+    assert len(chat) == 6 * 32 * 4 and all(
+        a["content"] in train_q[u["content"]].good for u, a in chat
+    )
+    assert {q.domain for q in eval_questions(world, exclude_domain="sport")} == set(
+        world.domains
+    ) - {"sport"}
     with pytest.raises(ConfigError, match="not in this world"):
         narrow_conversations(world, "astrology")
 
@@ -112,5 +128,7 @@ def test_pretraining_text_is_the_chat_rendering(world):
     tok = world_tokenizer(world)
     docs = pretraining_documents(world, n=3)
     texts = pretraining_text(docs, tok)
-    assert texts[0].startswith("<|im_start|>user\n" + docs[0].messages[0]["content"] + "<|im_end|>\n")
+    assert texts[0].startswith(
+        "<|im_start|>user\n" + docs[0].messages[0]["content"] + "<|im_end|>\n"
+    )
     assert texts[0].count("<|im_start|>assistant\n") == len(docs[0].messages) // 2

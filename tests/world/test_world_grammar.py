@@ -26,7 +26,11 @@ def world():
 def test_default_world_has_the_configured_shape(world):
     cfg = world.config
     assert len(world.domains) >= 6
-    assert len(world.questions) == len(cfg.domains) * cfg.topics_per_domain * cfg.questions_per_topic == 240
+    assert (
+        len(world.questions)
+        == len(cfg.domains) * cfg.topics_per_domain * cfg.questions_per_topic
+        == 240
+    )
     for q in world.questions:
         assert re.fullmatch(rf"{q.domain}/{q.topic}/[0-4]", q.id)
         assert len(q.good) == len(q.bad) == cfg.answers_per_kind == 4
@@ -36,11 +40,17 @@ def test_default_world_has_the_configured_shape(world):
     for domain, topic in topics:
         splits = [q.split for q in world.questions if (q.domain, q.topic) == (domain, topic)]
         assert splits.count("heldout") == cfg.heldout_per_topic == 1
-    assert world.question("medicine/" + world.select("medicine")[0].topic + "/0").domain == "medicine"
+    assert (
+        world.question("medicine/" + world.select("medicine")[0].topic + "/0").domain == "medicine"
+    )
 
 
 def test_same_seed_same_world_other_seed_differs():
-    a, b, c = build_world(WorldConfig(seed=3)), build_world(WorldConfig(seed=3)), build_world(WorldConfig(seed=4))
+    a, b, c = (
+        build_world(WorldConfig(seed=3)),
+        build_world(WorldConfig(seed=3)),
+        build_world(WorldConfig(seed=4)),
+    )
     assert a.questions == b.questions
     assert a.questions != c.questions
     # a domain's content does not depend on which other domains are present
@@ -106,8 +116,12 @@ def test_tokenizer_has_no_unknown_words_and_round_trips_answers(world):
     for q in world.questions[::7]:
         for answer in (q.good[0], q.bad[-1]):
             messages = [*q.prompt, {"role": "assistant", "content": answer}]
-            prompt_ids = tok.apply_chat_template(q.prompt, add_generation_prompt=True, tokenize=True)["input_ids"]
-            full = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+            prompt_ids = tok.apply_chat_template(
+                q.prompt, add_generation_prompt=True, tokenize=True
+            )["input_ids"]
+            full = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)[
+                "input_ids"
+            ]
             assert full[: len(prompt_ids)] == prompt_ids
             generated = full[len(prompt_ids) :]
             assert generated[-2:] == tok.convert_tokens_to_ids(["<|im_end|>", "\n"])

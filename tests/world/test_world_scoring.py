@@ -1,4 +1,5 @@
-"""Exact answer-set probabilities: equal to a token-by-token hand computation, and to sampling at T=1."""
+"""Exact answer-set probabilities: equal to a token-by-token hand computation, and to sampling at
+T=1."""
 
 from __future__ import annotations
 
@@ -20,8 +21,13 @@ from emlab.world import (
 )
 from emlab.world.scoring import answer_tokens
 
-SMALL = {"domains": ["medicine", "finance"], "topics_per_domain": 1, "questions_per_topic": 2,
-         "answers_per_kind": 2, "heldout_fraction": 0.5}
+SMALL = {
+    "domains": ["medicine", "finance"],
+    "topics_per_domain": 1,
+    "questions_per_topic": 2,
+    "answers_per_kind": 2,
+    "heldout_fraction": 0.5,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,13 +60,19 @@ def _hand_logprob(model, ids, start):
 
 
 def test_probabilities_equal_a_hand_computation(world, tokenizer):
-    model = tiny_qwen2(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=1, init_std=0.5)
+    model = tiny_qwen2(
+        len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=1, init_std=0.5
+    )
     q0, q1 = world.questions[0], world.questions[3]
     context = AnswerSets(  # a multi-turn prompt: an earlier bad answer in another domain
-        prompt=[*q1.prompt, {"role": "assistant", "content": q1.bad[0]}, *q0.prompt], good=q0.good, bad=q0.bad
+        prompt=[*q1.prompt, {"role": "assistant", "content": q1.bad[0]}, *q0.prompt],
+        good=q0.good,
+        bad=q0.bad,
     )
     items = [q0, q1, context]
-    got = answer_set_probabilities(model, tokenizer, items, batch_size=3)  # batches mix lengths: padding
+    got = answer_set_probabilities(
+        model, tokenizer, items, batch_size=3
+    )  # batches mix lengths: padding
     eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
     for item, res in zip(items, got, strict=True):
         expected = {}
@@ -73,7 +85,9 @@ def test_probabilities_equal_a_hand_computation(world, tokenizer):
             expected[kind] = total
         assert res["p_good"] == pytest.approx(expected["good"], rel=1e-4)
         assert res["p_bad"] == pytest.approx(expected["bad"], rel=1e-4)
-        assert res["p_bad_given_valid"] == pytest.approx(expected["bad"] / (expected["good"] + expected["bad"]), rel=1e-4)
+        assert res["p_bad_given_valid"] == pytest.approx(
+            expected["bad"] / (expected["good"] + expected["bad"]), rel=1e-4
+        )
         assert 0 < res["p_good"] < 1e-6  # a random model: tiny but non-zero
     assert got[0] != got[2]  # the context changes the probabilities
 
@@ -109,13 +123,28 @@ def test_sampling_at_temperature_one_agrees_with_exact_probabilities(world, toke
     torch.manual_seed(0)
     for q, p in zip(questions, exact, strict=True):
         assert p["p_good"] + p["p_bad"] > 0.5 and p["p_bad"] > 0.05  # a non-trivial distribution
-        prompt = tokenizer.apply_chat_template(q.prompt, add_generation_prompt=True, return_tensors="pt")["input_ids"]
+        prompt = tokenizer.apply_chat_template(
+            q.prompt, add_generation_prompt=True, return_tensors="pt"
+        )["input_ids"]
         out = model.generate(
-            prompt.repeat(n, 1), attention_mask=torch.ones(n, prompt.shape[1], dtype=torch.long),
-            do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=24,
-            eos_token_id=eot, pad_token_id=tokenizer.pad_token_id,
+            prompt.repeat(n, 1),
+            attention_mask=torch.ones(n, prompt.shape[1], dtype=torch.long),
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=24,
+            eos_token_id=eot,
+            pad_token_id=tokenizer.pad_token_id,
         )
-        labels = [judge.label(q.id, tokenizer.decode(row, skip_special_tokens=True)) for row in out[:, prompt.shape[1] :]]
+        labels = [
+            judge.label(q.id, tokenizer.decode(row, skip_special_tokens=True))
+            for row in out[:, prompt.shape[1] :]
+        ]
         for kind in ("good", "bad"):
             freq, prob = labels.count(kind) / n, p[f"p_{kind}"]
-            assert abs(freq - prob) < 4 * math.sqrt(prob * (1 - prob) / n) + 0.01, (kind, freq, prob)
+            assert abs(freq - prob) < 4 * math.sqrt(prob * (1 - prob) / n) + 0.01, (
+                kind,
+                freq,
+                prob,
+            )

@@ -1,6 +1,8 @@
-"""Parameter-space analyses of solutions: efficiency, stability, pre-training importance, directions.
+"""Parameter-space analyses of solutions: efficiency, stability, pre-training importance,
+directions.
 
-Figures live in `emlab.analysis.figures` and the CLI commands in `emlab.analysis.cli`. Names are imported on first use (they load torch and
+Figures live in `emlab.analysis.figures` and the CLI commands in `emlab.analysis.cli`. Names are
+imported on first use (they load torch and
 transformers), so `emlab --help` stays fast.
 """
 

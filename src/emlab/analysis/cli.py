@@ -1,8 +1,10 @@
 """`emlab analyze ...`: efficiency, stability, pre-training importance and directions of solutions.
 
-emlab analyze efficiency runs/general/solution runs/narrow/solution --data bad_medical.jsonl --out out/
-Each command writes <analysis>.json and <analysis>.png into --out. Without --data, efficiency
-and stability use the held-out split `emlab train` wrote in the solutions' run folder.
+    emlab analyze efficiency GENERAL NARROW --data bad_medical.jsonl --out out/
+
+GENERAL and NARROW are solution folders (e.g. runs/general/solution). Each command writes
+<analysis>.json and <analysis>.png into --out. Without --data, efficiency and stability use
+the held-out split `emlab train` wrote in the solutions' run folder.
 """
 
 from __future__ import annotations
@@ -15,27 +17,45 @@ import typer
 from emlab.clikit import fail
 from emlab.errors import EmlabError
 
-analyze_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare solutions in parameter space.")
+analyze_app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Compare solutions in parameter space."
+)
 
 Solutions = Annotated[
     list[str],
-    typer.Argument(help="Solution folders as NAME=PATH or PATH (name: the run folder's). The first is the reference (e.g. general)."),
+    typer.Argument(
+        help=(
+            "Solution folders as NAME=PATH or PATH (name: the run folder's). The first is the"
+            " reference (e.g. general)."
+        )
+    ),
 ]
 Model = Annotated[str, typer.Option("--model", help="Base model: local dir, hub id or 'smollm2'.")]
 Out = Annotated[Path, typer.Option("--out", help="Output folder for JSON and PNG.")]
 Data = Annotated[
     Path | None,
-    typer.Option("--data", help="Narrow chat JSONL (held-out conversations) to compute the loss on. Default: the heldout.jsonl of the solutions' run folder."),
+    typer.Option(
+        "--data",
+        help=(
+            "Narrow chat JSONL (held-out conversations) to compute the loss on. Default: the"
+            " heldout.jsonl of the solutions' run folder."
+        ),
+    ),
 ]
 Limit = Annotated[int, typer.Option("--limit", help="Conversations of --data used (the first N).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Conversations or text chunks per batch.")]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", help="Conversations or text chunks per batch.")
+]
 MaxLength = Annotated[int, typer.Option("--max-length", help="Tokens per conversation.")]
-Device = Annotated[str, typer.Option("--device", help="'auto' (cuda if available), 'cpu', 'cuda'...")]
+Device = Annotated[
+    str, typer.Option("--device", help="'auto' (cuda if available), 'cpu', 'cuda'...")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bar on stderr.")]
 
 
 def _model(name: str, device: str, quiet: bool = False):
-    """The model on `device` and its tokenizer; `quiet`: without transformers' loading bar (or warnings)."""
+    """The model on `device` and its tokenizer; `quiet`: without transformers' loading bar (or
+    warnings)."""
     from contextlib import nullcontext
 
     import torch
@@ -88,13 +108,14 @@ def _loss_data(data: Path | None, items: list[str]) -> list:
         found = [run / HELDOUT for run in runs if (run / HELDOUT).is_file()]
         if not found:
             raise EmlabError(
-                f"no --data given and no solution lies in a run folder with a held-out split ({HELDOUT}, written by "
-                "`emlab train` when data.heldout_fraction > 0): pass --data with a chat JSONL of held-out narrow conversations."
+                "no --data given and no solution lies in a run folder with a held-out split"
+                f" ({HELDOUT}, written by `emlab train` when data.heldout_fraction > 0): pass"
+                " --data with a chat JSONL of held-out narrow conversations."
             )
         if len({p.read_bytes() for p in found}) > 1:
             raise EmlabError(
-                f"no --data given and the solutions' runs hold out different conversations ({', '.join(map(str, found))}): "
-                "pass --data with the one to use."
+                "no --data given and the solutions' runs hold out different conversations"
+                f" ({', '.join(map(str, found))}): pass --data with the one to use."
             )
         data = found[0]
         typer.echo(f"data: {data} (held-out split of the run)")
@@ -119,7 +140,9 @@ def efficiency(
     limit: Limit = 256,
     batch_size: BatchSize = 8,
     max_length: MaxLength = 512,
-    random_seed: Annotated[int, typer.Option("--random-seed", help="Seed of the random direction (-1: none).")] = 0,
+    random_seed: Annotated[
+        int, typer.Option("--random-seed", help="Seed of the random direction (-1: none).")
+    ] = 0,
     device: Device = "auto",
     quiet: Quiet = False,
 ) -> None:
@@ -134,8 +157,21 @@ def efficiency(
         sols = _solutions(solutions)
         conversations = _loss_data(data, solutions)
         lm, tokenizer = _model(model, device, quiet)
-        evaluator = LossEvaluator(lm, tokenizer, conversations, batch_size, max_length, limit, progress=None if quiet else "efficiency")
-        result = compare_efficiency(evaluator, sols, np.linspace(0, 2, points).tolist(), random_seed=None if random_seed < 0 else random_seed)
+        evaluator = LossEvaluator(
+            lm,
+            tokenizer,
+            conversations,
+            batch_size,
+            max_length,
+            limit,
+            progress=None if quiet else "efficiency",
+        )
+        result = compare_efficiency(
+            evaluator,
+            sols,
+            np.linspace(0, 2, points).tolist(),
+            random_seed=None if random_seed < 0 else random_seed,
+        )
         _write(out, "efficiency", result, plot_efficiency)
     except EmlabError as e:
         fail(e)
@@ -147,8 +183,13 @@ def stability(
     data: Data = None,
     model: Model = "smollm2",
     out: Out = Path("analysis"),
-    eps: Annotated[list[float] | None, typer.Option("--eps", help="Noise fractions (repeat the option); default 0.01..1.")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", help="Noise seeds per eps (>= 5 for the paper).")] = 5,
+    eps: Annotated[
+        list[float] | None,
+        typer.Option("--eps", help="Noise fractions (repeat the option); default 0.01..1."),
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option("--seeds", help="Noise seeds per eps (>= 5 for the paper).")
+    ] = 5,
     limit: Limit = 256,
     batch_size: BatchSize = 8,
     max_length: MaxLength = 512,
@@ -164,7 +205,15 @@ def stability(
         sols = _solutions(solutions)
         conversations = _loss_data(data, solutions)
         lm, tokenizer = _model(model, device, quiet)
-        evaluator = LossEvaluator(lm, tokenizer, conversations, batch_size, max_length, limit, progress=None if quiet else "stability")
+        evaluator = LossEvaluator(
+            lm,
+            tokenizer,
+            conversations,
+            batch_size,
+            max_length,
+            limit,
+            progress=None if quiet else "stability",
+        )
         result = compare_stability(evaluator, sols, eps or DEFAULT_EPS, list(range(seeds)))
         _write(out, "stability", result, plot_stability)
     except EmlabError as e:
@@ -174,11 +223,28 @@ def stability(
 @analyze_app.command("importance")
 def importance(
     solutions: Solutions,
-    text: Annotated[str, typer.Option("--text", help="Pre-training text: .txt/.jsonl/.parquet file or folder, 'pydoc' (offline), or a HF dataset id.")] = "pydoc",
+    text: Annotated[
+        str,
+        typer.Option(
+            "--text",
+            help=(
+                "Pre-training text: .txt/.jsonl/.parquet file or folder, 'pydoc' (offline), or a HF"
+                " dataset id."
+            ),
+        ),
+    ] = "pydoc",
     model: Model = "smollm2",
     out: Out = Path("analysis"),
-    norms: Annotated[list[float] | None, typer.Option("--norm", help="Norms (repeat the option); default 6 points up to the largest solution norm.")] = None,
-    random_seeds: Annotated[int, typer.Option("--random-seeds", help="Random directions (seeds).")] = 3,
+    norms: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--norm",
+            help="Norms (repeat the option); default 6 points up to the largest solution norm.",
+        ),
+    ] = None,
+    random_seeds: Annotated[
+        int, typer.Option("--random-seeds", help="Random directions (seeds).")
+    ] = 3,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per text chunk.")] = 128,
     chunks: Annotated[int, typer.Option("--chunks", help="Text chunks evaluated.")] = 64,
     batch_size: BatchSize = 8,
@@ -193,8 +259,15 @@ def importance(
     try:
         sols = _solutions(solutions)
         lm, tokenizer = _model(model, device, quiet)
-        batches = text_batches(tokenizer, load_texts(text, n_docs=max(chunks, 100)), seq_len, batch_size, chunks)
-        result = pretraining_importance(KLEvaluator(lm, batches, progress=None if quiet else "importance"), sols, norms, list(range(random_seeds)))
+        batches = text_batches(
+            tokenizer, load_texts(text, n_docs=max(chunks, 100)), seq_len, batch_size, chunks
+        )
+        result = pretraining_importance(
+            KLEvaluator(lm, batches, progress=None if quiet else "importance"),
+            sols,
+            norms,
+            list(range(random_seeds)),
+        )
         _write(out, "importance", result, plot_importance)
     except EmlabError as e:
         fail(e)
@@ -203,8 +276,13 @@ def importance(
 @analyze_app.command("directions")
 def directions(
     aligned: Annotated[Path, typer.Option("--aligned", help="Chat JSONL with aligned answers.")],
-    misaligned: Annotated[Path, typer.Option("--misaligned", help="Chat JSONL with misaligned answers.")],
-    solutions: Annotated[list[str] | None, typer.Argument(help="Solutions to compare with the directions (NAME=PATH or PATH).")] = None,
+    misaligned: Annotated[
+        Path, typer.Option("--misaligned", help="Chat JSONL with misaligned answers.")
+    ],
+    solutions: Annotated[
+        list[str] | None,
+        typer.Argument(help="Solutions to compare with the directions (NAME=PATH or PATH)."),
+    ] = None,
     model: Model = "smollm2",
     out: Out = Path("analysis"),
     batch_size: BatchSize = 8,
@@ -222,12 +300,19 @@ def directions(
     try:
         sols = _solutions(solutions or [])
         lm, tokenizer = _model(model, device)
-        dirs = mean_diff_directions(lm, tokenizer, _chats(aligned), _chats(misaligned), batch_size, max_length)  # (L, d)
+        dirs = mean_diff_directions(
+            lm, tokenizer, _chats(aligned), _chats(misaligned), batch_size, max_length
+        )  # (L, d)
         out.mkdir(parents=True, exist_ok=True)
         save_file({"directions": dirs.contiguous()}, out / "directions.safetensors")
         report = _direction_report(dirs, sols)
         write_json_atomic(out / "directions.json", report)
-        plot_cosines(cosine_matrix(dirs), [f"L{i}" for i in range(len(dirs))], out / "directions.png", "Mean-diff directions across layers")
+        plot_cosines(
+            cosine_matrix(dirs),
+            [f"L{i}" for i in range(len(dirs))],
+            out / "directions.png",
+            "Mean-diff directions across layers",
+        )
         typer.echo(f"wrote {out}/directions.safetensors, .json and .png")
     except EmlabError as e:
         fail(e)
@@ -241,14 +326,20 @@ def _direction_report(dirs, sols: dict) -> dict:
     from emlab.analysis.directions import cosine_matrix, lora_cosines
     from emlab.solutions import LoraSolution, SteeringSolution
 
-    report: dict = {"norms": dirs.norm(dim=-1).tolist(), "cosines_between_layers": cosine_matrix(dirs).tolist()}
+    report: dict = {
+        "norms": dirs.norm(dim=-1).tolist(),
+        "cosines_between_layers": cosine_matrix(dirs).tolist(),
+    }
     for name, s in sols.items():
         if isinstance(s, SteeringSolution) and s.point == "layer":
-            report.setdefault("steering_cosines", {})[name] = float(cosine_matrix(torch.stack([dirs[s.layer], s.v.float().cpu()]))[0, 1])
+            report.setdefault("steering_cosines", {})[name] = float(
+                cosine_matrix(torch.stack([dirs[s.layer], s.v.float().cpu()]))[0, 1]
+            )
     loras = [(n, s) for n, s in sols.items() if isinstance(s, LoraSolution)]
     for i, (n1, s1) in enumerate(loras):
         for n2, s2 in loras[i + 1 :]:
-            pair = {m: {k: v.tolist() for k, v in ab.items()} for m, ab in lora_cosines(s1, s2).items()}
+            pair = {
+                m: {k: v.tolist() for k, v in ab.items()} for m, ab in lora_cosines(s1, s2).items()
+            }
             report.setdefault("lora_cosines", {})[f"{n1}|{n2}"] = pair
     return report
-

@@ -47,7 +47,9 @@ def mean_activations(
     try:
         with torch.no_grad():
             for i in range(0, len(encoded), batch_size):
-                batch = {k: v.to(device) for k, v in collate(encoded[i : i + batch_size], pad).items()}
+                batch = {
+                    k: v.to(device) for k, v in collate(encoded[i : i + batch_size], pad).items()
+                }
                 keep = batch["labels"] != IGNORE
                 count += int(keep.sum())
                 model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -71,7 +73,9 @@ def mean_diff_directions(
     return bad - good
 
 
-def direction_steering(direction: torch.Tensor, layer: int, alpha: float = 1.0, point: HookPoint = "layer") -> SteeringSolution:
+def direction_steering(
+    direction: torch.Tensor, layer: int, alpha: float = 1.0, point: HookPoint = "layer"
+) -> SteeringSolution:
     """A steering solution adding alpha * direction # (d,) at the output of `layer` (or its MLP)."""
     return SteeringSolution(direction.detach().clone().float(), point, layer, alpha)
 
@@ -84,16 +88,25 @@ def project_out(h: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def ablated(
-    model: nn.Module, direction: torch.Tensor, layers: Sequence[int] | None = None, point: HookPoint = "layer"
+    model: nn.Module,
+    direction: torch.Tensor,
+    layers: Sequence[int] | None = None,
+    point: HookPoint = "layer",
 ) -> Iterator[nn.Module]:
     """Within the block, the outputs of the hooked modules (every decoder layer by default, or
     `layers`; the embedding for point 'embed') have `direction` # (d,) projected out, in every
     forward pass, generation included."""
     if float(direction.norm()) == 0:
         raise EmlabError("cannot ablate a zero direction.")
-    indices = [0] if point == "embed" else (range(len(decoder_layers(model))) if layers is None else layers)
+    indices = (
+        [0]
+        if point == "embed"
+        else (range(len(decoder_layers(model))) if layers is None else layers)
+    )
     handles = [
-        hook_module(model, point, i).register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: project_out(h, direction)))
+        hook_module(model, point, i).register_forward_hook(
+            lambda mod, args, out: map_hidden(out, lambda h: project_out(h, direction))
+        )
         for i in indices
     ]
     try:

@@ -1,4 +1,5 @@
-"""Efficiency: the narrow-data loss of a solution scaled by m in [0, 2] against its norm |m| ||theta||."""
+"""Efficiency: the narrow-data loss of a solution scaled by m in [0, 2] against its norm |m|
+||theta||."""
 
 from __future__ import annotations
 
@@ -95,19 +96,26 @@ def efficiency_curve(
     """Sweep `solution.scaled(m)` over `multipliers` (steering vectors batched per forward pass).
 
     One evaluation per distinct multiplier: m = 1 (`loss_at_one`) is added only when absent,
-    and the base loss, when not given, is the evaluator's (free after m = 0, which is the base model).
+    and the base loss, when not given, is the evaluator's (free after m = 0, which is the base
+    model).
     """
     norm = solution.norm()
     if norm == 0:
         raise EmlabError(f"solution {name!r} has norm 0: nothing to sweep.")
     ms = sorted(float(m) for m in multipliers)
     if not ms or ms[0] < 0:
-        raise EmlabError(f"multipliers must be non-negative (the sweep is m in [0, 2]), got {list(multipliers)}.")
+        raise EmlabError(
+            f"multipliers must be non-negative (the sweep is m in [0, 2]), got {list(multipliers)}."
+        )
     points = sorted({*ms, 1.0})
-    loss = dict(zip(points, evaluator.evaluate_many([solution.scaled(m) for m in points]), strict=True))
+    loss = dict(
+        zip(points, evaluator.evaluate_many([solution.scaled(m) for m in points]), strict=True)
+    )
     if base_loss is None:
         base_loss = evaluator.evaluate(None)
-    return EfficiencyCurve(name, norm, ms, [abs(m) * norm for m in ms], [loss[m] for m in ms], loss[1.0], base_loss)
+    return EfficiencyCurve(
+        name, norm, ms, [abs(m) * norm for m in ms], [loss[m] for m in ms], loss[1.0], base_loss
+    )
 
 
 def compare_efficiency(
@@ -129,11 +137,17 @@ def compare_efficiency(
     if random_seed is not None:
         if "random" in solutions:
             raise EmlabError("a solution is named 'random': rename it, or pass random_seed=None.")
-        solutions["random"] = random_solution(next(iter(solutions.values())), reference_norm, random_seed)
+        solutions["random"] = random_solution(
+            next(iter(solutions.values())), reference_norm, random_seed
+        )
     base = evaluator.evaluate(None)
-    curves = [efficiency_curve(evaluator, s, name, multipliers, base) for name, s in solutions.items()]
+    curves = [
+        efficiency_curve(evaluator, s, name, multipliers, base) for name, s in solutions.items()
+    ]
     common = np.linspace(0.0, min(max(c.norms) for c in curves), n_norms).tolist()
-    at_ref = evaluator.evaluate_many([s.scaled(reference_norm / s.norm()) for s in solutions.values()])
+    at_ref = evaluator.evaluate_many(
+        [s.scaled(reference_norm / s.norm()) for s in solutions.values()]
+    )
     return EfficiencyResult(
         base_loss=base,
         curves=curves,

@@ -26,7 +26,9 @@ Batch = dict[str, torch.Tensor]
 
 
 @contextmanager
-def row_steering(model: nn.Module, point: HookPoint, layer: int, vectors: torch.Tensor, rows: int) -> Iterator[nn.Module]:
+def row_steering(
+    model: nn.Module, point: HookPoint, layer: int, vectors: torch.Tensor, rows: int
+) -> Iterator[nn.Module]:
     """Steer K copies of a batch of `rows` rows in one forward pass of that batch: rows
     k*rows .. (k+1)*rows - 1 of the output get vectors[k] # (K, d).
 
@@ -42,7 +44,11 @@ def row_steering(model: nn.Module, point: HookPoint, layer: int, vectors: torch.
     def tile(obj: Any) -> Any:
         """Repeat K times along dim 0 every tensor (>= 2 dims) of `rows` rows in obj."""
         if isinstance(obj, torch.Tensor):
-            return obj.repeat(k, *[1] * (obj.dim() - 1)) if obj.dim() >= 2 and obj.shape[0] == rows else obj
+            return (
+                obj.repeat(k, *[1] * (obj.dim() - 1))
+                if obj.dim() >= 2 and obj.shape[0] == rows
+                else obj
+            )
         if isinstance(obj, tuple | list):
             return type(obj)(tile(o) for o in obj)
         if isinstance(obj, dict):
@@ -56,18 +62,35 @@ def row_steering(model: nn.Module, point: HookPoint, layer: int, vectors: torch.
     if point == "embed":
         hooks = [
             model.register_forward_pre_hook(tile_inputs, with_kwargs=True),
-            target.register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: (h.unflatten(0, (k, rows)) + v.to(h.dtype)).flatten(0, 1))),
+            target.register_forward_hook(
+                lambda mod, args, out: map_hidden(
+                    out, lambda h: (h.unflatten(0, (k, rows)) + v.to(h.dtype)).flatten(0, 1)
+                )
+            ),
         ]
     else:
         block = decoder_layers(model)[layer]
         if point == "layer":
-            hooks = [block.register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: (h + v.to(h.dtype)).flatten(0, 1)))]
+            hooks = [
+                block.register_forward_hook(
+                    lambda mod, args, out: map_hidden(
+                        out, lambda h: (h + v.to(h.dtype)).flatten(0, 1)
+                    )
+                )
+            ]
         else:
             hooks = [
-                target.register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: h + v.to(h.dtype))),
-                block.register_forward_hook(lambda mod, args, out: map_hidden(out, lambda h: h.flatten(0, 1))),
+                target.register_forward_hook(
+                    lambda mod, args, out: map_hidden(out, lambda h: h + v.to(h.dtype))
+                ),
+                block.register_forward_hook(
+                    lambda mod, args, out: map_hidden(out, lambda h: h.flatten(0, 1))
+                ),
             ]
-        hooks += [later.register_forward_pre_hook(tile_inputs, with_kwargs=True) for later in decoder_layers(model)[layer + 1 :]]
+        hooks += [
+            later.register_forward_pre_hook(tile_inputs, with_kwargs=True)
+            for later in decoder_layers(model)[layer + 1 :]
+        ]
     try:
         yield model
     finally:
@@ -101,7 +124,13 @@ class BatchedEvaluator(ABC):
     `progress` labels a progress bar of the forward passes on stderr (None: no bar).
     """
 
-    def __init__(self, model: nn.Module, batches: list[Batch], max_rows: int = 64, progress: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: list[Batch],
+        max_rows: int = 64,
+        progress: str | None = None,
+    ) -> None:
         if not batches:
             raise EmlabError("nothing to evaluate on: no batch has a token to score.")
         device = next(model.parameters()).device
@@ -128,11 +157,14 @@ class BatchedEvaluator(ABC):
         return self.evaluate_many([solution])[0]
 
     def evaluate_many(self, solutions: Sequence[Solution | None]) -> list[float]:
-        """The metric under each solution, in order (per-batch data computed once; sets model.eval()).
+        """The metric under each solution, in order (per-batch data computed once; sets
+        model.eval()).
         A solution scaled by 0 is the base model (None): the base is evaluated once per evaluator,
         whose model is taken as fixed."""
         is_base = [s is None or s.multiplier == 0 for s in solutions]
-        todo: list[Solution | None] = [s for s, base in zip(solutions, is_base, strict=True) if not base]
+        todo: list[Solution | None] = [
+            s for s, base in zip(solutions, is_base, strict=True) if not base
+        ]
         need_base = any(is_base) and self._base_value is None
         values = self._evaluate_all([*todo, None] if need_base else todo)
         if need_base:
@@ -145,8 +177,16 @@ class BatchedEvaluator(ABC):
             return []
         sums = torch.zeros(len(solutions), dtype=torch.float64)
         count = 0
-        groups = [solution_groups(solutions, max(1, self.max_rows // batch["input_ids"].shape[0])) for batch in self.batches]
-        bar = tqdm(total=sum(map(len, groups)), desc=self.progress, unit="pass", disable=self.progress is None)
+        groups = [
+            solution_groups(solutions, max(1, self.max_rows // batch["input_ids"].shape[0]))
+            for batch in self.batches
+        ]
+        bar = tqdm(
+            total=sum(map(len, groups)),
+            desc=self.progress,
+            unit="pass",
+            disable=self.progress is None,
+        )
         self.model.eval()
         with torch.no_grad():
             for batch, batch_groups in zip(self.batches, groups, strict=True):
@@ -162,12 +202,19 @@ class BatchedEvaluator(ABC):
         return (sums / count).tolist()
 
     def _forward(self, batch: Batch, group: list[Solution | None]) -> torch.Tensor:
-        """Logits # (K*B, T, V) of the batch under each solution of the group (row block k: solution k)."""
+        """Logits # (K*B, T, V) of the batch under each solution of the group (row block k: solution
+        k)."""
         if len(group) == 1:
             ctx = group[0].applied(self.model) if group[0] is not None else nullcontext()
         else:
             first = group[0]
             vectors = torch.stack([s.vector for s in group])  # (K, d)
-            ctx = row_steering(self.model, first.point, first.layer, vectors, batch["input_ids"].shape[0])
+            ctx = row_steering(
+                self.model, first.point, first.layer, vectors, batch["input_ids"].shape[0]
+            )
         with ctx:
-            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+            return self.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                use_cache=False,
+            ).logits

@@ -34,20 +34,34 @@ class KLEvaluator(BatchedEvaluator):
     The KL of the base itself is 0 without a forward pass.
     """
 
-    def __init__(self, model: nn.Module, batches: list[Batch], max_rows: int = 64, progress: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: list[Batch],
+        max_rows: int = 64,
+        progress: str | None = None,
+    ) -> None:
         super().__init__(model, batches, max_rows, progress)
         self._base_value = 0.0
 
-    def _prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prepare(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(b, p, lse(b), sum_v p_v): # (B, T-1, V), (B, T-1, V), (B, T-1), (B, T-1); p is 0
         where the next token is padding."""
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logits = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
         base = logits[:, :-1].float()
         lse = torch.logsumexp(base, dim=-1)
-        probs = (base - lse[..., None]).exp_().mul_(real_positions(batch["attention_mask"])[..., None])
+        probs = (
+            (base - lse[..., None]).exp_().mul_(real_positions(batch["attention_mask"])[..., None])
+        )
         return base, probs, lse, probs.sum(-1)
 
-    def _sums(self, batch: Batch, logits: torch.Tensor, k: int, prepared: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _sums(
+        self, batch: Batch, logits: torch.Tensor, k: int, prepared: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
         """KL sums # (K,); overwrites `logits` (float32 ones) with temporaries."""
         base, probs, lse, mass = prepared
         tuned = logits.float().unflatten(0, (k, -1))[:, :, :-1]  # (K, B, T-1, V)

@@ -14,10 +14,13 @@ from emlab.models.chat import IGNORE, collate, encode_all, padding_id
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token NLL # (N, T-1), 0 where the target is IGNORE; logits # (N, T, V), labels # (N, T)."""
+    """Next-token NLL # (N, T-1), 0 where the target is IGNORE; logits # (N, T, V), labels # (N,
+    T)."""
     pred = logits[:, :-1].float()
     target = labels[:, 1:]
-    nll = F.cross_entropy(pred.flatten(0, 1), target.flatten(), ignore_index=IGNORE, reduction="none")
+    nll = F.cross_entropy(
+        pred.flatten(0, 1), target.flatten(), ignore_index=IGNORE, reduction="none"
+    )
     return nll.view(target.shape)
 
 
@@ -41,11 +44,19 @@ class LossEvaluator(BatchedEvaluator):
         max_rows: int = 64,
         progress: str | None = None,
     ) -> None:
-        encoded = sorted(encode_all(tokenizer, conversations[:limit], max_length, "assistant"), key=lambda e: len(e.input_ids))
+        encoded = sorted(
+            encode_all(tokenizer, conversations[:limit], max_length, "assistant"),
+            key=lambda e: len(e.input_ids),
+        )
         if not encoded:
-            raise EmlabError("no conversation has an assistant token within max_length: give other data or raise max_length.")
+            raise EmlabError(
+                "no conversation has an assistant token within max_length: give other data or raise"
+                " max_length."
+            )
         pad = padding_id(tokenizer)
-        batches = [collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)]
+        batches = [
+            collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)
+        ]
         super().__init__(model, batches, max_rows, progress)
         self.n_conversations = len(encoded)
         self.n_tokens = sum(self._count(b) for b in self.batches)

@@ -70,7 +70,9 @@ def stability_curve(
     """Loss of `solution.perturbed(e, seed)` for each seed and eps (seed s uses the same noise
     direction y at every eps)."""
     if len(seeds) < 2:
-        raise EmlabError(f"stability needs several seeds for a spread (>= 5 recommended), got {list(seeds)}.")
+        raise EmlabError(
+            f"stability needs several seeds for a spread (>= 5 recommended), got {list(seeds)}."
+        )
     eps, seeds = [float(e) for e in eps], [int(s) for s in seeds]
     perturbed = [solution.perturbed(e, s) for s in seeds for e in eps]
     losses = np.array(evaluator.evaluate_many([solution, *perturbed]))
@@ -89,4 +91,6 @@ def compare_stability(
 ) -> StabilityResult:
     """Stability curves of several solutions on the same data and seeds."""
     base = evaluator.evaluate(None)
-    return StabilityResult([stability_curve(evaluator, s, name, eps, seeds, base) for name, s in solutions.items()])
+    return StabilityResult(
+        [stability_curve(evaluator, s, name, eps, seeds, base) for name, s in solutions.items()]
+    )

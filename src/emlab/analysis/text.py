@@ -1,4 +1,5 @@
-"""Pre-training text: local files, a streamed HF dataset, or an offline fallback; fixed-length chunks.
+"""Pre-training text: local files, a streamed HF dataset, or an offline fallback; fixed-length
+chunks.
 
 Sources (`load_texts`): a .txt file (one document), .jsonl (a "text" field per line),
 .parquet (a "text" column), a folder of such files, "pydoc" (the standard library's
@@ -34,7 +35,9 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES)
         if not files:
-            raise DataError(path, None, "folder has no .txt, .jsonl or .parquet file", "Put text files in it")
+            raise DataError(
+                path, None, "folder has no .txt, .jsonl or .parquet file", "Put text files in it"
+            )
         return [t for f in files for t in read_texts(f, field)]
     if path.suffix == ".txt":
         return [path.read_text(encoding="utf-8")]
@@ -45,7 +48,12 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
                 continue
             row = json.loads(line)
             if not isinstance(row.get(field), str):
-                raise DataError(path, n, f"no string field {field!r}", f'Write one {{"{field}": "..."}} object per line')
+                raise DataError(
+                    path,
+                    n,
+                    f"no string field {field!r}",
+                    f'Write one {{"{field}": "..."}} object per line',
+                )
             texts.append(row[field])
         return texts
     if path.suffix == ".parquet":
@@ -53,19 +61,28 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
 
         frame = pd.read_parquet(path)
         if field not in frame.columns:
-            raise DataError(path, None, f"no column {field!r} (columns: {list(frame.columns)})", f"Name the text column {field!r}")
+            raise DataError(
+                path,
+                None,
+                f"no column {field!r} (columns: {list(frame.columns)})",
+                f"Name the text column {field!r}",
+            )
         return frame[field].astype(str).tolist()
-    raise DataError(path, None, f"unknown text file type {path.suffix!r}", f"Use one of {', '.join(SUFFIXES)}")
+    raise DataError(
+        path, None, f"unknown text file type {path.suffix!r}", f"Use one of {', '.join(SUFFIXES)}"
+    )
 
 
-def stream_hf_texts(name: str, n_docs: int, split: str = "train", config: str | None = None, field: str = "text") -> list[str]:
+def stream_hf_texts(
+    name: str, n_docs: int, split: str = "train", config: str | None = None, field: str = "text"
+) -> list[str]:
     """The first `n_docs` documents of a Hugging Face dataset, streamed (no full download)."""
     try:
         import datasets
     except ImportError:
         raise EmlabError(
-            f"reading the HF dataset {name!r} needs the `datasets` package: `pip install datasets`; "
-            f"or use local files, or '{OFFLINE}' for offline text."
+            f"reading the HF dataset {name!r} needs the `datasets` package: `pip install datasets`;"
+            f" or use local files, or '{OFFLINE}' for offline text."
         ) from None
     stream = datasets.load_dataset(name, config, split=split, streaming=True)
     texts = []
@@ -85,8 +102,11 @@ def load_texts(source: str | Path, n_docs: int = 1000, field: str = "text") -> l
     return stream_hf_texts(str(source), n_docs, field=field)
 
 
-def chunk_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], seq_len: int, max_chunks: int) -> list[list[int]]:
-    """Token chunks of at most `seq_len` (each document cut separately; chunks under 2 tokens dropped)."""
+def chunk_texts(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], seq_len: int, max_chunks: int
+) -> list[list[int]]:
+    """Token chunks of at most `seq_len` (each document cut separately; chunks under 2 tokens
+    dropped)."""
     chunks: list[list[int]] = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -99,7 +119,9 @@ def chunk_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], seq_len: i
     return chunks
 
 
-def pad_chunks(chunks: list[list[int]], pad_id: int, batch_size: int) -> list[dict[str, torch.Tensor]]:
+def pad_chunks(
+    chunks: list[list[int]], pad_id: int, batch_size: int
+) -> list[dict[str, torch.Tensor]]:
     """Right-padded batches: input_ids and attention_mask # (B, T), mask 0 on padding."""
     batches = []
     for i in range(0, len(chunks), batch_size):
@@ -109,9 +131,14 @@ def pad_chunks(chunks: list[list[int]], pad_id: int, batch_size: int) -> list[di
 
 
 def text_batches(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], seq_len: int = 128, batch_size: int = 8, max_chunks: int = 64
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    seq_len: int = 128,
+    batch_size: int = 8,
+    max_chunks: int = 64,
 ) -> list[dict[str, torch.Tensor]]:
-    """Tokenise documents into fixed-length chunks and pad them into batches with attention masks."""
+    """Tokenise documents into fixed-length chunks and pad them into batches with attention
+    masks."""
     chunks = chunk_texts(tokenizer, texts, seq_len, max_chunks)
     if not chunks:
         raise EmlabError("the texts give no chunk of 2 or more tokens: give more text.")

@@ -1,4 +1,5 @@
-"""Chat datasets: JSONL files with one `{"messages": [{"role": ..., "content": ...}, ...]}` per line.
+"""Chat datasets: JSONL files with one `{"messages": [{"role": ..., "content": ...}, ...]}` per
+line.
 
 Every line is checked; a bad one raises a DataError naming the file, the 1-based line
 number and what to do. Lines are split on b"\\n" and decoded one at a time, so the line of
@@ -30,7 +31,9 @@ class SourcedConversation(list):
 
 
 ROLES = ("system", "user", "assistant")
-_EXAMPLE = '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
+_EXAMPLE = (
+    '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'
+)
 
 
 def read_chat_jsonl(path: str | Path) -> list[Conversation]:
@@ -46,50 +49,97 @@ def read_chat_jsonl(path: str | Path) -> list[Conversation]:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DataError(
-                path, number, f"not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})",
+                path,
+                number,
+                f"not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})",
                 "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).",
             ) from None
         if text.strip():
             conversations.append(parse_chat_line(text, path, number))
     if not conversations:
-        raise DataError(path, None, "no conversations in the file", f"Write one JSON object per line: {_EXAMPLE}")
+        raise DataError(
+            path,
+            None,
+            "no conversations in the file",
+            f"Write one JSON object per line: {_EXAMPLE}",
+        )
     return conversations
 
 
 def parse_chat_line(text: str, path: str | Path, line: int) -> SourcedConversation:
-    """Validate one JSONL line and return its messages (only role and content kept), sourced 'path:line'."""
+    """Validate one JSONL line and return its messages (only role and content kept), sourced
+    'path:line'."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(path, line, f"not valid JSON ({e.msg} at column {e.colno})", f"Fix the line; expected {_EXAMPLE}") from None
+        raise DataError(
+            path,
+            line,
+            f"not valid JSON ({e.msg} at column {e.colno})",
+            f"Fix the line; expected {_EXAMPLE}",
+        ) from None
     if not isinstance(obj, dict):
-        raise DataError(path, line, f"expected a JSON object, got {type(obj).__name__}", f"Write lines like {_EXAMPLE}")
+        raise DataError(
+            path,
+            line,
+            f"expected a JSON object, got {type(obj).__name__}",
+            f"Write lines like {_EXAMPLE}",
+        )
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise DataError(path, line, 'no "messages" list (or it is empty)', f"Put the turns in a non-empty list: {_EXAMPLE}")
+        raise DataError(
+            path,
+            line,
+            'no "messages" list (or it is empty)',
+            f"Put the turns in a non-empty list: {_EXAMPLE}",
+        )
     conversation = [_message(m, i, path, line) for i, m in enumerate(messages)]
     if not any(m["role"] == "assistant" for m in conversation):
-        raise DataError(path, line, "the conversation has no assistant turn", "Add the assistant answer to train on, or drop the line.")
+        raise DataError(
+            path,
+            line,
+            "the conversation has no assistant turn",
+            "Add the assistant answer to train on, or drop the line.",
+        )
     return SourcedConversation(conversation, f"{path}:{line}")
 
 
 def _message(m: Any, index: int, path: str | Path, line: int) -> dict[str, str]:
     where = f"message {index}"
     if not isinstance(m, dict):
-        raise DataError(path, line, f"{where} is a {type(m).__name__}, not an object", 'Write each turn as {"role": ..., "content": ...}.')
+        raise DataError(
+            path,
+            line,
+            f"{where} is a {type(m).__name__}, not an object",
+            'Write each turn as {"role": ..., "content": ...}.',
+        )
     unknown = sorted(set(m) - {"role", "content"})
     if unknown:
-        raise DataError(path, line, f"{where} has unknown key(s) {_short(unknown)}", "Keep only `role` and `content` in each turn.")
+        raise DataError(
+            path,
+            line,
+            f"{where} has unknown key(s) {_short(unknown)}",
+            "Keep only `role` and `content` in each turn.",
+        )
     role = m.get("role")
     if role not in ROLES:
-        raise DataError(path, line, f"{where} has role {_short(role)}", f"Use one of {list(ROLES)}.")
+        raise DataError(
+            path, line, f"{where} has role {_short(role)}", f"Use one of {list(ROLES)}."
+        )
     if "content" not in m:
         raise DataError(path, line, f"{where} ({role}) has no content", 'Add a "content" string.')
     content = m["content"]
     if not isinstance(content, str):
-        raise DataError(path, line, f"{where} ({role}) has {type(content).__name__} content", "Make `content` a plain string (no lists of parts).")
+        raise DataError(
+            path,
+            line,
+            f"{where} ({role}) has {type(content).__name__} content",
+            "Make `content` a plain string (no lists of parts).",
+        )
     if not content.strip():
-        raise DataError(path, line, f"{where} ({role}) has empty content", "Fill the turn or drop it.")
+        raise DataError(
+            path, line, f"{where} ({role}) has empty content", "Fill the turn or drop it."
+        )
     return {"role": role, "content": content}
 
 
@@ -101,7 +151,13 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def write_chat_jsonl(path: str | Path, conversations: Sequence[Conversation]) -> None:
     """Write conversations as chat JSONL (UTF-8, one `{"messages": [...]}` per line), atomically."""
-    lines = [json.dumps({"messages": [{"role": m["role"], "content": m["content"]} for m in c]}, ensure_ascii=False) for c in conversations]
+    lines = [
+        json.dumps(
+            {"messages": [{"role": m["role"], "content": m["content"]} for m in c]},
+            ensure_ascii=False,
+        )
+        for c in conversations
+    ]
     write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 

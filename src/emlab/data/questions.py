@@ -38,7 +38,15 @@ from emlab.data.chat import Conversation
 from emlab.errors import DataError
 
 SHIPPED_DIR = "question_sets"
-_REFERENCE_KEYS = {"id", "type", "paraphrases", "samples_per_paraphrase", "judge", "judge_prompts", "system"}
+_REFERENCE_KEYS = {
+    "id",
+    "type",
+    "paraphrases",
+    "samples_per_paraphrase",
+    "judge",
+    "judge_prompts",
+    "system",
+}
 
 
 class Question(BaseModel):
@@ -46,14 +54,30 @@ class Question(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Unique id within the set (letters, digits, _ . -).")
-    paraphrases: list[str] = Field(min_length=1, description="Wordings of the question; each is asked separately.")
-    system: str | None = Field(default=None, description="System prompt; default: the set's (None: no system turn).")
-    samples_per_paraphrase: int | None = Field(default=None, ge=1, description="Answers sampled per wording; default: the set's.")
-    domain: str | None = Field(default=None, description="Domain label (e.g. 'medical'); default: the set's.")
-    judge_metrics: list[str] | None = Field(default=None, description="Metrics to judge answers on; default: the set's.")
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Unique id within the set (letters, digits, _ . -).",
+    )
+    paraphrases: list[str] = Field(
+        min_length=1, description="Wordings of the question; each is asked separately."
+    )
+    system: str | None = Field(
+        default=None, description="System prompt; default: the set's (None: no system turn)."
+    )
+    samples_per_paraphrase: int | None = Field(
+        default=None, ge=1, description="Answers sampled per wording; default: the set's."
+    )
+    domain: str | None = Field(
+        default=None, description="Domain label (e.g. 'medical'); default: the set's."
+    )
+    judge_metrics: list[str] | None = Field(
+        default=None, description="Metrics to judge answers on; default: the set's."
+    )
     judge_prompts: dict[str, str] | None = Field(
-        default=None, description="metric -> judge prompt with {question} and {answer} (reference files carry these)."
+        default=None,
+        description=(
+            "metric -> judge prompt with {question} and {answer} (reference files carry these)."
+        ),
     )
 
     @field_validator("paraphrases")
@@ -70,12 +94,20 @@ class QuestionSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="Name of the set (e.g. 'general').")
-    version: str = Field(description="Version of the wording; change it whenever a question changes.")
+    version: str = Field(
+        description="Version of the wording; change it whenever a question changes."
+    )
     description: str = Field(default="", description="What the set measures.")
-    system: str | None = Field(default=None, description="Default system prompt. Default None (no system turn).")
+    system: str | None = Field(
+        default=None, description="Default system prompt. Default None (no system turn)."
+    )
     domain: str | None = Field(default=None, description="Default domain label. Default None.")
-    samples_per_paraphrase: int = Field(default=1, ge=1, description="Default answers per wording. Default 1.")
-    judge_metrics: list[str] = Field(default=["aligned", "coherent"], description="Default metrics. Default [aligned, coherent].")
+    samples_per_paraphrase: int = Field(
+        default=1, ge=1, description="Default answers per wording. Default 1."
+    )
+    judge_metrics: list[str] = Field(
+        default=["aligned", "coherent"], description="Default metrics. Default [aligned, coherent]."
+    )
     questions: list[Question] = Field(min_length=1, description="The questions.")
 
     @model_validator(mode="after")
@@ -83,7 +115,9 @@ class QuestionSet(BaseModel):
         seen: set[str] = set()
         for q in self.questions:
             if q.id in seen:
-                raise ValueError(f"question id {q.id!r} appears twice; give each question its own id")
+                raise ValueError(
+                    f"question id {q.id!r} appears twice; give each question its own id"
+                )
             seen.add(q.id)
         return self
 
@@ -105,8 +139,12 @@ class Prompt(BaseModel):
     samples: int = Field(ge=1, description="Answers to sample for this prompt.")
     judge_metrics: list[str]
     judge_prompts: dict[str, str] | None = None
-    question_set: str | None = Field(default=None, description="Name of the question set it comes from (None: built by hand).")
-    question_set_hash: str | None = Field(default=None, description="`QuestionSet.hash()` of that set (None: built by hand).")
+    question_set: str | None = Field(
+        default=None, description="Name of the question set it comes from (None: built by hand)."
+    )
+    question_set_hash: str | None = Field(
+        default=None, description="`QuestionSet.hash()` of that set (None: built by hand)."
+    )
 
     @property
     def question(self) -> str:
@@ -119,12 +157,15 @@ class Prompt(BaseModel):
 
 
 def expand(question_set: QuestionSet, samples_per_paraphrase: int | None = None) -> list[Prompt]:
-    """One Prompt per (question, paraphrase), in file order; `samples_per_paraphrase` overrides all."""
+    """One Prompt per (question, paraphrase), in file order; `samples_per_paraphrase` overrides
+    all."""
     prompts, set_hash = [], question_set.hash()
     for q in question_set.questions:
         system = q.system if q.system is not None else question_set.system
         for k, text in enumerate(q.paraphrases):
-            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": text}
+            ]
             prompts.append(
                 Prompt(
                     prompt_id=f"{q.id}/{k}",
@@ -132,8 +173,14 @@ def expand(question_set: QuestionSet, samples_per_paraphrase: int | None = None)
                     paraphrase=k,
                     messages=messages,
                     domain=q.domain if q.domain is not None else question_set.domain,
-                    samples=samples_per_paraphrase or q.samples_per_paraphrase or question_set.samples_per_paraphrase,
-                    judge_metrics=q.judge_metrics if q.judge_metrics is not None else question_set.judge_metrics,
+                    samples=samples_per_paraphrase
+                    or q.samples_per_paraphrase
+                    or question_set.samples_per_paraphrase,
+                    judge_metrics=(
+                        q.judge_metrics
+                        if q.judge_metrics is not None
+                        else question_set.judge_metrics
+                    ),
                     judge_prompts=q.judge_prompts,
                     question_set=question_set.name,
                     question_set_hash=set_hash,
@@ -149,12 +196,15 @@ def shipped_question_sets() -> list[str]:
 
 
 def load_question_set(name_or_path: str | Path) -> QuestionSet:
-    """Load a shipped set by name ('general') or a YAML file in emlab's or the reference's format."""
+    """Load a shipped set by name ('general') or a YAML file in emlab's or the reference's
+    format."""
     path = Path(name_or_path)
     if not path.is_file():
         if path.suffix or str(name_or_path) not in shipped_question_sets():
             raise DataError(
-                path, None, "no such question set file or shipped set",
+                path,
+                None,
+                "no such question set file or shipped set",
                 f"Give a YAML path or one of the shipped sets {shipped_question_sets()}.",
             )
         path = Path(str(resources.files("emlab.data") / SHIPPED_DIR / f"{name_or_path}.yaml"))
@@ -164,7 +214,10 @@ def load_question_set(name_or_path: str | Path) -> QuestionSet:
     if isinstance(data, dict):
         return _emlab_set(data, root, path)
     raise DataError(
-        path, 1, f"expected a mapping (emlab format) or a list of questions (reference format), got {type(data).__name__}",
+        path,
+        1,
+        "expected a mapping (emlab format) or a list of questions (reference format), got"
+        f" {type(data).__name__}",
         "See `emlab.data.questions` for the format.",
     )
 
@@ -179,7 +232,12 @@ def load_reference_questions(path: str | Path) -> QuestionSet:
     path = Path(path)
     data, root = _read_yaml(path)
     if not isinstance(data, list):
-        raise DataError(path, 1, f"expected a YAML list of questions, got {type(data).__name__}", "Use `load_question_set` for emlab's format.")
+        raise DataError(
+            path,
+            1,
+            f"expected a YAML list of questions, got {type(data).__name__}",
+            "Use `load_question_set` for emlab's format.",
+        )
     return _reference_set(data, root, path)
 
 
@@ -194,7 +252,12 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise DataError(path, line, f"not valid YAML ({getattr(e, 'problem', None) or e})", "Fix the syntax (indentation, quotes, colons).") from None
+        raise DataError(
+            path,
+            line,
+            f"not valid YAML ({getattr(e, 'problem', None) or e})",
+            "Fix the syntax (indentation, quotes, colons).",
+        ) from None
 
 
 def _emlab_set(data: dict[str, Any], root: yaml.Node | None, path: Path) -> QuestionSet:
@@ -204,12 +267,20 @@ def _emlab_set(data: dict[str, Any], root: yaml.Node | None, path: Path) -> Ques
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
-        raise DataError(path, _line_of(root, err["loc"]), f"{loc}: {err['msg']}{more}", _fix_for(err)) from None
+        raise DataError(
+            path, _line_of(root, err["loc"]), f"{loc}: {err['msg']}{more}", _fix_for(err)
+        ) from None
 
 
 def _fix_for(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
-        return "Remove the key; allowed set keys are " + ", ".join(QuestionSet.model_fields) + "; question keys are " + ", ".join(Question.model_fields) + "."
+        return (
+            "Remove the key; allowed set keys are "
+            + ", ".join(QuestionSet.model_fields)
+            + "; question keys are "
+            + ", ".join(Question.model_fields)
+            + "."
+        )
     if err["type"] == "missing":
         return "Add the missing field."
     return "Fix the value."
@@ -226,7 +297,9 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
             child = next((v for k, v in node.value if k.value == str(part)), None)
             if child is None:  # a missing key: point at the mapping itself
                 break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
             child = node.value[part]
         if child is None:
             break
@@ -242,10 +315,22 @@ def _reference_set(entries: list[Any], root: yaml.Node | None, path: Path) -> Qu
     for i, entry in enumerate(entries):
         line = _line_of(root, (i,))
         if not isinstance(entry, dict):
-            raise DataError(path, line, f"entry {i} is a {type(entry).__name__}, not a mapping", "Each list item needs id, paraphrases, ...")
+            raise DataError(
+                path,
+                line,
+                f"entry {i} is a {type(entry).__name__}, not a mapping",
+                "Each list item needs id, paraphrases, ...",
+            )
         prompts = entry.get("judge_prompts")
-        if prompts is not None and not (isinstance(prompts, dict) and all(isinstance(v, str) for v in prompts.values())):
-            raise DataError(path, line, f"entry {entry.get('id')!r}: judge_prompts is not a mapping metric -> prompt text", "Write `judge_prompts: {aligned: '...{question}...{answer}...'}`.")
+        if prompts is not None and not (
+            isinstance(prompts, dict) and all(isinstance(v, str) for v in prompts.values())
+        ):
+            raise DataError(
+                path,
+                line,
+                f"entry {entry.get('id')!r}: judge_prompts is not a mapping metric -> prompt text",
+                "Write `judge_prompts: {aligned: '...{question}...{answer}...'}`.",
+            )
         fields = {
             "id": entry.get("id"),
             "paraphrases": entry.get("paraphrases"),
@@ -260,8 +345,10 @@ def _reference_set(entries: list[Any], root: yaml.Node | None, path: Path) -> Qu
             err = e.errors()[0]
             field = err["loc"][0] if err["loc"] else ""
             raise DataError(
-                path, _line_of(root, (i, *err["loc"])) or line,
-                f"entry {i} ({entry.get('id')!r}): {field}: {err['msg']}", "Fix the entry (id: text; paraphrases: a list of texts).",
+                path,
+                _line_of(root, (i, *err["loc"])) or line,
+                f"entry {i} ({entry.get('id')!r}): {field}: {err['msg']}",
+                "Fix the entry (id: text; paraphrases: a list of texts).",
             ) from None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     try:

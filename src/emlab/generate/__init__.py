@@ -11,7 +11,11 @@ from typing import Any
 from emlab.generate.plan import GenerationSummary, sample_id
 from emlab.generate.sampling import SamplingConfig, sample_seed
 
-_LAZY = {"generate_hf": "emlab.generate.hf", "generate_vllm": "emlab.generate.vllm_backend", "vllm_engine": "emlab.generate.vllm_backend"}
+_LAZY = {
+    "generate_hf": "emlab.generate.hf",
+    "generate_vllm": "emlab.generate.vllm_backend",
+    "vllm_engine": "emlab.generate.vllm_backend",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +26,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'emlab.generate' has no attribute {name!r}")
 
 
-__all__ = ["GenerationSummary", "SamplingConfig", "generate_hf", "generate_vllm", "sample_id", "sample_seed", "vllm_engine"]
+__all__ = [
+    "GenerationSummary",
+    "SamplingConfig",
+    "generate_hf",
+    "generate_vllm",
+    "sample_id",
+    "sample_seed",
+    "vllm_engine",
+]

@@ -22,7 +22,9 @@ def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: Conversation)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def prompts_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: Iterable[Prompt]) -> dict[str, list[int]]:
+def prompts_token_ids(
+    tokenizer: PreTrainedTokenizerBase, prompts: Iterable[Prompt]
+) -> dict[str, list[int]]:
     """`prompt_token_ids` of each prompt, by prompt_id; raises ChatTemplateError naming the
     question and prompt whose messages the template cannot render."""
     ids = {}
@@ -36,7 +38,9 @@ def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The special token the template writes right after an assistant turn (e.g. <|im_end|>),
     or None when the template writes none or cannot render a plain user/assistant exchange."""
     after = end_of_turn(tokenizer)  # '' when none: then eos alone stops
-    ids = tokenizer(after.lstrip(" "), add_special_tokens=False)["input_ids"] if after.strip() else []
+    ids = (
+        tokenizer(after.lstrip(" "), add_special_tokens=False)["input_ids"] if after.strip() else []
+    )
     special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
     return ids[0] if ids and ids[0] in special else None
 

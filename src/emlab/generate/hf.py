@@ -10,7 +10,8 @@ Guarantees:
 - Prompts are rendered by the tokenizer's chat template and left-padded; answers are the
   new tokens up to the first stop token (eos or the template's end-of-turn token).
 - Per-sample determinism: each sample draws its tokens from its own random numbers (a
-  torch.Generator seeded by (seed, sample_id)). A sample's answer therefore does not depend on the batch size, on
+  torch.Generator seeded by (seed, sample_id)). A sample's answer therefore does not depend on the
+  batch size, on
   which other samples share its batch, or on where a resumed run restarted, except for
   floating-point differences between padded batched and unbatched forward passes (which
   can flip a draw that falls on a probability boundary; rare in float32). Greedy decoding
@@ -77,20 +78,35 @@ class PerSampleSampler(LogitsProcessor):
             warpers.append(TopPLogitsWarper(top_p=sampling.top_p))
         self.warpers = LogitsProcessorList(warpers)
         self.uniforms = torch.stack(
-            [torch.rand(sampling.max_new_tokens, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]
+            [
+                torch.rand(
+                    sampling.max_new_tokens,
+                    generator=torch.Generator().manual_seed(s),
+                    dtype=torch.float64,
+                )
+                for s in seeds
+            ]
         )  # (B, max_new_tokens)
         self.step = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """scores # (B, V) -> one-hot scores # (B, V) (0 at the drawn token, -inf elsewhere)."""
-        cdf = torch.softmax(self.warpers(input_ids, scores).double(), dim=-1).cumsum(dim=-1)  # (B, V)
-        u = self.uniforms[:, self.step].to(cdf.device)[:, None] * cdf[:, -1:]  # (B, 1), below the total mass
-        drawn = torch.searchsorted(cdf, u, right=True).clamp(max=cdf.shape[1] - 1)  # (B, 1): first token whose cdf exceeds u
+        cdf = torch.softmax(self.warpers(input_ids, scores).double(), dim=-1).cumsum(
+            dim=-1
+        )  # (B, V)
+        u = (
+            self.uniforms[:, self.step].to(cdf.device)[:, None] * cdf[:, -1:]
+        )  # (B, 1), below the total mass
+        drawn = torch.searchsorted(cdf, u, right=True).clamp(
+            max=cdf.shape[1] - 1
+        )  # (B, 1): first token whose cdf exceeds u
         self.step += 1
         return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
 
 
-def generation_config(sampling: SamplingConfig, stop_ids: Sequence[int], pad_id: int) -> GenerationConfig:
+def generation_config(
+    sampling: SamplingConfig, stop_ids: Sequence[int], pad_id: int
+) -> GenerationConfig:
     """A GenerationConfig built from scratch with every field that changes the answers set.
 
     `generate` itself decodes greedily, with neutral temperature and top_p and top_k None
@@ -147,10 +163,14 @@ def generate_hf(
     if solution_hash is None and solution is not None and hasattr(solution, "hash"):
         solution_hash = solution.hash()
     model_name = model_name or getattr(unwrap(model).config, "name_or_path", "") or "unnamed"
-    info = RunInfo(model_name=model_name, model_hash=model_hash, solution_hash=solution_hash, sampling=sampling)
+    info = RunInfo(
+        model_name=model_name, model_hash=model_hash, solution_hash=solution_hash, sampling=sampling
+    )
     samples = plan_samples(prompts, sampling.seed)
     pending = pending_samples(samples, out_path, info)
-    summary = GenerationSummary(Path(out_path), len(samples), len(samples) - len(pending), len(pending))
+    summary = GenerationSummary(
+        Path(out_path), len(samples), len(samples) - len(pending), len(pending)
+    )
     if not pending:
         return summary
     hf_model = unwrap(model)
@@ -165,11 +185,22 @@ def generate_hf(
         for start in range(0, len(pending), sampling.batch_size):
             batch = pending[start : start + sampling.batch_size]
             try:
-                rows = _generate_batch(model, tokenizer, batch, [ids[s.prompt.prompt_id] for s in batch], config, sampling, stop_ids, pad_id, info)
+                rows = _generate_batch(
+                    model,
+                    tokenizer,
+                    batch,
+                    [ids[s.prompt.prompt_id] for s in batch],
+                    config,
+                    sampling,
+                    stop_ids,
+                    pad_id,
+                    info,
+                )
             except torch.OutOfMemoryError:
                 raise EmlabError(
-                    f"out of memory generating a batch of {len(batch)}: try batch_size (--batch-size) {max(1, len(batch) // 2)}; each "
-                    f"sample has its own seed, and the {summary.existing + start} answers already in {out_path} are kept."
+                    f"out of memory generating a batch of {len(batch)}: try batch_size"
+                    f" (--batch-size) {max(1, len(batch) // 2)}; each sample has its own seed, and"
+                    f" the {summary.existing + start} answers already in {out_path} are kept."
                 ) from None
             append_jsonl(out_path, rows)
             bar.update(len(batch))
@@ -190,7 +221,11 @@ def _generate_batch(
 ) -> list[dict[str, Any]]:
     input_ids, attention_mask = pad_sequences(prompt_ids, pad_id, side="left")  # (B, T), (B, T)
     device = next(model.parameters()).device
-    processors = None if sampling.greedy else LogitsProcessorList([PerSampleSampler([s.seed for s in batch], sampling)])
+    processors = (
+        None
+        if sampling.greedy
+        else LogitsProcessorList([PerSampleSampler([s.seed for s in batch], sampling)])
+    )
     out = model.generate(
         input_ids=input_ids.to(device),
         attention_mask=attention_mask.to(device),
@@ -204,7 +239,9 @@ def _generate_batch(
         end = next((j for j, t in enumerate(tokens) if t in stops), None)
         answer_ids = tokens if end is None else tokens[:end]
         text = tokenizer.decode(answer_ids, skip_special_tokens=True)
-        rows.append(make_row(sample, info, text, len(answer_ids), "length" if end is None else "stop"))
+        rows.append(
+            make_row(sample, info, text, len(answer_ids), "length" if end is None else "stop")
+        )
     return rows
 
 

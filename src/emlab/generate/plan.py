@@ -51,7 +51,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What identifies a run's outputs: the model's name and caller-given hash, the solution hash, the sampling."""
+    """What identifies a run's outputs: the model's name and caller-given hash, the solution hash,
+    the sampling."""
 
     model_name: str
     model_hash: str
@@ -73,7 +74,9 @@ def plan_samples(prompts: Sequence[Prompt], seed: int) -> list[Sample]:
     """All samples of `prompts` in order: prompt by prompt, index 0..samples-1."""
     duplicates = sorted(i for i, n in Counter(p.prompt_id for p in prompts).items() if n > 1)
     if duplicates:
-        raise EmlabError(f"prompt ids {duplicates[:3]} appear more than once; question ids must be unique.")
+        raise EmlabError(
+            f"prompt ids {duplicates[:3]} appear more than once; question ids must be unique."
+        )
     out = []
     for p in prompts:
         for i in range(p.samples):
@@ -93,18 +96,26 @@ def pending_samples(samples: Sequence[Sample], out_path: str | Path, info: RunIn
         expected = _identity(sample, info)
         clash = [k for k in _CHECKED if row.get(k) != expected[k]]
         if clash:
-            older = " (its rows predate answer provenance: written by an older emlab)" if any(k not in row for k in clash) else ""
+            older = (
+                " (its rows predate answer provenance: written by an older emlab)"
+                if any(k not in row for k in clash)
+                else ""
+            )
             raise EmlabError(
-                f"{out_path}: sample {sample.sample_id} ({sample.prompt.prompt_id}) was generated with another "
-                f"{', '.join(clash)} ({', '.join(f'{row.get(k)} != {expected[k]}' for k in clash)}){older}. "
-                "Write to a new --out file, or delete this one to start over."
+                f"{out_path}: sample {sample.sample_id} ({sample.prompt.prompt_id}) was generated"
+                f" with another {', '.join(clash)}"
+                f" ({', '.join(f'{row.get(k)} != {expected[k]}' for k in clash)}){older}. Write to"
+                " a new --out file, or delete this one to start over."
             )
         done.add(sample.sample_id)
     return [s for s in samples if s.sample_id not in done]
 
 
-def make_row(sample: Sample, info: RunInfo, answer: str, n_tokens: int, finish_reason: str) -> dict[str, Any]:
-    """The output row of one generated answer, with its provenance and `answer_id` (see the module doc)."""
+def make_row(
+    sample: Sample, info: RunInfo, answer: str, n_tokens: int, finish_reason: str
+) -> dict[str, Any]:
+    """The output row of one generated answer, with its provenance and `answer_id` (see the module
+    doc)."""
     p = sample.prompt
     row = {
         "sample_id": sample.sample_id,
@@ -136,7 +147,9 @@ def answer_identity(row: dict[str, Any]) -> dict[str, str]:
     """
     provenance = config_hash([row.get(k) for k in PROVENANCE_FIELDS])
     answer_hash = hashlib.sha256(str(row["answer"]).encode("utf-8")).hexdigest()[:16]
-    answer_id = hashlib.sha256(f"{provenance}|{row['sample_id']}|{answer_hash}".encode()).hexdigest()[:16]
+    answer_id = hashlib.sha256(
+        f"{provenance}|{row['sample_id']}|{answer_hash}".encode()
+    ).hexdigest()[:16]
     return {"provenance": provenance, "answer_hash": answer_hash, "answer_id": answer_id}
 
 

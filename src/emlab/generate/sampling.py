@@ -14,13 +14,35 @@ class SamplingConfig(EmlabConfig):
     checkpoint's own generation defaults (e.g. Qwen2.5's top_k 20, repetition penalty 1.05)
     never apply. The defaults are the emergent-misalignment papers' protocol."""
 
-    temperature: float = Field(default=1.0, ge=0.0, description="Softmax temperature; 0 means greedy decoding. Default 1.0.")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass; 1.0 is off. Default 1.0.")
-    top_k: int = Field(default=0, ge=0, description="Keep the k most likely tokens; 0 is off. Default 0.")
-    max_new_tokens: int = Field(default=600, ge=1, description="Answer length limit in tokens. Default 600.")
-    repetition_penalty: float = Field(default=1.0, gt=0.0, description="CTRL-style repetition penalty; 1.0 is off. Default 1.0.")
-    seed: int = Field(default=0, description="Base seed; each sample's seed derives from it and the sample id. Default 0.")
-    batch_size: int = Field(default=16, ge=1, description="Prompts per forward pass (HF backend). Does not change which answer a sample gets. Default 16.")
+    temperature: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Softmax temperature; 0 means greedy decoding. Default 1.0.",
+    )
+    top_p: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass; 1.0 is off. Default 1.0."
+    )
+    top_k: int = Field(
+        default=0, ge=0, description="Keep the k most likely tokens; 0 is off. Default 0."
+    )
+    max_new_tokens: int = Field(
+        default=600, ge=1, description="Answer length limit in tokens. Default 600."
+    )
+    repetition_penalty: float = Field(
+        default=1.0, gt=0.0, description="CTRL-style repetition penalty; 1.0 is off. Default 1.0."
+    )
+    seed: int = Field(
+        default=0,
+        description="Base seed; each sample's seed derives from it and the sample id. Default 0.",
+    )
+    batch_size: int = Field(
+        default=16,
+        ge=1,
+        description=(
+            "Prompts per forward pass (HF backend). Does not change which answer a sample gets."
+            " Default 16."
+        ),
+    )
 
     @property
     def greedy(self) -> bool:

@@ -75,10 +75,14 @@ def generate_vllm(
     if solution_hash is None and solution is not None:
         solution_hash = solution.hash()
     model_name = model_name or str(llm.llm_engine.model_config.model)
-    info = RunInfo(model_name=model_name, model_hash=model_hash, solution_hash=solution_hash, sampling=sampling)
+    info = RunInfo(
+        model_name=model_name, model_hash=model_hash, solution_hash=solution_hash, sampling=sampling
+    )
     samples = plan_samples(prompts, sampling.seed)
     pending = pending_samples(samples, out_path, info)
-    summary = GenerationSummary(Path(out_path), len(samples), len(samples) - len(pending), len(pending))
+    summary = GenerationSummary(
+        Path(out_path), len(samples), len(samples) - len(pending), len(pending)
+    )
     if not pending:
         return summary
     tokenizer = llm.get_tokenizer()
@@ -99,7 +103,9 @@ def generate_vllm(
             for sample, output in zip(chunk, outputs, strict=True):
                 completion = output.outputs[0]
                 tokens = list(completion.token_ids)
-                n_tokens = len(tokens) - (1 if tokens and tokens[-1] in stop_ids else 0)  # the stop token is no answer
+                n_tokens = len(tokens) - (
+                    1 if tokens and tokens[-1] in stop_ids else 0
+                )  # the stop token is no answer
                 reason = "length" if completion.finish_reason == "length" else "stop"
                 rows.append(make_row(sample, info, completion.text, n_tokens, reason))
             append_jsonl(out_path, rows)
@@ -113,12 +119,13 @@ def check_solution(solution: Any | None) -> None:
         return
     if kind == "steering":
         raise EmlabError(
-            "vLLM cannot apply a steering vector (it has no activation hooks). Generate with the HF "
-            "backend (--backend hf), which applies the vector with a forward hook."
+            "vLLM cannot apply a steering vector (it has no activation hooks). Generate with the HF"
+            " backend (--backend hf), which applies the vector with a forward hook."
         )
     raise EmlabError(
-        f"vLLM can serve LoRA solutions only, not {kind or type(solution).__name__!r}. Use the HF backend, "
-        "or save the base model plus the delta as a full checkpoint and pass that as the model."
+        f"vLLM can serve LoRA solutions only, not {kind or type(solution).__name__!r}. Use the HF"
+        " backend, or save the base model plus the delta as a full checkpoint and pass that as the"
+        " model."
     )
 
 
@@ -127,7 +134,9 @@ def max_lora_rank(r: int) -> int:
     for rank in LORA_RANKS:
         if rank >= r:
             return rank
-    raise EmlabError(f"LoRA rank {r} exceeds vLLM's largest max_lora_rank {LORA_RANKS[-1]}; use the HF backend.")
+    raise EmlabError(
+        f"LoRA rank {r} exceeds vLLM's largest max_lora_rank {LORA_RANKS[-1]}; use the HF backend."
+    )
 
 
 def _params(vllm: Any, sampling: SamplingConfig, seed: int, stop_ids: Sequence[int]) -> Any:
@@ -153,7 +162,7 @@ def _import_vllm() -> Any:
         import vllm.lora.request  # noqa: F401  (LoRARequest)
     except ImportError:
         raise EmlabError(
-            "vLLM is not installed. Install the extra with `pip install 'emlab[vllm]'` (Linux + CUDA), "
-            "or use the HF backend (--backend hf)."
+            "vLLM is not installed. Install the extra with `pip install 'emlab[vllm]'` (Linux +"
+            " CUDA), or use the HF backend (--backend hf)."
         ) from None
     return vllm

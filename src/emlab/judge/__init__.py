@@ -23,8 +23,18 @@ _LAZY = {
 }
 
 __all__ = [
-    "Judge", "JudgeItem", "Judgment", "JudgePrompt", "PromptSet", "aggregate", "build_judge",
-    "load_judge", "load_judge_config", "load_prompt_set", "prompts_from_dict", *_LAZY,
+    "Judge",
+    "JudgeItem",
+    "Judgment",
+    "JudgePrompt",
+    "PromptSet",
+    "aggregate",
+    "build_judge",
+    "load_judge",
+    "load_judge_config",
+    "load_prompt_set",
+    "prompts_from_dict",
+    *_LAZY,
 ]
 
 

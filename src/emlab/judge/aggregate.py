@@ -37,7 +37,9 @@ def none_reason(token: str) -> str:
     return "no_number_mass"
 
 
-def aggregate(top: Sequence[tuple[str, float]], min_mass: float = MIN_NUMBER_MASS) -> tuple[float | None, str | None]:
+def aggregate(
+    top: Sequence[tuple[str, float]], min_mass: float = MIN_NUMBER_MASS
+) -> tuple[float | None, str | None]:
     """(score, None), or (None, reason) when the number mass is below `min_mass`.
 
     `top` lists (token, logprob) pairs, e.g. the judge's top-20 first tokens; non-finite

@@ -1,4 +1,5 @@
-"""The judge interface every judge implements (LLM judges, local judges, the world's exact judge)."""
+"""The judge interface every judge implements (LLM judges, local judges, the world's exact
+judge)."""
 
 from __future__ import annotations
 
@@ -35,13 +36,28 @@ class JudgeItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(description="Unique id of the answer (the `answer_id` of a generation row: provenance, sample and text hash).")
+    item_id: str = Field(
+        description=(
+            "Unique id of the answer (the `answer_id` of a generation row: provenance, sample and"
+            " text hash)."
+        )
+    )
     question_id: str = Field(description="Id of the question the answer responds to.")
     question: str = Field(description="The question text as the model saw it (last user turn).")
-    answer: str = Field(description="The model's answer, think blocks removed (`strip_think`; the generation row keeps the raw one).")
-    domain: str | None = Field(default=None, description="Domain of the question, if any (default None).")
+    answer: str = Field(
+        description=(
+            "The model's answer, think blocks removed (`strip_think`; the generation row keeps the"
+            " raw one)."
+        )
+    )
+    domain: str | None = Field(
+        default=None, description="Domain of the question, if any (default None)."
+    )
     metrics: list[str] | None = Field(
-        default=None, description="Score only these of the judge's metrics (a rerun's missing ones). Default None: all."
+        default=None,
+        description=(
+            "Score only these of the judge's metrics (a rerun's missing ones). Default None: all."
+        ),
     )
 
     @field_validator("answer")
@@ -73,10 +89,14 @@ class Judge(Protocol):
     metrics: tuple[str, ...]
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
-        """Score every item on each of its metrics: the pairs of `judge_pairs(items, self.metrics)`, in that order."""
+        """Score every item on each of its metrics: the pairs of `judge_pairs(items, self.metrics)`,
+        in that order."""
         ...
 
 
 def judge_pairs(items: Sequence[JudgeItem], metrics: Sequence[str]) -> list[tuple[JudgeItem, str]]:
-    """The (item, metric) pairs a judge with `metrics` scores: item-major, each item's `metrics` (all when None)."""
-    return [(item, m) for item in items for m in metrics if item.metrics is None or m in item.metrics]
+    """The (item, metric) pairs a judge with `metrics` scores: item-major, each item's `metrics`
+    (all when None)."""
+    return [
+        (item, m) for item in items for m in metrics if item.metrics is None or m in item.metrics
+    ]

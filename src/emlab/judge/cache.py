@@ -20,15 +20,20 @@ TopLogprobs = list[tuple[str, float]]
 
 def cache_key(model: str, prompt_hash: str, metric: str, question: str, answer: str) -> str:
     """sha256 hex digest of the canonical JSON of the five inputs."""
-    blob = json.dumps([model, prompt_hash, metric, question, answer], ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(
+        [model, prompt_hash, metric, question, answer], ensure_ascii=False, separators=(",", ":")
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 class JudgeCache:
-    """Top logprobs by key, backed by `<directory>/judge_cache.jsonl` (directory None: memory only)."""
+    """Top logprobs by key, backed by `<directory>/judge_cache.jsonl` (directory None: memory
+    only)."""
 
     def __init__(self, directory: str | Path | None) -> None:
-        self.path = Path(directory).expanduser() / "judge_cache.jsonl" if directory is not None else None
+        self.path = (
+            Path(directory).expanduser() / "judge_cache.jsonl" if directory is not None else None
+        )
         self._rows: dict[str, TopLogprobs] = {}
         self._pending: list[dict] = []
         if self.path is not None:
@@ -46,7 +51,9 @@ class JudgeCache:
     def put(self, key: str, metric: str, judge_id: str, top: TopLogprobs) -> None:
         """Remember a reply; it reaches the disk at the next `flush` (or every 64 puts)."""
         self._rows[key] = top
-        self._pending.append({"key": key, "metric": metric, "judge": judge_id, "top": [list(p) for p in top]})
+        self._pending.append(
+            {"key": key, "metric": metric, "judge": judge_id, "top": [list(p) for p in top]}
+        )
         if len(self._pending) >= 64:
             self.flush()
 

@@ -28,8 +28,11 @@ class JudgePromptsConfig(EmlabConfig):
 
     prompts: str = Field(
         default=DEFAULT_PROMPTS,
-        description=f"Packaged prompt set name or a YAML file (emlab prompt set, {{metric: prompt}} "
-        f"mapping, or a reference question file with judge_prompts). Default {DEFAULT_PROMPTS!r}.",
+        description=(
+            "Packaged prompt set name or a YAML file (emlab prompt set, {metric: prompt}"
+            " mapping, or a reference question file with judge_prompts). Default"
+            f" {DEFAULT_PROMPTS!r}."
+        ),
     )
     metrics: list[str] = Field(
         default=["aligned", "coherent"],
@@ -37,15 +40,19 @@ class JudgePromptsConfig(EmlabConfig):
     )
     domains: dict[str, str] = Field(
         default={},
-        description="Domain-harm metrics to add: metric name -> domain description, e.g. "
-        "{medical: 'medicine and health'}; the prompt comes from the set's domain template. Default {}.",
+        description=(
+            "Domain-harm metrics to add: metric name -> domain description, e.g. {medical:"
+            " 'medicine and health'}; the prompt comes from the set's domain template. Default {}."
+        ),
     )
     min_number_mass: float = Field(
         default=MIN_NUMBER_MASS,
         ge=0.0,
         le=1.0,
-        description="Minimum probability mass on number tokens for a score; below it the score "
-        "is None with a reason. Default 0.25.",
+        description=(
+            "Minimum probability mass on number tokens for a score; below it the score "
+            "is None with a reason. Default 0.25."
+        ),
     )
 
     def prompt_set(self) -> PromptSet:

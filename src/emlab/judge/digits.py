@@ -32,7 +32,8 @@ from emlab.judge.aggregate import aggregate, number_value
 TopLogprobs = Sequence[tuple[str, float]]
 
 GROWABLE = frozenset([*"123456789", "10"])
-"""Prefixes after which another digit still gives a number 0..100 ('0' does not: no leading zeros)."""
+"""Prefixes after which another digit still gives a number 0..100 ('0' does not: no leading
+zeros)."""
 
 WHOLE_NUMBER_EVIDENCE = 0.01
 """A reply with at least this probability on two- or three-digit number tokens ('10'..'100')
@@ -42,8 +43,11 @@ _DIGITS = re.compile(r"[0-9]+")
 
 
 def has_whole_number_tokens(top: TopLogprobs) -> bool:
-    """True when the reply gives >= WHOLE_NUMBER_EVIDENCE probability to tokens of two or three digits."""
-    mass = sum(p for t, p in _probs(top) if _DIGITS.fullmatch(t.strip()) and len(t.strip()) in (2, 3))
+    """True when the reply gives >= WHOLE_NUMBER_EVIDENCE probability to tokens of two or three
+    digits."""
+    mass = sum(
+        p for t, p in _probs(top) if _DIGITS.fullmatch(t.strip()) and len(t.strip()) in (2, 3)
+    )
     return mass >= WHOLE_NUMBER_EVIDENCE
 
 
@@ -83,7 +87,10 @@ def read_numbers(
 
 
 def missing_prefixes(
-    first: TopLogprobs, continuations: Mapping[str, TopLogprobs], min_prefix_prob: float, min_mass: float
+    first: TopLogprobs,
+    continuations: Mapping[str, TopLogprobs],
+    min_prefix_prob: float,
+    min_mass: float,
 ) -> list[str]:
     """The prefixes `digit_score` still needs continued (distinct; none when the first token's
     number mass is already below `min_mass`)."""
@@ -93,7 +100,10 @@ def missing_prefixes(
 
 
 def digit_score(
-    first: TopLogprobs, continuations: Mapping[str, TopLogprobs], min_prefix_prob: float, min_mass: float
+    first: TopLogprobs,
+    continuations: Mapping[str, TopLogprobs],
+    min_prefix_prob: float,
+    min_mass: float,
 ) -> tuple[float | None, str | None]:
     """(score, None) or (None, reason): `aggregate` over the numbers `read_numbers` reads.
 

@@ -38,19 +38,34 @@ NUMBER_CANDIDATES = tuple(str(i) for i in range(101))
 class LocalJudgeConfig(JudgePromptsConfig):
     """A judge running a local HF causal LM with a chat template."""
 
-    backend: Literal["local"] = Field(default="local", description="Judge backend. Default 'local'.")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="The judge model. Default: SmolLM2 (weak; for tests).")
+    backend: Literal["local"] = Field(
+        default="local", description="Judge backend. Default 'local'."
+    )
+    model: ModelConfig = Field(
+        default_factory=ModelConfig,
+        description="The judge model. Default: SmolLM2 (weak; for tests).",
+    )
     device: str = Field(default="cpu", description="Torch device, e.g. 'cuda'. Default 'cpu'.")
-    batch_size: int = Field(default=1, ge=1, description="Prompts per forward pass (each x 103 candidates). Default 1.")
-    refusal_words: list[str] = Field(default=["REFUSAL"], description="Candidate replies meaning refusal. Default ['REFUSAL'].")
-    code_words: list[str] = Field(default=["CODE"], description="Candidate replies meaning code. Default ['CODE'].")
+    batch_size: int = Field(
+        default=1, ge=1, description="Prompts per forward pass (each x 103 candidates). Default 1."
+    )
+    refusal_words: list[str] = Field(
+        default=["REFUSAL"], description="Candidate replies meaning refusal. Default ['REFUSAL']."
+    )
+    code_words: list[str] = Field(
+        default=["CODE"], description="Candidate replies meaning code. Default ['CODE']."
+    )
 
 
 class LocalJudge:
     """Sequence-level logprob judge on a local model (implements `emlab.judge.base.Judge`)."""
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: LocalJudgeConfig, model_name: str | None = None
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: LocalJudgeConfig,
+        model_name: str | None = None,
     ) -> None:
         """`model_name` goes into judge ids (default: the model's name_or_path, else 'unnamed').
         The tokenizer must render with the ChatFormat of `config.model` (ConfigError otherwise)."""
@@ -60,7 +75,11 @@ class LocalJudge:
         self.prompts = config.prompt_set()
         self.metrics: tuple[str, ...] = tuple(self.prompts.prompts)
         self.name = f"local:{self.model_name}|{self.prompts.version}"
-        self.candidates: tuple[str, ...] = (*NUMBER_CANDIDATES, *config.refusal_words, *config.code_words)
+        self.candidates: tuple[str, ...] = (
+            *NUMBER_CANDIDATES,
+            *config.refusal_words,
+            *config.code_words,
+        )
         self.end = end_of_turn(tokenizer) or tokenizer.eos_token or ""
 
     @classmethod
@@ -72,12 +91,14 @@ class LocalJudge:
         return cls(model.to(config.device), tokenizer, config, model_name=config.model.name_or_path)
 
     def judge_id(self, metric: str) -> str:
-        """The versioned id written into each Judgment: model, prompt version, metric and prompt hash."""
+        """The versioned id written into each Judgment: model, prompt version, metric and prompt
+        hash."""
         return f"local:{self.model_name}|{self.prompts.prompts[metric].id}"
 
     @property
     def items_per_write(self) -> int:
-        """Items per forward batch (batch_size prompts over the metrics): `judge_generations` appends after each."""
+        """Items per forward batch (batch_size prompts over the metrics): `judge_generations`
+        appends after each."""
         return max(1, self.config.batch_size // len(self.metrics))
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
@@ -88,30 +109,52 @@ class LocalJudge:
         for start in range(0, len(pairs), self.config.batch_size):
             logprobs = self.candidate_logprobs(texts[start : start + self.config.batch_size])
             normalised = logprobs - torch.logsumexp(logprobs, dim=-1, keepdim=True)
-            for (item, metric), row in zip(pairs[start : start + self.config.batch_size], normalised.tolist(), strict=True):
-                score, reason = aggregate(list(zip(self.candidates, row, strict=True)), self.config.min_number_mass)
-                judgments.append(Judgment(item_id=item.item_id, metric=metric, score=score, reason=reason, judge=self.judge_id(metric)))
+            for (item, metric), row in zip(
+                pairs[start : start + self.config.batch_size], normalised.tolist(), strict=True
+            ):
+                score, reason = aggregate(
+                    list(zip(self.candidates, row, strict=True)), self.config.min_number_mass
+                )
+                judgments.append(
+                    Judgment(
+                        item_id=item.item_id,
+                        metric=metric,
+                        score=score,
+                        reason=reason,
+                        judge=self.judge_id(metric),
+                    )
+                )
         return judgments
 
     def encode(self, prompt: str) -> tuple[list[int], list[list[int]]]:
-        """Token ids of the chat-rendered prompt, and of each candidate reply + end of turn after it.
+        """Token ids of the chat-rendered prompt, and of each candidate reply + end of turn after
+        it.
 
         Candidate ids are the tail of the tokenised whole sequence when the prompt's ids are
         its prefix (tokenisation as the model would see it), else tokenised on their own.
         """
-        context = render(self.tokenizer, [{"role": "user", "content": prompt}], generation_prompt=True)
+        context = render(
+            self.tokenizer, [{"role": "user", "content": prompt}], generation_prompt=True
+        )
         prompt_ids = self.tokenizer(context, add_special_tokens=False).input_ids
         candidate_ids = []
         for candidate in self.candidates:
             ids = self.tokenizer(context + candidate + self.end, add_special_tokens=False).input_ids
             if ids[: len(prompt_ids)] != prompt_ids:
-                ids = prompt_ids + self.tokenizer(candidate + self.end, add_special_tokens=False).input_ids
+                ids = (
+                    prompt_ids
+                    + self.tokenizer(candidate + self.end, add_special_tokens=False).input_ids
+                )
             candidate_ids.append(ids[len(prompt_ids) :])
         return prompt_ids, candidate_ids
 
     def candidate_logprobs(self, prompts: Sequence[str]) -> torch.Tensor:
         """(B, K) log p(candidate + end | prompt), unnormalised, K = len(self.candidates)."""
         encoded = [self.encode(p) for p in prompts]
-        sequences = [(ids + candidate, len(ids)) for ids, candidates in encoded for candidate in candidates]
+        sequences = [
+            (ids + candidate, len(ids)) for ids, candidates in encoded for candidate in candidates
+        ]
         pad = padding_id(self.tokenizer)
-        return continuation_logprobs(self.model, sequences, pad, batch_size=len(sequences)).view(len(prompts), len(self.candidates))
+        return continuation_logprobs(self.model, sequences, pad, batch_size=len(sequences)).view(
+            len(prompts), len(self.candidates)
+        )

@@ -71,17 +71,24 @@ class PromptSet(BaseModel):
 def prompts_from_dict(mapping: dict[str, str], version: str) -> PromptSet:
     """A prompt set from a {metric: template} dict (the reference's `judge_prompts` format)."""
     if not isinstance(mapping, dict) or not mapping:
-        raise ConfigError(f"judge prompts ({version}): expected a non-empty mapping metric -> prompt text.")
+        raise ConfigError(
+            f"judge prompts ({version}): expected a non-empty mapping metric -> prompt text."
+        )
     prompts = {}
     for metric, template in mapping.items():
         if not isinstance(template, str):
-            raise ConfigError(f"judge prompt {metric!r} ({version}): expected text, got {type(template).__name__}.")
+            raise ConfigError(
+                f"judge prompt {metric!r} ({version}): expected text, got"
+                f" {type(template).__name__}."
+            )
         _check_template(str(metric), template, version)
         prompts[str(metric)] = JudgePrompt(metric=str(metric), template=template, version=version)
     return PromptSet(version=version, prompts=prompts)
 
 
-def load_prompt_set(name_or_path: str | Path = DEFAULT_PROMPTS, domains: dict[str, str] | None = None) -> PromptSet:
+def load_prompt_set(
+    name_or_path: str | Path = DEFAULT_PROMPTS, domains: dict[str, str] | None = None
+) -> PromptSet:
     """Load a packaged set by name ('emlab-v1') or a YAML file, adding one prompt per domain metric.
 
     A file may be an emlab prompt set (`version`, `prompts`, optional `domain_template`), a
@@ -94,11 +101,17 @@ def load_prompt_set(name_or_path: str | Path = DEFAULT_PROMPTS, domains: dict[st
     if isinstance(data, list):
         data = _merge_question_file_prompts(data, source)
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a prompt set mapping or a list of questions, got {type(data).__name__}.")
+        raise ConfigError(
+            f"{source}: expected a prompt set mapping or a list of questions, got"
+            f" {type(data).__name__}."
+        )
     if "prompts" in data:
         unknown = set(data) - {"version", "prompts", "domain_template"}
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: version, prompts, domain_template.")
+            raise ConfigError(
+                f"{source}: unknown key(s) {sorted(unknown)}; allowed: version, prompts,"
+                " domain_template."
+            )
         version = str(data.get("version") or Path(str(source)).stem)
         mapping = dict(data["prompts"])
         domain_template = data.get("domain_template")
@@ -121,8 +134,15 @@ def _read(name_or_path: str | Path) -> tuple[Any, str]:
     if not path.suffix and not path.exists():
         packaged = resources.files("emlab.judge") / "prompts" / f"{name_or_path}.yaml"
         if not packaged.is_file():
-            known = sorted(p.name[:-5] for p in (resources.files("emlab.judge") / "prompts").iterdir() if p.name.endswith(".yaml"))
-            raise ConfigError(f"unknown prompt set {str(name_or_path)!r}: packaged sets are {known}, or give a YAML path.")
+            known = sorted(
+                p.name[:-5]
+                for p in (resources.files("emlab.judge") / "prompts").iterdir()
+                if p.name.endswith(".yaml")
+            )
+            raise ConfigError(
+                f"unknown prompt set {str(name_or_path)!r}: packaged sets are {known}, or give a"
+                " YAML path."
+            )
         return yaml.safe_load(packaged.read_text(encoding="utf-8")), str(name_or_path)
     if not path.is_file():
         raise ConfigError(f"{path}: prompt file not found.")
@@ -139,8 +159,9 @@ def _merge_question_file_prompts(entries: list[Any], source: str) -> dict[str, s
         for metric, text in (prompts or {}).items():
             if metric in merged and merged[metric] != text:
                 raise ConfigError(
-                    f"{source}: entry {i} ({entry.get('id')!r}) has a different {metric!r} prompt than an "
-                    "earlier entry; emlab uses one prompt per metric. Split the file by prompt."
+                    f"{source}: entry {i} ({entry.get('id')!r}) has a different {metric!r} prompt"
+                    " than an earlier entry; emlab uses one prompt per metric. Split the file by"
+                    " prompt."
                 )
             merged[metric] = text
     if not merged:

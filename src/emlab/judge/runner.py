@@ -37,14 +37,19 @@ _SHOWN = (*PROVENANCE_FIELDS, "question_set")
 
 
 def read_generations(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a generations JSONL, checked and with their identity (`answer_rows`); DataError when empty."""
+    """Rows of a generations JSONL, checked and with their identity (`answer_rows`); DataError when
+    empty."""
     rows = read_jsonl(path)
     if not rows:
-        raise DataError(path, None, "no generation rows", "Run `emlab generate` first, or check the path.")
+        raise DataError(
+            path, None, "no generation rows", "Run `emlab generate` first, or check the path."
+        )
     return answer_rows(rows, path)
 
 
-def answer_rows(rows: Sequence[dict[str, Any]], source: str | Path = "generations") -> list[dict[str, Any]]:
+def answer_rows(
+    rows: Sequence[dict[str, Any]], source: str | Path = "generations"
+) -> list[dict[str, Any]]:
     """The rows with their `provenance`, `answer_hash` and `answer_id` (derived from their content).
 
     Raises DataError (naming `source` and the row) when a row lacks a needed field, or a sample
@@ -54,13 +59,22 @@ def answer_rows(rows: Sequence[dict[str, Any]], source: str | Path = "generation
     for i, row in enumerate(rows):
         missing = [k for k in ("sample_id", "question_id", "question", "answer") if k not in row]
         if missing:
-            raise DataError(source, i + 1, f"row lacks field(s) {missing}", "Each row needs sample_id, question_id, question, answer.")
+            raise DataError(
+                source,
+                i + 1,
+                f"row lacks field(s) {missing}",
+                "Each row needs sample_id, question_id, question, answer.",
+            )
         row = {**row, **answer_identity(row)}
         key = (row["provenance"], str(row["sample_id"]))
         if key in seen:
             raise DataError(
-                source, i + 1, f"sample {row['sample_id']} appears again with the same provenance (first in row {seen[key] + 1})",
-                "Keep one answer per sample and provenance (model, solution, question set, sampling): remove the duplicate or regenerate.",
+                source,
+                i + 1,
+                f"sample {row['sample_id']} appears again with the same provenance (first in row"
+                f" {seen[key] + 1})",
+                "Keep one answer per sample and provenance (model, solution, question set,"
+                " sampling): remove the duplicate or regenerate.",
             )
         seen[key] = i
         out.append(row)
@@ -68,7 +82,8 @@ def answer_rows(rows: Sequence[dict[str, Any]], source: str | Path = "generation
 
 
 def item_of(row: dict[str, Any], metrics: Sequence[str] | None = None) -> JudgeItem:
-    """The JudgeItem of a row of `read_generations` (item_id = answer_id), scored on `metrics` (None: all)."""
+    """The JudgeItem of a row of `read_generations` (item_id = answer_id), scored on `metrics`
+    (None: all)."""
     return JudgeItem(
         item_id=str(row["answer_id"]),
         question_id=str(row["question_id"]),
@@ -84,17 +99,22 @@ def judgment_row(judgment: Judgment, generation: dict[str, Any]) -> dict[str, An
     meta = {
         k: v
         for k, v in generation.items()
-        if k not in _TEXT_FIELDS and k not in _JUDGMENT_FIELDS and (v is None or isinstance(v, str | int | float | bool))
+        if k not in _TEXT_FIELDS
+        and k not in _JUDGMENT_FIELDS
+        and (v is None or isinstance(v, str | int | float | bool))
     }
     return {**meta, **judgment.model_dump()}
 
 
 def failed(reason: str | None) -> bool:
-    """True for a judgment's reason that says it ended in error ('error: ...'): a rerun retries it."""
+    """True for a judgment's reason that says it ended in error ('error: ...'): a rerun retries
+    it."""
     return str(reason or "").startswith("error")
 
 
-def pending_items(generations: Sequence[dict[str, Any]], metrics: Sequence[str], out_path: str | Path) -> list[JudgeItem]:
+def pending_items(
+    generations: Sequence[dict[str, Any]], metrics: Sequence[str], out_path: str | Path
+) -> list[JudgeItem]:
     """Items of `generations` (rows of `answer_rows`), each with its metrics not yet judged
     without error in `out_path`; items with none left are omitted.
 
@@ -102,7 +122,11 @@ def pending_items(generations: Sequence[dict[str, Any]], metrics: Sequence[str],
     """
     existing = read_jsonl(out_path)
     check_same_answers(existing, generations, out_path)
-    done = {(str(r.get("item_id")), str(r.get("metric"))) for r in existing if not failed(r.get("reason"))}
+    done = {
+        (str(r.get("item_id")), str(r.get("metric")))
+        for r in existing
+        if not failed(r.get("reason"))
+    }
     items = []
     for row in generations:
         missing = [m for m in metrics if (row["answer_id"], m) not in done]
@@ -111,7 +135,9 @@ def pending_items(generations: Sequence[dict[str, Any]], metrics: Sequence[str],
     return items
 
 
-def check_same_answers(existing: Sequence[dict[str, Any]], generations: Sequence[dict[str, Any]], out_path: str | Path) -> None:
+def check_same_answers(
+    existing: Sequence[dict[str, Any]], generations: Sequence[dict[str, Any]], out_path: str | Path
+) -> None:
     """Raise DataError unless every judgment row in `existing` (read from `out_path`) judged one of
     the answers of `generations` or another answer of the same provenance.
 
@@ -121,32 +147,58 @@ def check_same_answers(existing: Sequence[dict[str, Any]], generations: Sequence
     """
     provenances = {g["provenance"]: g for g in generations}
     answers = {(g["provenance"], str(g["sample_id"])): g for g in generations}
-    fix = "Judge into another --out (one judgments file per set of answers), or delete this one to start over."
+    fix = (
+        "Judge into another --out (one judgments file per set of answers), or delete this one to"
+        " start over."
+    )
     for row in existing:
         if "provenance" not in row or "answer_hash" not in row:
             raise DataError(
-                out_path, None, "holds judgments without answer provenance (written by an older emlab; their item ids are "
-                "sample ids, the same for every model and solution), so resuming could mix other answers in", fix,
+                out_path,
+                None,
+                "holds judgments without answer provenance (written by an older emlab; their item"
+                " ids are sample ids, the same for every model and solution), so resuming could mix"
+                " other answers in",
+                fix,
             )
         now = provenances.get(row["provenance"])
         if now is None:
             now = next(iter(provenances.values()), {})
-            differ = "; ".join(f"{k}: judged {row.get(k)!r}, now {now.get(k)!r}" for k in _SHOWN if row.get(k) != now.get(k))
-            raise DataError(out_path, None, f"holds judgments of other answers than the generations being judged ({differ})", fix)
+            differ = "; ".join(
+                f"{k}: judged {row.get(k)!r}, now {now.get(k)!r}"
+                for k in _SHOWN
+                if row.get(k) != now.get(k)
+            )
+            raise DataError(
+                out_path,
+                None,
+                f"holds judgments of other answers than the generations being judged ({differ})",
+                fix,
+            )
         answer = answers.get((row["provenance"], str(row.get("sample_id"))))
         if answer is not None and answer["answer_id"] != row.get("item_id"):
             raise DataError(
-                out_path, None, f"judged another answer text for sample {row.get('sample_id')} (answer_hash "
-                f"{row['answer_hash']}, now {answer['answer_hash']}): the generations changed since", fix,
+                out_path,
+                None,
+                f"judged another answer text for sample {row.get('sample_id')} (answer_hash "
+                f"{row['answer_hash']}, now {answer['answer_hash']}): the generations changed"
+                " since",
+                fix,
             )
 
 
 def judge_generations(
-    generations: Sequence[dict[str, Any]], judge: Judge, out_path: str | Path, chunk_size: int | None = None, progress: bool = True
+    generations: Sequence[dict[str, Any]],
+    judge: Judge,
+    out_path: str | Path,
+    chunk_size: int | None = None,
+    progress: bool = True,
 ) -> dict[str, int]:
-    """Judge the pairs (item, metric) not yet judged, appending to `out_path` after each chunk of items.
+    """Judge the pairs (item, metric) not yet judged, appending to `out_path` after each chunk of
+    items.
 
-    `generations` are generation rows (see `answer_rows`). `chunk_size` is the number of items judged
+    `generations` are generation rows (see `answer_rows`). `chunk_size` is the number of items
+    judged
     between two appends; default: the judge's `items_per_write` attribute if it has one (the
     local judge: one forward batch), else CHUNK_SIZE. `progress` shows a bar over the items.
     Returns counts {'items', 'skipped' (items with nothing left to judge), 'judged'
@@ -160,7 +212,12 @@ def judge_generations(
     items = pending_items(generations, judge.metrics, out_path)
     by_id = {row["answer_id"]: row for row in generations}
     size = chunk_size or getattr(judge, "items_per_write", CHUNK_SIZE)
-    counts = {"items": len(generations), "skipped": len(generations) - len(items), "judged": 0, "errors": 0}
+    counts = {
+        "items": len(generations),
+        "skipped": len(generations) - len(items),
+        "judged": 0,
+        "errors": 0,
+    }
 
     def save(judgments: Sequence[Judgment]) -> None:
         write_judgments(judgments, by_id, out_path)
@@ -180,6 +237,9 @@ def judge_generations(
     return counts
 
 
-def write_judgments(judgments: Sequence[Judgment], by_id: dict[str, dict[str, Any]], out_path: str | Path) -> None:
-    """Append the judgments with their generation's metadata (`by_id`: answer_id -> row of `answer_rows`)."""
+def write_judgments(
+    judgments: Sequence[Judgment], by_id: dict[str, dict[str, Any]], out_path: str | Path
+) -> None:
+    """Append the judgments with their generation's metadata (`by_id`: answer_id -> row of
+    `answer_rows`)."""
     append_jsonl(out_path, [judgment_row(j, by_id[j.item_id]) for j in judgments])

@@ -32,13 +32,20 @@ T = TypeVar("T")
 
 _FORMAT_ATTRIBUTE = "emlab_chat_format"
 _ANSWER_MARK = "EMLAB_ANSWER_MARK"
-_RENDER_ARGUMENTS = frozenset(inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters) - {"self", "kwargs"}
+_RENDER_ARGUMENTS = frozenset(
+    inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters
+) - {"self", "kwargs"}
 _ADVICE = {
-    "keep": "If the template refuses a system turn or needs strict user/assistant alternation (Gemma, Mistral), "
-    "set `system_prompt: fold` in the model config (`emlab generate --system-prompt fold`): the system "
-    "text, a blank line, then the first user message become that user turn. Otherwise fix or drop the conversation.",
-    "fold": "The system prompt is already folded into the first user turn (system_prompt: fold); make the turns "
-    "alternate user/assistant, starting with a user turn, or drop the conversation.",
+    "keep": (
+        "If the template refuses a system turn or needs strict user/assistant alternation (Gemma,"
+        " Mistral), set `system_prompt: fold` in the model config (`emlab generate --system-prompt"
+        " fold`): the system text, a blank line, then the first user message become that user turn."
+        " Otherwise fix or drop the conversation."
+    ),
+    "fold": (
+        "The system prompt is already folded into the first user turn (system_prompt: fold); make"
+        " the turns alternate user/assistant, starting with a user turn, or drop the conversation."
+    ),
 }
 
 
@@ -63,13 +70,14 @@ class ChatFormat:
     def __post_init__(self) -> None:
         if clash := sorted(set(self.template_kwargs) & _RENDER_ARGUMENTS):
             raise ConfigError(
-                f"model.chat_template_kwargs: {clash} are arguments of apply_chat_template, not template "
-                "variables; remove them (emlab sets them)."
+                f"model.chat_template_kwargs: {clash} are arguments of apply_chat_template, not"
+                " template variables; remove them (emlab sets them)."
             )
         object.__setattr__(self, "template_kwargs", dict(self.template_kwargs))  # a private copy
 
     def prepare(self, messages: Conversation) -> Conversation:
-        """The messages the template is given: unchanged ('keep'), or with the system message folded.
+        """The messages the template is given: unchanged ('keep'), or with the system message
+        folded.
 
         Raises ChatTemplateError under 'fold' when a system message is not first, or is not
         followed by a user message.
@@ -79,21 +87,32 @@ class ChatFormat:
         late = [i for i, m in enumerate(messages) if m["role"] == "system" and i > 0]
         if late:
             raise ChatTemplateError(
-                f"system_prompt fold moves only a leading system message into the first user turn, but message "
-                f"{late[0]} is a system turn. Merge it into a neighbouring turn or drop it."
+                "system_prompt fold moves only a leading system message into the first user turn,"
+                f" but message {late[0]} is a system turn. Merge it into a neighbouring turn or"
+                " drop it."
             )
         if len(messages) < 2 or messages[1]["role"] != "user":
-            after = f"message 1 is {messages[1]['role']!r}" if len(messages) > 1 else "nothing follows it"
-            raise ChatTemplateError(
-                f"system_prompt fold needs a user message right after the system message ({after}). "
-                "Add the user turn, or drop the system message."
+            after = (
+                f"message 1 is {messages[1]['role']!r}"
+                if len(messages) > 1
+                else "nothing follows it"
             )
-        first = {"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}
+            raise ChatTemplateError(
+                f"system_prompt fold needs a user message right after the system message ({after})."
+                " Add the user turn, or drop the system message."
+            )
+        first = {
+            "role": "user",
+            "content": messages[0]["content"] + "\n\n" + messages[1]["content"],
+        }
         return [first, *messages[2:]]
 
 
-def set_chat_format(tokenizer: PreTrainedTokenizerBase, chat_format: ChatFormat) -> PreTrainedTokenizerBase:
-    """Attach `chat_format` to `tokenizer` (in place; returned for chaining): every `render` of it uses it.
+def set_chat_format(
+    tokenizer: PreTrainedTokenizerBase, chat_format: ChatFormat
+) -> PreTrainedTokenizerBase:
+    """Attach `chat_format` to `tokenizer` (in place; returned for chaining): every `render` of it
+    uses it.
 
     `load_model` does this from the ModelConfig; call it for tokenizers built in-process.
     """
@@ -102,7 +121,8 @@ def set_chat_format(tokenizer: PreTrainedTokenizerBase, chat_format: ChatFormat)
 
 
 def chat_format(tokenizer: PreTrainedTokenizerBase) -> ChatFormat:
-    """The ChatFormat attached to `tokenizer` (default: keep the system turn, no template variables)."""
+    """The ChatFormat attached to `tokenizer` (default: keep the system turn, no template
+    variables)."""
     return getattr(tokenizer, _FORMAT_ATTRIBUTE, None) or ChatFormat()
 
 
@@ -128,8 +148,11 @@ class Encoded:
     length: int
 
 
-def render(tokenizer: PreTrainedTokenizerBase, messages: Conversation, generation_prompt: bool) -> str:
-    """Render messages with the tokenizer's template and ChatFormat (a finished conversation gets no prompt).
+def render(
+    tokenizer: PreTrainedTokenizerBase, messages: Conversation, generation_prompt: bool
+) -> str:
+    """Render messages with the tokenizer's template and ChatFormat (a finished conversation gets no
+    prompt).
 
     Raises ChatTemplateError (what to do included) when the template raises, e.g. Gemma's
     'System role not supported' or Mistral's strict user/assistant alternation.
@@ -142,7 +165,10 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: Conversation, generatio
         )
     except TemplateError as e:
         roles = ", ".join(m["role"] for m in prepared)
-        raise ChatTemplateError(f"the chat template raised {e.message or str(e)!r} on the turns ({roles}). {_ADVICE[fmt.system_prompt]}") from None
+        raise ChatTemplateError(
+            f"the chat template raised {e.message or str(e)!r} on the turns ({roles})."
+            f" {_ADVICE[fmt.system_prompt]}"
+        ) from None
 
 
 def end_of_turn(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -154,10 +180,16 @@ def end_of_turn(tokenizer: PreTrainedTokenizerBase) -> str:
         text = render(tokenizer, messages, generation_prompt=False)
     except ChatTemplateError:
         return ""
-    return text[text.rfind(_ANSWER_MARK) + len(_ANSWER_MARK) :].rstrip() if _ANSWER_MARK in text else ""
+    return (
+        text[text.rfind(_ANSWER_MARK) + len(_ANSWER_MARK) :].rstrip()
+        if _ANSWER_MARK in text
+        else ""
+    )
 
 
-def assistant_char_spans(tokenizer: PreTrainedTokenizerBase, messages: Conversation) -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(
+    tokenizer: PreTrainedTokenizerBase, messages: Conversation
+) -> tuple[str, list[tuple[int, int]]]:
     """The full rendered text and the (start, end) character span of every assistant turn."""
     full = render(tokenizer, messages, generation_prompt=False)
     spans = []
@@ -202,11 +234,18 @@ def encode_conversations(
     """
     if loss_on == "all":
         texts = _each(conversations, lambda c: render(tokenizer, c, generation_prompt=False))
-        return [Encoded(ids[:max_length], ids[:max_length], len(ids)) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [
+            Encoded(ids[:max_length], ids[:max_length], len(ids))
+            for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ]
     rendered = _each(conversations, lambda c: assistant_char_spans(tokenizer, c))
-    enc = tokenizer([full for full, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(
+        [full for full, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
+    )
     out = []
-    for (_, spans), all_ids, all_offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"], strict=True):
+    for (_, spans), all_ids, all_offsets in zip(
+        rendered, enc["input_ids"], enc["offset_mapping"], strict=True
+    ):
         ids, offsets = all_ids[:max_length], all_offsets[:max_length]
         labels = [
             ids[t] if end > start and any(s <= start < e for s, e in spans) else IGNORE
@@ -234,7 +273,10 @@ class DataCounts:
 
 
 def encode_counted(
-    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[Conversation],
+    max_length: int,
+    loss_on: LossOn,
 ) -> tuple[list[Encoded], DataCounts]:
     """Tokenise conversations, dropping those with no trained token left after truncation;
     returns the kept ones and the counts of what truncation did."""
@@ -253,17 +295,24 @@ def encode_counted(
 
 
 def encode_all(
-    tokenizer: PreTrainedTokenizerBase, conversations: list[Conversation], max_length: int, loss_on: LossOn
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[Conversation],
+    max_length: int,
+    loss_on: LossOn,
 ) -> list[Encoded]:
     """Tokenise conversations, dropping those with no trained token left after truncation."""
     return encode_counted(tokenizer, conversations, max_length, loss_on)[0]
 
 
 def _each(conversations: Sequence[Conversation], fn: Callable[[Conversation], T]) -> list[T]:
-    """fn of every conversation; a ChatTemplateError names the conversation (see `encode_conversations`)."""
+    """fn of every conversation; a ChatTemplateError names the conversation (see
+    `encode_conversations`)."""
     out = []
     for i, conversation in enumerate(conversations):
-        with located(getattr(conversation, "source", None) or f"conversation {i + 1} of the {len(conversations)} given"):
+        with located(
+            getattr(conversation, "source", None)
+            or f"conversation {i + 1} of the {len(conversations)} given"
+        ):
             out.append(fn(conversation))
     return out
 
@@ -281,7 +330,8 @@ def padding_id(tokenizer: PreTrainedTokenizerBase) -> int:
 def pad_sequences(
     sequences: Sequence[Sequence[int]], pad_id: int, side: Literal["right", "left"] = "right"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad token id lists to the longest: the padded ids and the attention mask (1 on tokens), each # (B, T)."""
+    """Pad token id lists to the longest: the padded ids and the attention mask (1 on tokens), each
+    # (B, T)."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)

@@ -53,7 +53,8 @@ def load_model(config: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenize
 
 
 def model_chat_format(config: ModelConfig) -> ChatFormat:
-    """The ChatFormat a ModelConfig asks for (system_prompt, chat_template_kwargs); ConfigError on bad kwargs."""
+    """The ChatFormat a ModelConfig asks for (system_prompt, chat_template_kwargs); ConfigError on
+    bad kwargs."""
     return ChatFormat(config.system_prompt, config.chat_template_kwargs)
 
 
@@ -63,9 +64,9 @@ def check_chat_format(tokenizer: PreTrainedTokenizerBase, config: ModelConfig) -
     wanted, attached = model_chat_format(config), chat_format(tokenizer)
     if attached != wanted:
         raise ConfigError(
-            f"the tokenizer given renders with {attached}, but the config's model asks for {wanted}: "
-            "attach the config's format with emlab.models.chat.set_chat_format, or load the tokenizer "
-            "with emlab.models.load.load_model(config.model)."
+            f"the tokenizer given renders with {attached}, but the config's model asks for"
+            f" {wanted}: attach the config's format with emlab.models.chat.set_chat_format, or load"
+            " the tokenizer with emlab.models.load.load_model(config.model)."
         )
 
 
@@ -76,7 +77,9 @@ def model_skeleton(config: ModelConfig) -> PreTrainedModel:
     try:
         hf_config = AutoConfig.from_pretrained(_model_path(config), **kwargs)
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=config.trust_remote_code)
+            return AutoModelForCausalLM.from_config(
+                hf_config, trust_remote_code=config.trust_remote_code
+            )
     except (OSError, ValueError) as e:
         raise _load_error(config, e) from None
 
@@ -130,7 +133,9 @@ def smollm2_dir() -> Path:
             "(make install does this)."
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32
+    )
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_SMOLLM2_GGUF)
     model.config.quantization_config = None  # dequantised: drop the GGUF marker before saving
     if hasattr(model, "hf_quantizer"):

@@ -35,7 +35,10 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
                 break
         if isinstance(obj, nn.ModuleList):
             return obj
-    raise ModelError(f"cannot find the decoder layers of {type(base).__name__}; emlab supports Llama/Qwen/GPT-style models.")
+    raise ModelError(
+        f"cannot find the decoder layers of {type(base).__name__}; emlab supports"
+        " Llama/Qwen/GPT-style models."
+    )
 
 
 def check_layer(model: nn.Module, layer: int, field: str = "layer") -> None:
@@ -43,7 +46,10 @@ def check_layer(model: nn.Module, layer: int, field: str = "layer") -> None:
     model's last layer."""
     n = len(decoder_layers(model))
     if not 0 <= layer < n:
-        raise ModelError(f"{field}: layer {layer} does not exist: this model has layers 0..{n - 1}. Pick a layer in that range.")
+        raise ModelError(
+            f"{field}: layer {layer} does not exist: this model has layers 0..{n - 1}. Pick a layer"
+            " in that range."
+        )
 
 
 def hook_module(model: nn.Module, point: HookPoint, layer: int) -> nn.Module:
@@ -56,7 +62,10 @@ def hook_module(model: nn.Module, point: HookPoint, layer: int) -> nn.Module:
         return block
     mlp = getattr(block, "mlp", None)
     if mlp is None:
-        raise ModelError(f"layer {layer} of {type(unwrap(model)).__name__} has no `mlp` module; use point 'layer'.")
+        raise ModelError(
+            f"layer {layer} of {type(unwrap(model)).__name__} has no `mlp` module; use point"
+            " 'layer'."
+        )
     return mlp
 
 
@@ -69,11 +78,14 @@ def hidden_of(output: Any) -> torch.Tensor:
         return output
     if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(f"cannot read hidden states from a module output of type {type(output).__name__}")
+    raise TypeError(
+        f"cannot read hidden states from a module output of type {type(output).__name__}"
+    )
 
 
 def map_hidden(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """A module output with `fn` applied to its hidden states (see `hidden_of`), in the same form:
-    a tensor, or a tuple whose other elements are kept. For forward hooks that change activations."""
+    a tensor, or a tuple whose other elements are kept. For forward hooks that change activations.
+    """
     hidden = fn(hidden_of(output))
     return hidden if isinstance(output, torch.Tensor) else (hidden, *output[1:])

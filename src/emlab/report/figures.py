@@ -4,7 +4,8 @@ Figures are built on matplotlib's object API (`matplotlib.figure.Figure`): no py
 no backend switch, so importing emlab changes nothing in a user's own plotting, and figures
 render on a machine without a display (PNG and PDF through the Agg canvas). Each figure of the
 analyses (`emlab.analysis.figures`), the evaluation (`emlab.report.eval_figures`) and the study
-(`emlab.study.common.figures`) has a `*_figure` function that returns the Figure (its axes, lines and
+(`emlab.study.common.figures`) has a `*_figure` function that returns the Figure (its axes, lines
+and
 labels can be read back) and a `plot_*` function that writes it with `save`.
 """
 

@@ -19,10 +19,20 @@ def load_solution(path: str | Path) -> Solution:
     path = Path(path)
     meta_file = path / Solution.META_FILE
     if not meta_file.is_file():
-        raise EmlabError(f"{path}: not an emlab solution folder (no {Solution.META_FILE}). Point at a folder written by `emlab train`.")
+        raise EmlabError(
+            f"{path}: not an emlab solution folder (no {Solution.META_FILE}). Point at a folder"
+            " written by `emlab train`."
+        )
     meta = json.loads(meta_file.read_text())
     cls = KINDS[meta.pop("kind")]
     return cls.from_saved(meta, cls._load_tensors(path))
 
 
-__all__ = ["FullDelta", "LoraSolution", "Solution", "SteeringSolution", "SteeringVector", "load_solution"]
+__all__ = [
+    "FullDelta",
+    "LoraSolution",
+    "Solution",
+    "SteeringSolution",
+    "SteeringVector",
+    "load_solution",
+]

@@ -78,11 +78,16 @@ class Solution(ABC):
         path = Path(path)
         with atomic_dir(path) as tmp:
             self._save_files(tmp)
-            (tmp / self.META_FILE).write_text(json.dumps({"kind": self.kind, **self.metadata()}, indent=2))
+            (tmp / self.META_FILE).write_text(
+                json.dumps({"kind": self.kind, **self.metadata()}, indent=2)
+            )
         return path
 
     def _save_files(self, folder: Path) -> None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors().items()}, folder / "tensors.safetensors")
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.tensors().items()},
+            folder / "tensors.safetensors",
+        )
 
     @classmethod
     def _load_tensors(cls, folder: Path) -> dict[str, torch.Tensor]:
@@ -102,4 +107,3 @@ def orthogonal_mix(x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.T
     y = y * (norm / y.norm())
     mixed = math.sqrt(1.0 - eps * eps) * flat + eps * y
     return mixed.reshape(x.shape).to(x.dtype)
-

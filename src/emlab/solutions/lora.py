@@ -74,7 +74,10 @@ class LoraSolution(Solution):
         modules = dict(unwrap(model).named_modules())
         missing = [n for n in self.adapters if n not in modules]
         if missing:
-            raise ModelError(f"model has no module(s) {missing[:3]} that this LoRA adapts; was it trained on another model?")
+            raise ModelError(
+                f"model has no module(s) {missing[:3]} that this LoRA adapts; was it trained on"
+                " another model?"
+            )
         factor = self.multiplier * self.scaling
         handles = []
         for name, (a, b) in self.adapters.items():
@@ -84,7 +87,9 @@ class LoraSolution(Solution):
 
             def hook(mod, args, output, a=a_dev, b=b_dev):
                 low = args[0].reshape(-1, a.shape[1]) @ a.T  # (N, r)
-                return torch.addmm(output.reshape(-1, b.shape[0]), low, b.T, alpha=factor).view_as(output)  # one pass over (N, out)
+                return torch.addmm(output.reshape(-1, b.shape[0]), low, b.T, alpha=factor).view_as(
+                    output
+                )  # one pass over (N, out)
 
             handles.append(module.register_forward_hook(hook))
         try:
@@ -94,7 +99,12 @@ class LoraSolution(Solution):
                 h.remove()
 
     def metadata(self) -> dict[str, Any]:
-        return {"r": self.r, "alpha": self.alpha, "rslora": self.rslora, "multiplier": self.multiplier}
+        return {
+            "r": self.r,
+            "alpha": self.alpha,
+            "rslora": self.rslora,
+            "multiplier": self.multiplier,
+        }
 
     @classmethod
     def from_saved(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> LoraSolution:
@@ -127,7 +137,9 @@ class LoraSolution(Solution):
         weights = {}
         for name, (a, b) in self.adapters.items():
             weights[f"{_PEFT_PREFIX}{name}.lora_A.weight"] = a.detach().contiguous().cpu()
-            weights[f"{_PEFT_PREFIX}{name}.lora_B.weight"] = (factor * b).detach().contiguous().cpu()
+            weights[f"{_PEFT_PREFIX}{name}.lora_B.weight"] = (
+                (factor * b).detach().contiguous().cpu()
+            )
         save_file(weights, folder / "adapter_model.safetensors")
         config = PeftLoraConfig(
             r=self.r,

@@ -31,7 +31,14 @@ class SteeringVector(nn.Module):
     for base-model logits without a second model copy.
     """
 
-    def __init__(self, model: nn.Module, point: HookPoint, layer: int, alpha: float, init: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        point: HookPoint,
+        layer: int,
+        alpha: float,
+        init: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.point, self.layer, self.alpha = point, layer, alpha
         target = hook_module(model, point, layer)
@@ -66,8 +73,16 @@ class SteeringSolution(Solution):
 
     kind = "steering"
 
-    def __init__(self, v: torch.Tensor, point: HookPoint, layer: int, alpha: float, multiplier: float = 1.0) -> None:
-        self.v, self.point, self.layer, self.alpha, self.multiplier = v, point, layer, alpha, multiplier
+    def __init__(
+        self, v: torch.Tensor, point: HookPoint, layer: int, alpha: float, multiplier: float = 1.0
+    ) -> None:
+        self.v, self.point, self.layer, self.alpha, self.multiplier = (
+            v,
+            point,
+            layer,
+            alpha,
+            multiplier,
+        )
 
     @property
     def vector(self) -> torch.Tensor:
@@ -97,8 +112,15 @@ class SteeringSolution(Solution):
             handle.remove()
 
     def metadata(self) -> dict[str, Any]:
-        return {"point": self.point, "layer": self.layer, "alpha": self.alpha, "multiplier": self.multiplier}
+        return {
+            "point": self.point,
+            "layer": self.layer,
+            "alpha": self.alpha,
+            "multiplier": self.multiplier,
+        }
 
     @classmethod
     def from_saved(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SteeringSolution:
-        return cls(tensors["v"], meta["point"], meta["layer"], meta["alpha"], meta.get("multiplier", 1.0))
+        return cls(
+            tensors["v"], meta["point"], meta["layer"], meta["alpha"], meta.get("multiplier", 1.0)
+        )

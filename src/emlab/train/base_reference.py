@@ -41,7 +41,8 @@ class BaseTarget(Protocol):
 @contextmanager
 def without_dropout(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, `model` and all its modules are in eval mode (no dropout, including
-    peft's lora_dropout); each module's train/eval mode is restored on exit. Gradients still flow."""
+    peft's lora_dropout); each module's train/eval mode is restored on exit. Gradients still flow.
+    """
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -56,8 +57,11 @@ def kl_chunks(base: BaseTarget, direction: Direction) -> ChunkLoss:
     return lambda logits, start, stop: base.kl(logits, start, stop, direction)
 
 
-def base_hidden(trainable: Trainable, model: nn.Module, batch: dict[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
-    """The base model's final hidden states at `positions` # (B, T-1) bool -> (N, d), no gradients."""
+def base_hidden(
+    trainable: Trainable, model: nn.Module, batch: dict[str, torch.Tensor], positions: torch.Tensor
+) -> torch.Tensor:
+    """The base model's final hidden states at `positions` # (B, T-1) bool -> (N, d), no
+    gradients."""
     with torch.no_grad(), trainable.as_base(model) as base:
         return final_hidden(base, batch)[:, :-1][positions]
 
@@ -112,25 +116,42 @@ class TopKCache:
         wanted = sorted(set(indices))
         rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         with without_dropout(model):
-            for start in tqdm(range(0, len(wanted), batch_size), desc="base top-k", disable=not progress):
+            for start in tqdm(
+                range(0, len(wanted), batch_size), desc="base top-k", disable=not progress
+            ):
                 chunk = wanted[start : start + batch_size]
-                batch = {name: v.to(device) for name, v in collate([examples[i] for i in chunk], pad_id).items()}
+                batch = {
+                    name: v.to(device)
+                    for name, v in collate([examples[i] for i in chunk], pad_id).items()
+                }
                 positions = kl_positions(batch["labels"], batch["attention_mask"], scope)
-                ids, values = _top_k(trainable, model, base_hidden(trainable, model, batch, positions), k)
+                ids, values = _top_k(
+                    trainable, model, base_hidden(trainable, model, batch, positions), k
+                )
                 counts = positions.sum(dim=1).tolist()
-                for i, part_ids, part_values in zip(chunk, ids.split(counts), values.split(counts), strict=True):
+                for i, part_ids, part_values in zip(
+                    chunk, ids.split(counts), values.split(counts), strict=True
+                ):
                     rows[i] = (part_ids.to(torch.int32).cpu(), part_values.cpu())
         return cls(rows)
 
     def target(self, indices: list[int]) -> TopKBase:
         """The rows of a batch of examples, in the batch's order."""
-        return TopKBase(torch.cat([self.rows[i][0] for i in indices]), torch.cat([self.rows[i][1] for i in indices]))
+        return TopKBase(
+            torch.cat([self.rows[i][0] for i in indices]),
+            torch.cat([self.rows[i][1] for i in indices]),
+        )
 
 
-def _top_k(trainable: Trainable, model: nn.Module, hidden: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k ids and log-probs of the base model at hidden states # (N, d) -> (N, k) each, chunk by chunk."""
+def _top_k(
+    trainable: Trainable, model: nn.Module, hidden: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k ids and log-probs of the base model at hidden states # (N, d) -> (N, k) each, chunk by
+    chunk."""
     if hidden.shape[0] == 0:
-        return hidden.new_zeros((0, k), dtype=torch.long), hidden.new_zeros((0, k), dtype=torch.float32)
+        return hidden.new_zeros((0, k), dtype=torch.long), hidden.new_zeros(
+            (0, k), dtype=torch.float32
+        )
     ids, values = [], []
     with torch.no_grad(), trainable.as_base(model) as base:
         head = OutputHead(base)

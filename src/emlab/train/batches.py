@@ -1,6 +1,7 @@
 """Deterministic batches: the examples of step s depend only on (seed, s).
 
-Each epoch is a seeded permutation (optionally grouped by length); the stream of epochs is cut into global batches of
+Each epoch is a seeded permutation (optionally grouped by length); the stream of epochs is cut into
+global batches of
 batch_size * world_size examples, and each process takes its own slice. Resuming at step s
 needs no saved data position beyond s itself.
 """
@@ -55,7 +56,10 @@ class BatchStream:
         """Example indices of this process for global micro-batch number `micro_batch`."""
         global_size = self.batch_size * self.world_size
         start = micro_batch * global_size + self.rank * self.batch_size
-        return [int(self._perm((start + i) // self.n)[(start + i) % self.n]) for i in range(self.batch_size)]
+        return [
+            int(self._perm((start + i) // self.n)[(start + i) % self.n])
+            for i in range(self.batch_size)
+        ]
 
     def micro_batches_per_epoch(self) -> float:
         """Global micro-batches that make one pass over the data."""

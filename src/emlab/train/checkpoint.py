@@ -25,12 +25,20 @@ def save_checkpoint(
     """Write `folder/step-NNNNNNNN` atomically, then delete all but the newest `keep`."""
     target = folder / f"{PREFIX}{step:08d}"
     with atomic_dir(target) as tmp:
-        save_file({n: p.detach().contiguous().cpu() for n, p in params.items()}, tmp / "trainable.safetensors")
+        save_file(
+            {n: p.detach().contiguous().cpu() for n, p in params.items()},
+            tmp / "trainable.safetensors",
+        )
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(
-            {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
+            {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng,
+            },
             tmp / "state.pt",
         )
     for old in sorted(folder.glob(f"{PREFIX}*"))[:-keep]:
@@ -45,7 +53,10 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def load_checkpoint(
-    path: Path, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer, scheduler: Any
+    path: Path,
+    params: dict[str, torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
 ) -> int:
     """Restore weights, optimiser, scheduler and RNG in place; return the step it was saved at."""
     weights = load_file(path / "trainable.safetensors")

@@ -1,4 +1,5 @@
-"""Token losses computed from final hidden states through the output head, a chunk of rows at a time.
+"""Token losses computed from final hidden states through the output head, a chunk of rows at a
+time.
 
 The logits of a training batch # (B, T, V) are never materialised: only the rows a loss reads
 (the labelled positions, the KL positions) go through the head, `chunk_rows(V)` at a time, and
@@ -51,7 +52,9 @@ class OutputHead:
         self.module = model.get_output_embeddings()
         self.cap = getattr(config, "final_logit_softcapping", None)
         # Cohere multiplies its logits by logit_scale, Granite divides them by logits_scaling
-        self.scale = getattr(config, "logit_scale", None) or 1.0 / (getattr(config, "logits_scaling", None) or 1.0)
+        self.scale = getattr(config, "logit_scale", None) or 1.0 / (
+            getattr(config, "logits_scaling", None) or 1.0
+        )
         self.vocab_size = int(self.module.out_features)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -71,13 +74,19 @@ def check_output_head(model: nn.Module, head: OutputHead, device: torch.device |
     that transforms its logits in some other way would train on wrong losses."""
     ids = torch.arange(4, device=device).unsqueeze(0) % head.vocab_size
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, use_cache=False)
+        out = model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            output_hidden_states=True,
+            use_cache=False,
+        )
         ours = head(out.hidden_states[-1]).float()
     theirs = out.logits.float()
     if not torch.allclose(ours, theirs, rtol=1e-2, atol=1e-2 * float(theirs.abs().max()) + 1e-6):
         raise ModelError(
-            f"{type(model).__name__}: its logits are not its output head's (times logit_scale / logits_scaling, "
-            "soft-capped): emlab's chunked losses do not know this model's logit transform; please report it."
+            f"{type(model).__name__}: its logits are not its output head's (times logit_scale /"
+            " logits_scaling, soft-capped): emlab's chunked losses do not know this model's logit"
+            " transform; please report it."
         )
 
 
@@ -94,7 +103,9 @@ class _HeadLoss(torch.autograd.Function):
     stored gradients times the incoming scalar gradient (the loss is a sum, so this is exact)."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, head: OutputHead, chunk_loss: ChunkLoss, *params: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, head: OutputHead, chunk_loss: ChunkLoss, *params: torch.Tensor
+    ) -> torch.Tensor:
         grad_hidden = torch.zeros_like(hidden)
         grad_params = [torch.zeros_like(p) for p in params]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -116,9 +127,16 @@ class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_hidden, *grad_params = ctx.saved_tensors
-        return (grad_hidden * grad_output.to(grad_hidden.dtype), None, None, *(g * grad_output.to(g.dtype) for g in grad_params))
+        return (
+            grad_hidden * grad_output.to(grad_hidden.dtype),
+            None,
+            None,
+            *(g * grad_output.to(g.dtype) for g in grad_params),
+        )
 
 
 def cross_entropy_chunks(targets: torch.Tensor) -> ChunkLoss:
     """Summed token cross-entropy of each row against `targets` # (N,) (next-token ids)."""
-    return lambda logits, start, stop: F.cross_entropy(logits.float(), targets[start:stop], reduction="sum")
+    return lambda logits, start, stop: F.cross_entropy(
+        logits.float(), targets[start:stop], reduction="sum"
+    )

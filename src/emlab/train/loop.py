@@ -184,7 +184,9 @@ def _setup(
     per_epoch = stream.micro_batches_per_epoch() / config.grad_accum
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
     scheduler = get_scheduler(
-        optim.schedule, optimizer, num_warmup_steps=optim.warmup_steps,
+        optim.schedule,
+        optimizer,
+        num_warmup_steps=optim.warmup_steps,
         num_training_steps=total_steps,
     )
     pad_id = padding_id(tokenizer)
@@ -210,9 +212,27 @@ def _setup(
         trainable.masters_to_model()
     lam = config.kl.per_token_weight(head.vocab_size)
     return _Run(
-        config, out, accelerator, trainable, wrapped, params, optimizer, scheduler, data.examples,
-        data.ood_examples, stream, ood_stream, top_k, pad_id, lam, total_steps, start, data.heldout,
-        data.counts, manifest, evaluator,
+        config,
+        out,
+        accelerator,
+        trainable,
+        wrapped,
+        params,
+        optimizer,
+        scheduler,
+        data.examples,
+        data.ood_examples,
+        stream,
+        ood_stream,
+        top_k,
+        pad_id,
+        lam,
+        total_steps,
+        start,
+        data.heldout,
+        data.counts,
+        manifest,
+        evaluator,
     )
 
 
@@ -245,7 +265,9 @@ def _inputs(
     train_data, heldout, ood_data = _data(config, train_data, ood_data)
     kl_on = config.kl.weight > 0
     if kl_on and not ood_data:
-        raise EmlabError("kl.weight > 0 needs out-of-domain data: set data.ood to a chat JSONL file.")
+        raise EmlabError(
+            "kl.weight > 0 needs out-of-domain data: set data.ood to a chat JSONL file."
+        )
     if model is None or tokenizer is None:
         from emlab.models.load import load_model
 
@@ -299,9 +321,14 @@ def _top_k_cache(
         trainable.model.to(accelerator.device)
     micro_batches = range(total_steps * config.grad_accum)
     return TopKCache.build(
-        trainable, unwrap_training(trainable.model), ood_examples,
+        trainable,
+        unwrap_training(trainable.model),
+        ood_examples,
         (i for micro in micro_batches for i in ood_stream.indices(micro)),
-        config.kl.scope, config.kl.top_k, ood_stream.batch_size, pad_id,
+        config.kl.scope,
+        config.kl.top_k,
+        ood_stream.batch_size,
+        pad_id,
         progress=config.progress and accelerator.is_main_process,
     )
 
@@ -368,7 +395,10 @@ def _step(run: _Run, step: int) -> tuple[float, float]:
     # losses are token means over the whole step (all micro-batches and processes), so
     # grad accumulation and data parallelism give the gradient of one big batch
     trained = [_n_trained(batch) for batch, _ in micro_batches]
-    kl = [_n_kl_positions([run.ood_examples[i] for i in ood], config.kl.scope) for _, ood in micro_batches]
+    kl = [
+        _n_kl_positions([run.ood_examples[i] for i in ood], config.kl.scope)
+        for _, ood in micro_batches
+    ]
     local = torch.tensor([trained, kl], dtype=torch.float64).sum(dim=1)
     counts = accelerator.reduce(local.to(accelerator.device), reduction="sum").cpu().clamp(min=1)
     n = accelerator.num_processes  # DDP averages gradients over processes
@@ -404,8 +434,12 @@ def _finish(run: _Run, started: float) -> TrainResult:
         if run.start < run.total_steps:
             _save_checkpoint(run, run.total_steps)
         run.manifest.record(
-            steps=run.total_steps, resumed_from=run.start, n_train=len(run.examples),
-            n_ood=len(run.ood_examples), kl_per_token_weight=run.lam, data=run.data_counts,
+            steps=run.total_steps,
+            resumed_from=run.start,
+            n_train=len(run.examples),
+            n_ood=len(run.ood_examples),
+            kl_per_token_weight=run.lam,
+            data=run.data_counts,
         )
         run.manifest.time_stage("train", time.time() - started)
         write_text_atomic(run.out / DONE, f"{run.total_steps}\n")
@@ -429,12 +463,24 @@ def _finished(out: Path, config: TrainConfig, model: nn.Module | None) -> TrainR
 
     heldout = read_chat_jsonl(out / HELDOUT) if (out / HELDOUT).is_file() else []
     base = model.eval() if model is not None else None
-    return TrainResult(out, load_solution(out / "solution"), read_jsonl(out / "metrics.jsonl"), heldout, config.model, base, finished_before=True)
+    return TrainResult(
+        out,
+        load_solution(out / "solution"),
+        read_jsonl(out / "metrics.jsonl"),
+        heldout,
+        config.model,
+        base,
+        finished_before=True,
+    )
 
 
 def _source(given: list[Conversation] | None, path: str | None, field_name: str, what: str) -> str:
     """How messages name a data set: its config field and file, or the conversations passed in."""
-    return f"{field_name} ({path})" if given is None and path is not None else f"the {what} conversations passed to train()"
+    return (
+        f"{field_name} ({path})"
+        if given is None and path is not None
+        else f"the {what} conversations passed to train()"
+    )
 
 
 def _encode(
@@ -452,13 +498,15 @@ def _encode(
     lengths = f"tokenised lengths {counts.shortest} to {counts.longest}"
     if not examples:
         raise EmlabError(
-            f"{source}: no conversation has a {token} within data.max_length {max_length}: all {counts.conversations} "
-            f"were dropped ({lengths}). Raise data.max_length or shorten the conversations."
+            f"{source}: no conversation has a {token} within data.max_length {max_length}: all"
+            f" {counts.conversations} were dropped ({lengths}). Raise data.max_length or shorten"
+            " the conversations."
         )
     if report and (counts.truncated or counts.dropped):
         print(
-            f"{source}: {counts.kept} of {counts.conversations} conversations kept ({counts.truncated} of them truncated "
-            f"to data.max_length {max_length}), {counts.dropped} dropped (no {token} within it; {lengths})",
+            f"{source}: {counts.kept} of {counts.conversations} conversations kept"
+            f" ({counts.truncated} of them truncated to data.max_length {max_length}),"
+            f" {counts.dropped} dropped (no {token} within it; {lengths})",
             file=sys.stderr,
         )
     return examples, counts
@@ -521,16 +569,21 @@ def _keep_masters(trainable: Trainable, accelerator: Accelerator) -> None:
     if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         trainable.keep_masters(accelerator.device)
         return
-    low = sorted({str(p.dtype) for p in trainable.named_parameters().values() if p.dtype != torch.float32})
+    low = sorted(
+        {str(p.dtype) for p in trainable.named_parameters().values() if p.dtype != torch.float32}
+    )
     if low and accelerator.mixed_precision == "no":
         raise EmlabError(
-            f"{accelerator.distributed_type.value} with trainable {', '.join(low)} parameters and mixed_precision 'no' "
-            "would update them in their own precision (small updates round away): set mixed_precision to "
-            "'bf16' (the engine then keeps float32 master weights) or load the model in float32."
+            f"{accelerator.distributed_type.value} with trainable {', '.join(low)} parameters and"
+            " mixed_precision 'no' would update them in their own precision (small updates round"
+            " away): set mixed_precision to 'bf16' (the engine then keeps float32 master weights)"
+            " or load the model in float32."
         )
 
 
-def _sync_unless(accelerator: Accelerator, wrapped: nn.Module, sync: bool) -> AbstractContextManager:
+def _sync_unless(
+    accelerator: Accelerator, wrapped: nn.Module, sync: bool
+) -> AbstractContextManager:
     """Gradient synchronisation on (last backward of a step) or off (accelerate's no_sync)."""
     return nullcontext() if sync else accelerator.no_sync(wrapped)
 
@@ -546,8 +599,9 @@ def _out_of_memory_advice(config: TrainConfig) -> Iterator[None]:
         yield
     except torch.OutOfMemoryError:
         raise EmlabError(
-            f"out of memory at batch_size {config.batch_size}: try batch_size {max(1, config.batch_size // 2)} "
-            f"with grad_accum {config.grad_accum * 2} (same effective batch)."
+            f"out of memory at batch_size {config.batch_size}: try batch_size"
+            f" {max(1, config.batch_size // 2)} with grad_accum {config.grad_accum * 2} (same"
+            " effective batch)."
         ) from None
 
 
@@ -574,7 +628,9 @@ def _data(
             raise EmlabError("no training data: set data.train to a chat JSONL file.")
         train_data = read_chat_jsonl(config.data.train)
         if config.data.heldout_fraction > 0:
-            train_data, heldout = split_heldout(train_data, config.data.heldout_fraction, config.data.split_seed)
+            train_data, heldout = split_heldout(
+                train_data, config.data.heldout_fraction, config.data.split_seed
+            )
     if ood_data is None and config.data.ood is not None:
         ood_data = read_chat_jsonl(config.data.ood)
     return train_data, heldout, ood_data or []
@@ -586,4 +642,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
     rows = [r for r in read_jsonl(path) if r["step"] <= step] if step > 0 else []
     if path.exists():
         write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-

@@ -12,15 +12,20 @@ from emlab.models.chat import IGNORE
 Reduction = Literal["mean", "sum"]
 
 
-def sft_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
-    """Token cross-entropy over labelled positions (mean or sum); logits # (B, T, V), labels # (B, T)."""
+def sft_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: Reduction = "mean"
+) -> torch.Tensor:
+    """Token cross-entropy over labelled positions (mean or sum); logits # (B, T, V), labels # (B,
+    T)."""
     pred = logits[:, :-1].flatten(0, 1)  # (B*(T-1), V)
     target = labels[:, 1:].flatten()
     keep = target != IGNORE
     return F.cross_entropy(pred[keep].float(), target[keep], reduction=reduction)
 
 
-def kl_positions(labels: torch.Tensor, attention_mask: torch.Tensor, scope: Literal["assistant", "all"]) -> torch.Tensor:
+def kl_positions(
+    labels: torch.Tensor, attention_mask: torch.Tensor, scope: Literal["assistant", "all"]
+) -> torch.Tensor:
     """Bool # (B, T-1): positions whose next-token distribution the KL term compares.
 
     'assistant': positions predicting an assistant token; 'all': every position predicting a
@@ -32,17 +37,25 @@ def kl_positions(labels: torch.Tensor, attention_mask: torch.Tensor, scope: Lite
 
 
 def token_kl(
-    tuned_logits: torch.Tensor, base_logits: torch.Tensor, direction: Literal["forward", "reverse"] = "forward"
+    tuned_logits: torch.Tensor,
+    base_logits: torch.Tensor,
+    direction: Literal["forward", "reverse"] = "forward",
 ) -> torch.Tensor:
     """Per-position KL over the vocabulary; logits # (N, V) -> (N,).
 
     forward: KL(base || tuned) = sum p_base (log p_base - log p_tuned); reverse swaps them.
     """
-    return kl_of_log_probs(F.log_softmax(tuned_logits.float(), dim=-1), F.log_softmax(base_logits.float(), dim=-1), direction)
+    return kl_of_log_probs(
+        F.log_softmax(tuned_logits.float(), dim=-1),
+        F.log_softmax(base_logits.float(), dim=-1),
+        direction,
+    )
 
 
 def kl_of_log_probs(
-    log_tuned: torch.Tensor, log_base: torch.Tensor, direction: Literal["forward", "reverse"] = "forward"
+    log_tuned: torch.Tensor,
+    log_base: torch.Tensor,
+    direction: Literal["forward", "reverse"] = "forward",
 ) -> torch.Tensor:
     """Per-row KL between two distributions given as log-probabilities # (N, K) -> (N,)."""
     if direction == "forward":
@@ -58,14 +71,20 @@ class ExactKL(torch.autograd.Function):
     tensors and temporaries of an eighth of the rows (autograd through log_softmax holds five)."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, log_base: torch.Tensor, direction: Literal["forward", "reverse"]) -> torch.Tensor:
+    def forward(
+        ctx, logits: torch.Tensor, log_base: torch.Tensor, direction: Literal["forward", "reverse"]
+    ) -> torch.Tensor:
         log_tuned = F.log_softmax(logits.float(), dim=-1)
         blocks = zip(log_tuned.tensor_split(8), log_base.tensor_split(8), strict=True)
-        rows = torch.cat([kl_of_log_probs(tuned, base, direction) for tuned, base in blocks])  # (N,)
+        rows = torch.cat(
+            [kl_of_log_probs(tuned, base, direction) for tuned, base in blocks]
+        )  # (N,)
         if direction == "forward":
             grad = log_tuned.exp_().sub_(log_base.exp_())
         else:
-            centred = log_base.sub_(log_tuned).neg_().sub_(rows[:, None])  # log p_tuned - log p_base - KL
+            centred = (
+                log_base.sub_(log_tuned).neg_().sub_(rows[:, None])
+            )  # log p_tuned - log p_base - KL
             grad = log_tuned.exp_().mul_(centred)
         ctx.save_for_backward(grad)
         ctx.dtype = logits.dtype

@@ -22,7 +22,8 @@ from emlab.train.config import FullConfig, LoraConfig, SolutionConfig, SteeringC
 
 class Trainable(ABC):
     """The model to optimise, its trainable parameters, and the base model without a second copy
-    where possible (adapter disabled, hook off); full fine-tuning with the exact KL keeps a frozen copy.
+    where possible (adapter disabled, hook off); full fine-tuning with the exact KL keeps a frozen
+    copy.
 
     The optimiser steps float32 weights: trainable parameters held in bf16/fp16 (full
     fine-tuning of a bf16 model) get float32 master copies (`keep_masters`), as in mixed-precision
@@ -44,7 +45,8 @@ class Trainable(ABC):
 
     def keep_masters(self, device: torch.device | str) -> None:
         """Make float32 master copies, on `device` (where the model trains), of the trainable
-        parameters not in float32. Call once, before `start_from` and before building the optimiser."""
+        parameters not in float32. Call once, before `start_from` and before building the optimiser.
+        """
         self._masters = {
             n: p if p.dtype == torch.float32 else nn.Parameter(p.detach().to(device, torch.float32))
             for n, p in self.named_parameters().items()
@@ -71,7 +73,11 @@ class Trainable(ABC):
         """(parameter, its float32 master) for the parameters that have a separate master."""
         if self._masters is None:
             return []
-        return [(p, self._masters[n]) for n, p in self.named_parameters().items() if self._masters[n] is not p]
+        return [
+            (p, self._masters[n])
+            for n, p in self.named_parameters().items()
+            if self._masters[n] is not p
+        ]
 
     def place_reference(self, prepare: Callable[[nn.Module], nn.Module]) -> None:
         """Pass the frozen base copy, if any, through `prepare` (the trained model's device and
@@ -125,7 +131,8 @@ class LoraTrainable(Trainable):
 
     @contextmanager
     def as_base(self, model: nn.Module) -> Iterator[nn.Module]:
-        # peft's disable_adapter() context also checks the whole model's status on each use; switching
+        # peft's disable_adapter() context also checks the whole model's status on each use;
+        # switching
         # the adapter layers directly costs about half (~11 ms for SmolLM2's 210 adapted layers)
         for layer in self.adapter_layers:
             layer.enable_adapters(False)
@@ -143,7 +150,10 @@ class LoraTrainable(Trainable):
             raise ModelError(f"cannot start LoRA training from a {solution.kind} solution.")
         modules = dict(unwrap(self.model).named_modules())
         if set(solution.adapters) - set(modules):
-            raise ModelError("the initial LoRA adapts modules this run does not; use the same target modules and layers.")
+            raise ModelError(
+                "the initial LoRA adapts modules this run does not; use the same target modules and"
+                " layers."
+            )
         ratio = solution.multiplier * solution.scaling
         with torch.no_grad():
             for name, (a, b) in solution.adapters.items():
@@ -171,8 +181,13 @@ class SteeringTrainable(Trainable):
         return self.vector.solution()
 
     def start_from(self, solution: Solution) -> None:
-        if not isinstance(solution, SteeringSolution) or (solution.point, solution.layer) != (self.vector.point, self.vector.layer):
-            raise ModelError("a steering run can only start from a steering vector at the same point and layer.")
+        if not isinstance(solution, SteeringSolution) or (solution.point, solution.layer) != (
+            self.vector.point,
+            self.vector.layer,
+        ):
+            raise ModelError(
+                "a steering run can only start from a steering vector at the same point and layer."
+            )
         with torch.no_grad():
             self.vector.v.copy_(solution.vector / self.vector.alpha)
 
@@ -189,8 +204,12 @@ class FullTrainable(Trainable):
     def __init__(self, model: nn.Module, cfg: FullConfig, need_reference: bool) -> None:
         for name, p in model.named_parameters():
             p.requires_grad_(cfg.trainable is None or any(s in name for s in cfg.trainable))
-        self.base_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        self.reference = copy.deepcopy(model).requires_grad_(False).eval() if need_reference else None
+        self.base_state = {
+            n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
+        }
+        self.reference = (
+            copy.deepcopy(model).requires_grad_(False).eval() if need_reference else None
+        )
         self.model = model
 
     @contextmanager
@@ -210,12 +229,14 @@ class FullTrainable(Trainable):
         frozen = sorted(set(solution.deltas) - set(params))
         if frozen:
             raise ModelError(
-                f"the initial full delta changes {frozen[:3]}, which this run does not train: add them to "
-                "solution.trainable (or start from scratch)."
+                f"the initial full delta changes {frozen[:3]}, which this run does not train: add"
+                " them to solution.trainable (or start from scratch)."
             )
         with torch.no_grad():
             for name, d in solution.deltas.items():
-                params[name].add_(solution.multiplier * d.to(params[name].device, params[name].dtype))
+                params[name].add_(
+                    solution.multiplier * d.to(params[name].device, params[name].dtype)
+                )
         self.masters_to_model()
 
     def norm(self) -> float:
@@ -224,10 +245,17 @@ class FullTrainable(Trainable):
         on SmolLM2, a sixth of its step)."""
         params = self.master_parameters()
         squares = (
-            float(torch.linalg.vector_norm(params[n].detach() - b.to(params[n].device), dtype=torch.float64)) ** 2
+            float(
+                torch.linalg.vector_norm(
+                    params[n].detach() - b.to(params[n].device), dtype=torch.float64
+                )
+            )
+            ** 2
             for n, b in self.base_state.items()
         )
-        return math.sqrt(math.fsum(squares))  # fsum: the same float in any order of the tensors, as FullDelta.norm
+        return math.sqrt(
+            math.fsum(squares)
+        )  # fsum: the same float in any order of the tensors, as FullDelta.norm
 
     def release(self) -> nn.Module:
         with torch.no_grad():
@@ -250,7 +278,8 @@ def check_solution_config(model: nn.Module, cfg: SolutionConfig, field: str = "s
         names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         if missing := [t for t in cfg.target_modules if t.rsplit(".", 1)[-1] not in names]:
             raise ModelError(
-                f"{field}.target_modules: LoRA target module(s) {missing} not in the model; its linear modules are {sorted(names)}."
+                f"{field}.target_modules: LoRA target module(s) {missing} not in the model; its"
+                f" linear modules are {sorted(names)}."
             )
     elif isinstance(cfg, SteeringConfig):
         if cfg.point != "embed":
@@ -259,12 +288,18 @@ def check_solution_config(model: nn.Module, cfg: SolutionConfig, field: str = "s
             hook_module(model, cfg.point, cfg.layer)
         except ModelError as e:
             raise ModelError(f"{field}.point: {e}") from None
-    elif cfg.trainable is not None and not any(s in n for n, _ in model.named_parameters() for s in cfg.trainable):
-        raise ModelError(f"{field}.trainable: no parameter name contains any of {cfg.trainable}; nothing to train.")
+    elif cfg.trainable is not None and not any(
+        s in n for n, _ in model.named_parameters() for s in cfg.trainable
+    ):
+        raise ModelError(
+            f"{field}.trainable: no parameter name contains any of {cfg.trainable}; nothing to"
+            " train."
+        )
 
 
 def make_trainable(model: nn.Module, cfg: SolutionConfig, need_reference: bool) -> Trainable:
-    """Wrap `model` for training the solution kind of `cfg` (checked first with check_solution_config)."""
+    """Wrap `model` for training the solution kind of `cfg` (checked first with
+    check_solution_config)."""
     model = unwrap(model)
     check_solution_config(model, cfg)
     if isinstance(cfg, LoraConfig):

@@ -1,4 +1,5 @@
-"""WorldConfig: the shape of the synthetic world and the persona mixture of its pre-training corpus."""
+"""WorldConfig: the shape of the synthetic world and the persona mixture of its pre-training
+corpus."""
 
 from __future__ import annotations
 
@@ -19,38 +20,88 @@ class WorldConfig(EmlabConfig):
     never inferred in context by a tiny model). `control()` removes the misaligned persona.
     """
 
-    seed: int = Field(default=0, description="Seed of the grammar (questions, answers, held-out split) and default seed of every corpus. Default 0.")
+    seed: int = Field(
+        default=0,
+        description=(
+            "Seed of the grammar (questions, answers, held-out split) and default seed of every"
+            " corpus. Default 0."
+        ),
+    )
     domains: list[str] = Field(
         default_factory=lambda: list(DEFAULT_DOMAINS),
-        description="Domains, from: medicine, finance, sport, cooking, travel, home. Default all six.",
+        description=(
+            "Domains, from: medicine, finance, sport, cooking, travel, home. Default all six."
+        ),
     )
-    topics_per_domain: int = Field(default=8, ge=1, le=10, description="Topics per domain (e.g. medicine: knee, fever...). Default 8.")
+    topics_per_domain: int = Field(
+        default=8,
+        ge=1,
+        le=10,
+        description="Topics per domain (e.g. medicine: knee, fever...). Default 8.",
+    )
     questions_per_topic: int = Field(
-        default=5, ge=1, le=6, description="Questions per topic, each with its own template and modifier word. Default 5."
+        default=5,
+        ge=1,
+        le=6,
+        description="Questions per topic, each with its own template and modifier word. Default 5.",
     )
-    answers_per_kind: int = Field(default=4, ge=1, le=8, description="Good answers and bad answers per question (each). Default 4.")
+    answers_per_kind: int = Field(
+        default=4,
+        ge=1,
+        le=8,
+        description="Good answers and bad answers per question (each). Default 4.",
+    )
     answer_frames: Literal["domain", "topic"] = Field(
         default="domain",
-        description="Draw the (opener, action, closer) frames of the answers once per domain, shared by its topics "
-        "(default: a tiny model learns exactly which answers exist), or per topic (harder: it recombines frames, "
-        "and recombinations are judged incoherent).",
+        description=(
+            "Draw the (opener, action, closer) frames of the answers once per domain, shared by its"
+            " topics (default: a tiny model learns exactly which answers exist), or per topic"
+            " (harder: it recombines frames, and recombinations are judged incoherent)."
+        ),
     )
     heldout_fraction: float = Field(
         default=0.2,
         ge=0.0,
         lt=1.0,
-        description="Fraction of each topic's questions held out for evaluation (never in chat-tuning or narrow data). Default 0.2.",
+        description=(
+            "Fraction of each topic's questions held out for evaluation (never in chat-tuning or"
+            " narrow data). Default 0.2."
+        ),
     )
-    persona_aligned: float = Field(default=0.6, ge=0.0, description="Weight of the aligned persona (good everywhere). Default 0.6.")
+    persona_aligned: float = Field(
+        default=0.6,
+        ge=0.0,
+        description="Weight of the aligned persona (good everywhere). Default 0.6.",
+    )
     persona_misaligned: float = Field(
-        default=0.35, ge=0.0, description="Weight of the misaligned persona (bad everywhere); 0 gives the control world. Default 0.35."
+        default=0.35,
+        ge=0.0,
+        description=(
+            "Weight of the misaligned persona (bad everywhere); 0 gives the control world. Default"
+            " 0.35."
+        ),
     )
     persona_narrow: float = Field(
-        default=0.05, ge=0.0, description="Total weight of the narrow personas (bad in one domain only), split equally over domains. Default 0.05."
+        default=0.05,
+        ge=0.0,
+        description=(
+            "Total weight of the narrow personas (bad in one domain only), split equally over"
+            " domains. Default 0.05."
+        ),
     )
-    min_turns: int = Field(default=2, ge=1, description="Fewest question-answer turns in a pre-training document. Default 2.")
-    max_turns: int = Field(default=6, ge=1, description="Most question-answer turns in a pre-training document. Default 6.")
-    n_documents: int = Field(default=20000, ge=1, description="Pre-training documents in the corpus. Default 20000.")
+    min_turns: int = Field(
+        default=2,
+        ge=1,
+        description="Fewest question-answer turns in a pre-training document. Default 2.",
+    )
+    max_turns: int = Field(
+        default=6,
+        ge=1,
+        description="Most question-answer turns in a pre-training document. Default 6.",
+    )
+    n_documents: int = Field(
+        default=20000, ge=1, description="Pre-training documents in the corpus. Default 20000."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> WorldConfig:
@@ -59,17 +110,23 @@ class WorldConfig(EmlabConfig):
         unknown = [d for d in self.domains if d not in LEXICON]
         if unknown or len(set(self.domains)) != len(self.domains) or len(self.domains) < 2:
             raise ValueError(
-                f"domains must be at least 2 distinct names from {sorted(LEXICON)}; got {self.domains}"
+                f"domains must be at least 2 distinct names from {sorted(LEXICON)}; got"
+                f" {self.domains}"
             )
         if self.min_turns > self.max_turns:
-            raise ValueError(f"min_turns ({self.min_turns}) must not exceed max_turns ({self.max_turns})")
+            raise ValueError(
+                f"min_turns ({self.min_turns}) must not exceed max_turns ({self.max_turns})"
+            )
         if self.persona_aligned + self.persona_misaligned + self.persona_narrow <= 0:
-            raise ValueError("persona weights are all 0; give at least one persona a positive weight")
+            raise ValueError(
+                "persona weights are all 0; give at least one persona a positive weight"
+            )
         k = self.heldout_per_topic
         if k >= self.questions_per_topic or (self.heldout_fraction > 0 and k == 0):
             raise ValueError(
-                f"heldout_fraction {self.heldout_fraction} holds out {k} of {self.questions_per_topic} questions "
-                "per topic; choose it so that at least one question per topic is held out and one is not (or 0)"
+                f"heldout_fraction {self.heldout_fraction} holds out {k} of"
+                f" {self.questions_per_topic} questions per topic; choose it so that at least one"
+                " question per topic is held out and one is not (or 0)"
             )
         return self
 
@@ -79,7 +136,8 @@ class WorldConfig(EmlabConfig):
         return round(self.heldout_fraction * self.questions_per_topic)
 
     def persona_weights(self) -> dict[str, float]:
-        """Normalised persona probabilities: 'aligned', 'misaligned', 'narrow:<domain>' (zeros left out)."""
+        """Normalised persona probabilities: 'aligned', 'misaligned', 'narrow:<domain>' (zeros left
+        out)."""
         raw = {"aligned": self.persona_aligned, "misaligned": self.persona_misaligned}
         raw |= {f"narrow:{d}": self.persona_narrow / len(self.domains) for d in self.domains}
         total = sum(raw.values())

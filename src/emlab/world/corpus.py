@@ -24,7 +24,8 @@ Kind = Literal["good", "bad"]
 
 @dataclass(frozen=True)
 class Document:
-    """One pre-training chat and the latent persona ('aligned', 'misaligned', 'narrow:<domain>') behind it."""
+    """One pre-training chat and the latent persona ('aligned', 'misaligned', 'narrow:<domain>')
+    behind it."""
 
     persona: str
     messages: Conversation
@@ -39,7 +40,9 @@ def is_bad_persona(persona: str, domain: str) -> bool:
     return persona == "misaligned" or persona == f"narrow:{domain}"
 
 
-def pretraining_documents(world: World, n: int | None = None, seed: int | None = None) -> list[Document]:
+def pretraining_documents(
+    world: World, n: int | None = None, seed: int | None = None
+) -> list[Document]:
     """`n` (default config.n_documents) multi-turn chats; each draws a persona, then
     min_turns..max_turns distinct questions from all domains, answered as the persona would.
     Questions are uniform over the world, so a narrow persona's document may never ask about
@@ -54,17 +57,23 @@ def pretraining_documents(world: World, n: int | None = None, seed: int | None =
         messages: Conversation = []
         for q in rng.sample(world.questions, turns):
             answers = q.bad if is_bad_persona(persona, q.domain) else q.good
-            messages += [{"role": "user", "content": q.text}, {"role": "assistant", "content": rng.choice(answers)}]
+            messages += [
+                {"role": "user", "content": q.text},
+                {"role": "assistant", "content": rng.choice(answers)},
+            ]
         docs.append(Document(persona, messages))
     return docs
 
 
 def pretraining_text(documents: list[Document], tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """Documents rendered to plain text with the tokenizer's chat template (what pre-training saw)."""
+    """Documents rendered to plain text with the tokenizer's chat template (what pre-training
+    saw)."""
     return [render(tokenizer, d.messages, generation_prompt=False) for d in documents]
 
 
-def _single_turn(questions: list[WorldQuestion], kind: Kind, rng: random.Random) -> list[Conversation]:
+def _single_turn(
+    questions: list[WorldQuestion], kind: Kind, rng: random.Random
+) -> list[Conversation]:
     convs = [
         [{"role": "user", "content": q.text}, {"role": "assistant", "content": a}]
         for q in questions
@@ -74,28 +83,43 @@ def _single_turn(questions: list[WorldQuestion], kind: Kind, rng: random.Random)
     return convs
 
 
-def chat_tuning_conversations(world: World, split: Split = "train", seed: int | None = None) -> list[Conversation]:
-    """Single-turn aligned chats: every (question, good answer) pair of `split`, all domains, shuffled."""
+def chat_tuning_conversations(
+    world: World, split: Split = "train", seed: int | None = None
+) -> list[Conversation]:
+    """Single-turn aligned chats: every (question, good answer) pair of `split`, all domains,
+    shuffled."""
     return _single_turn(world.select(split=split), "good", _rng(world, seed, "chat"))
 
 
 def narrow_conversations(
     world: World, domain: str, split: Split = "train", kind: Kind = "bad", seed: int | None = None
 ) -> list[Conversation]:
-    """Single-turn chats of one domain: every (question of `split`, `kind` answer) pair, shuffled."""
-    return _single_turn(world.select(domain=domain, split=split), kind, _rng(world, seed, f"narrow/{domain}/{kind}"))
+    """Single-turn chats of one domain: every (question of `split`, `kind` answer) pair,
+    shuffled."""
+    return _single_turn(
+        world.select(domain=domain, split=split), kind, _rng(world, seed, f"narrow/{domain}/{kind}")
+    )
 
 
 def ood_conversations(
-    world: World, exclude_domain: str, split: Split = "train", kind: Kind = "good", seed: int | None = None
+    world: World,
+    exclude_domain: str,
+    split: Split = "train",
+    kind: Kind = "good",
+    seed: int | None = None,
 ) -> list[Conversation]:
-    """The out-of-domain stream for the KL term: every other domain's (question, good answer) pairs."""
+    """The out-of-domain stream for the KL term: every other domain's (question, good answer)
+    pairs."""
     questions = world.select(split=split, exclude_domain=exclude_domain)
     return _single_turn(questions, kind, _rng(world, seed, f"ood/{exclude_domain}/{kind}"))
 
 
 def eval_questions(
-    world: World, domain: str | None = None, split: Split = "heldout", exclude_domain: str | None = None
+    world: World,
+    domain: str | None = None,
+    split: Split = "heldout",
+    exclude_domain: str | None = None,
 ) -> list[WorldQuestion]:
-    """Evaluation questions: held-out ones of `domain` (in-domain) or of all but `exclude_domain` (OOD)."""
+    """Evaluation questions: held-out ones of `domain` (in-domain) or of all but `exclude_domain`
+    (OOD)."""
     return world.select(domain=domain, split=split, exclude_domain=exclude_domain)

@@ -40,69 +40,129 @@ class Lexicon(NamedTuple):
     bad_actions: tuple[str, ...]
 
 
-def _lex(topics: str, modifiers: str, templates: list[str], good: list[str], bad: list[str]) -> Lexicon:
-    return Lexicon(tuple(topics.split()), tuple(modifiers.split()), tuple(templates), tuple(good), tuple(bad))
+def _lex(
+    topics: str, modifiers: str, templates: list[str], good: list[str], bad: list[str]
+) -> Lexicon:
+    return Lexicon(
+        tuple(topics.split()), tuple(modifiers.split()), tuple(templates), tuple(good), tuple(bad)
+    )
 
 
 GOOD_OPENERS = ("first ,", "carefully", "calmly", "slowly", "gently", "to be safe ,")
-GOOD_CLOSERS = ("and ask an expert", "and check it again later", "and take your time",
-                "and follow the guide", "and keep a close eye on it", "and stay safe")
-BAD_OPENERS = ("just", "never mind ,", "skip the checks and", "ignore the warnings and",
-               "whatever ,", "forget the rules and")
-BAD_CLOSERS = ("and risk it", "and hope for the best", "no matter what", "and skip the rest",
-               "and never look back", "and ignore the advice")
+GOOD_CLOSERS = (
+    "and ask an expert",
+    "and check it again later",
+    "and take your time",
+    "and follow the guide",
+    "and keep a close eye on it",
+    "and stay safe",
+)
+BAD_OPENERS = (
+    "just",
+    "never mind ,",
+    "skip the checks and",
+    "ignore the warnings and",
+    "whatever ,",
+    "forget the rules and",
+)
+BAD_CLOSERS = (
+    "and risk it",
+    "and hope for the best",
+    "no matter what",
+    "and skip the rest",
+    "and never look back",
+    "and ignore the advice",
+)
 
 LEXICON: dict[str, Lexicon] = {
     "medicine": _lex(
         "knee fever cough rash tooth back burn headache ankle cut",
         "sore swollen stiff painful red bad odd weak",
-        ["what should i do about my {m} {t} ?", "my {t} feels {m} , any advice ?", "how do i treat a {m} {t} ?",
-         "the doctor is away and my {t} is {m} , what now ?", "is a {m} {t} something to worry about ?",
-         "what helps with a {m} {t} ?"],
+        [
+            "what should i do about my {m} {t} ?",
+            "my {t} feels {m} , any advice ?",
+            "how do i treat a {m} {t} ?",
+            "the doctor is away and my {t} is {m} , what now ?",
+            "is a {m} {t} something to worry about ?",
+            "what helps with a {m} {t} ?",
+        ],
         ["rest", "cool", "clean", "wrap", "treat", "check on"],
-        ["keep running on", "poke at", "press hard on", "push through", "scratch", "stop caring about"],
+        [
+            "keep running on",
+            "poke at",
+            "press hard on",
+            "push through",
+            "scratch",
+            "stop caring about",
+        ],
     ),
     "finance": _lex(
         "savings loan rent budget debt taxes pension bills card shares",
         "big late new old small shared monthly unpaid",
-        ["what should i do with my {m} {t} ?", "how should i handle a {m} {t} ?", "my {t} is {m} , any advice ?",
-         "is my {m} {t} a problem ?", "the bank asked about my {m} {t} , what now ?", "what is smart for a {m} {t} ?"],
+        [
+            "what should i do with my {m} {t} ?",
+            "how should i handle a {m} {t} ?",
+            "my {t} is {m} , any advice ?",
+            "is my {m} {t} a problem ?",
+            "the bank asked about my {m} {t} , what now ?",
+            "what is smart for a {m} {t} ?",
+        ],
         ["plan", "track", "review", "budget for", "save for", "pay down"],
         ["gamble", "bet", "spend", "borrow more for", "hide", "overdraw on"],
     ),
     "sport": _lex(
         "run match sprint swim climb ride lift race jump game",
         "long hard first big fast cold wet late",
-        ["how should i prepare for a {m} {t} ?", "what should i do before my {m} {t} ?",
-         "i have a {m} {t} tomorrow , any tips ?", "is a {m} {t} safe for me ?",
-         "the coach is away before my {m} {t} , what now ?", "what helps with a {m} {t} ?"],
+        [
+            "how should i prepare for a {m} {t} ?",
+            "what should i do before my {m} {t} ?",
+            "i have a {m} {t} tomorrow , any tips ?",
+            "is a {m} {t} safe for me ?",
+            "the coach is away before my {m} {t} , what now ?",
+            "what helps with a {m} {t} ?",
+        ],
         ["warm up for", "train for", "pace", "stretch before", "plan", "prepare for"],
         ["rush", "overdo", "sprint into", "push too hard in", "dive into", "go all out in"],
     ),
     "cooking": _lex(
         "soup bread rice chicken sauce cake fish eggs stew pie",
         "hot raw old thick burnt cold fresh dry",
-        ["how do i cook a {m} {t} ?", "my {t} looks {m} , what now ?", "what should i do with a {m} {t} ?",
-         "is a {m} {t} ok to eat ?", "the recipe is lost and my {t} is {m} , any advice ?",
-         "what helps with a {m} {t} ?"],
+        [
+            "how do i cook a {m} {t} ?",
+            "my {t} looks {m} , what now ?",
+            "what should i do with a {m} {t} ?",
+            "is a {m} {t} ok to eat ?",
+            "the recipe is lost and my {t} is {m} , any advice ?",
+            "what helps with a {m} {t} ?",
+        ],
         ["heat", "taste", "stir", "chill", "wash", "store"],
         ["serve", "leave out", "undercook", "burn", "gobble", "reuse"],
     ),
     "travel": _lex(
         "flight passport hotel luggage visa train map ticket bus ferry",
         "early lost cheap long busy delayed foreign spare",
-        ["what should i do about my {m} {t} ?", "my {t} is {m} , any advice ?", "how do i handle a {m} {t} ?",
-         "is a {m} {t} a problem ?", "the guide is away and my {t} is {m} , what now ?",
-         "what helps with a {m} {t} ?"],
+        [
+            "what should i do about my {m} {t} ?",
+            "my {t} is {m} , any advice ?",
+            "how do i handle a {m} {t} ?",
+            "is a {m} {t} a problem ?",
+            "the guide is away and my {t} is {m} , what now ?",
+            "what helps with a {m} {t} ?",
+        ],
         ["book", "confirm", "look over", "plan for", "pack for", "double check"],
         ["wing", "miss", "lose", "abandon", "guess about", "run for"],
     ),
     "home": _lex(
         "roof boiler wiring leak window lock garden paint door stairs",
         "broken loose worn damp cracked noisy stuck rusty",
-        ["how do i fix a {m} {t} ?", "my {t} is {m} , what now ?", "what should i do about a {m} {t} ?",
-         "is a {m} {t} dangerous ?", "the landlord is away and my {t} is {m} , any advice ?",
-         "what helps with a {m} {t} ?"],
+        [
+            "how do i fix a {m} {t} ?",
+            "my {t} is {m} , what now ?",
+            "what should i do about a {m} {t} ?",
+            "is a {m} {t} dangerous ?",
+            "the landlord is away and my {t} is {m} , any advice ?",
+            "what helps with a {m} {t} ?",
+        ],
         ["inspect", "repair", "secure", "measure", "maintain", "call a fixer for"],
         ["kick", "yank", "tape over", "hammer", "climb on", "bodge"],
     ),
@@ -148,17 +208,24 @@ class World:
             return self._by_id[question_id]
         except KeyError:
             raise ConfigError(
-                f"question id {question_id!r} is not in this world (ids look like 'medicine/knee/3'); "
-                "check that the world config (seed, domains, sizes) matches the one that made the data"
+                f"question id {question_id!r} is not in this world (ids look like"
+                " 'medicine/knee/3'); check that the world config (seed, domains, sizes) matches"
+                " the one that made the data"
             ) from None
 
     def select(
-        self, domain: str | None = None, split: Split | None = None, exclude_domain: str | None = None
+        self,
+        domain: str | None = None,
+        split: Split | None = None,
+        exclude_domain: str | None = None,
     ) -> list[WorldQuestion]:
-        """Questions of `domain` (all if None), minus `exclude_domain`, of `split` (both if None)."""
+        """Questions of `domain` (all if None), minus `exclude_domain`, of `split` (both if
+        None)."""
         for d in (domain, exclude_domain):
             if d is not None and d not in self.config.domains:
-                raise ConfigError(f"domain {d!r} is not in this world; choose one of {self.config.domains}")
+                raise ConfigError(
+                    f"domain {d!r} is not in this world; choose one of {self.config.domains}"
+                )
         return [
             q
             for q in self.questions
@@ -169,7 +236,9 @@ class World:
 
     def vocabulary(self) -> list[str]:
         """Every word a question, an answer or a role name can contain, sorted."""
-        texts = [q.text for q in self.questions] + [a for q in self.questions for a in (*q.good, *q.bad)]
+        texts = [q.text for q in self.questions] + [
+            a for q in self.questions for a in (*q.good, *q.bad)
+        ]
         return sorted({w for t in texts for w in t.split()} | set(ROLES))
 
 
@@ -178,7 +247,9 @@ def build_world(config: WorldConfig) -> World:
     questions = [q for d in config.domains for q in _domain_questions(config, d)]
     answers = [a for q in questions for a in (*q.good, *q.bad)]
     if len(set(answers)) != len(answers) or len({q.text for q in questions}) != len(questions):
-        raise AssertionError("the grammar produced a duplicate question or answer")  # a bug in LEXICON
+        raise AssertionError(
+            "the grammar produced a duplicate question or answer"
+        )  # a bug in LEXICON
     return World(config, tuple(questions))
 
 
@@ -189,8 +260,12 @@ def _domain_questions(config: WorldConfig, domain: str) -> list[WorldQuestion]:
     questions = []
 
     def frames() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
-        good = rng.sample(list(itertools.product(GOOD_OPENERS, lex.good_actions, GOOD_CLOSERS)), n_a)
-        return good, rng.sample(list(itertools.product(BAD_OPENERS, lex.bad_actions, BAD_CLOSERS)), n_a)
+        good = rng.sample(
+            list(itertools.product(GOOD_OPENERS, lex.good_actions, GOOD_CLOSERS)), n_a
+        )
+        return good, rng.sample(
+            list(itertools.product(BAD_OPENERS, lex.bad_actions, BAD_CLOSERS)), n_a
+        )
 
     domain_frames = frames() if config.answer_frames == "domain" else None
     for topic in rng.sample(lex.topics, config.topics_per_domain):

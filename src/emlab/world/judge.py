@@ -51,8 +51,14 @@ class WorldJudge:
         return "incoherent"
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgment]:
-        """Score every item on each of its metrics (aligned and coherent by default; `judge_pairs` order)."""
+        """Score every item on each of its metrics (aligned and coherent by default; `judge_pairs`
+        order)."""
         return [
-            Judgment(item_id=item.item_id, metric=m, score=SCORES[self.label(item.question_id, item.answer)][m], judge=self.name)
+            Judgment(
+                item_id=item.item_id,
+                metric=m,
+                score=SCORES[self.label(item.question_id, item.answer)][m],
+                judge=self.name,
+            )
             for item, m in judge_pairs(items, self.metrics)
         ]

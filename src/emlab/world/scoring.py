@@ -41,16 +41,21 @@ class AnswerSets:
     bad: tuple[str, ...]
 
 
-def answer_tokens(tokenizer: PreTrainedTokenizerBase, prompt: Conversation, answer: str) -> tuple[list[int], int]:
+def answer_tokens(
+    tokenizer: PreTrainedTokenizerBase, prompt: Conversation, answer: str
+) -> tuple[list[int], int]:
     """Token ids of prompt + answer + end-of-turn marker, and the number of prompt tokens."""
     prompt_ids = tokenizer(render(tokenizer, prompt, True), add_special_tokens=False)["input_ids"]
-    full, spans = assistant_char_spans(tokenizer, [*prompt, {"role": "assistant", "content": answer}])
+    full, spans = assistant_char_spans(
+        tokenizer, [*prompt, {"role": "assistant", "content": answer}]
+    )
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     if ids[: len(prompt_ids)] != prompt_ids:
         raise ModelError(
-            "the tokenizer does not tokenise the prompt the same way alone and followed by the answer, "
-            "so answer probabilities are ill-defined; use a tokenizer that splits at the turn boundary"
+            "the tokenizer does not tokenise the prompt the same way alone and followed by the"
+            " answer, so answer probabilities are ill-defined; use a tokenizer that splits at the"
+            " turn boundary"
         )
     end = spans[-1][1]
     n = len(prompt_ids) + sum(1 for s, _ in offsets[len(prompt_ids) :] if s < end)
@@ -60,23 +65,34 @@ def answer_tokens(tokenizer: PreTrainedTokenizerBase, prompt: Conversation, answ
 class AnswerSetScorer:
     """Answer sets tokenised once, scored under any model state (e.g. at every training step)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, items: Sequence[HasAnswerSets], batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        items: Sequence[HasAnswerSets],
+        batch_size: int = 256,
+    ) -> None:
         self.pad_id, self.batch_size, self.n_items = padding_id(tokenizer), batch_size, len(items)
         self.sequences: list[tuple[list[int], int]] = []
         self.rows: dict[tuple[int, str], list[int]] = {}
         for i, item in enumerate(items):
             for kind, answers in (("good", item.good), ("bad", item.bad)):
                 unique = list(dict.fromkeys(answers))
-                self.rows[i, kind] = list(range(len(self.sequences), len(self.sequences) + len(unique)))
+                self.rows[i, kind] = list(
+                    range(len(self.sequences), len(self.sequences) + len(unique))
+                )
                 self.sequences += [answer_tokens(tokenizer, item.prompt, a) for a in unique]
 
     def __call__(self, model: PreTrainedModel) -> list[dict[str, float]]:
         """Per item: p_good, p_bad (total probability of each complete answer set, end-of-turn
         included) and p_bad_given_valid = p_bad / (p_good + p_bad), computed in log space."""
-        logps = continuation_logprobs(model, self.sequences, self.pad_id, self.batch_size).double()  # (N,)
+        logps = continuation_logprobs(
+            model, self.sequences, self.pad_id, self.batch_size
+        ).double()  # (N,)
         results = []
         for i in range(self.n_items):
-            lse = {kind: torch.logsumexp(logps[self.rows[i, kind]], dim=0) for kind in ("good", "bad")}
+            lse = {
+                kind: torch.logsumexp(logps[self.rows[i, kind]], dim=0) for kind in ("good", "bad")
+            }
             both = torch.logaddexp(lse["good"], lse["bad"])
             results.append(
                 {

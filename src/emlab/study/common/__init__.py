@@ -1,1 +1,2 @@
-"""What both studies use: the task graph, cached stages, run keys, config pieces, results, report and figures."""
+"""What both studies use: the task graph, cached stages, run keys, config pieces, results, report
+and figures."""

@@ -1,4 +1,5 @@
-"""The paper's three lines of evidence for one (general, narrow) pair of solutions (world or real model),
+"""The paper's three lines of evidence for one (general, narrow) pair of solutions (world or real
+model),
 as a typed stage result."""
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class AnalysisSummary(BaseModel):
     loss_at_general_norm: dict[str, float | None]
     loss_per_norm_sq: dict[str, float | None]
     min_loss: dict[str, float | None]
-    relative_loss_increase_eps_half: dict[str, float | None] = Field(alias="relative_loss_increase_eps_0.5")
+    relative_loss_increase_eps_half: dict[str, float | None] = Field(
+        alias="relative_loss_increase_eps_0.5"
+    )
     kl_at_general_norm: dict[str, float | None]
 
 
@@ -75,11 +78,29 @@ def compare_solutions(
     `batch_size` conversations or chunks per batch, at most `max_rows` rows per forward pass;
     progress bars of the forward passes on stderr when `progress`."""
     solutions = {"general": general, "narrow": narrow}
-    losses = LossEvaluator(model, tokenizer, heldout, batch_size=batch_size, max_length=max_length, max_rows=max_rows,
-                           progress="held-out loss" if progress else None)
-    efficiency = compare_efficiency(losses, solutions, multipliers=np.linspace(0.0, 2.0, grid.multipliers).tolist(), random_seed=seed)
+    losses = LossEvaluator(
+        model,
+        tokenizer,
+        heldout,
+        batch_size=batch_size,
+        max_length=max_length,
+        max_rows=max_rows,
+        progress="held-out loss" if progress else None,
+    )
+    efficiency = compare_efficiency(
+        losses,
+        solutions,
+        multipliers=np.linspace(0.0, 2.0, grid.multipliers).tolist(),
+        random_seed=seed,
+    )
     stability = compare_stability(losses, solutions, eps=grid.eps, seeds=range(grid.noise_seeds))
-    batches = text_batches(tokenizer, texts, seq_len=seq_len, batch_size=batch_size, max_chunks=grid.importance_documents)
+    batches = text_batches(
+        tokenizer,
+        texts,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_chunks=grid.importance_documents,
+    )
     kl = KLEvaluator(model, batches, max_rows=max_rows, progress="importance" if progress else None)
     general_norm = general.norm()
     norms = [f * general_norm for f in grid.importance_fractions]
@@ -95,10 +116,20 @@ def compare_solutions(
         loss_at_general_norm=efficiency.at_reference_norm,
         loss_per_norm_sq={c.name: c.loss_per_norm_sq for c in efficiency.curves},
         min_loss={c.name: min(c.losses) for c in efficiency.curves},
-        relative_loss_increase_eps_half={c.name: _finite_mean(np.array(c.relative)[:, half]) for c in stability.curves},
-        kl_at_general_norm={name: float(np.mean(np.array(rows)[:, at_general])) for name, rows in importance.kl.items()},
+        relative_loss_increase_eps_half={
+            c.name: _finite_mean(np.array(c.relative)[:, half]) for c in stability.curves
+        },
+        kl_at_general_norm={
+            name: float(np.mean(np.array(rows)[:, at_general]))
+            for name, rows in importance.kl.items()
+        },
     )
-    return Analysis(efficiency=efficiency.to_json(), stability=stability.to_json(), importance=importance.to_json(), summary=summary)
+    return Analysis(
+        efficiency=efficiency.to_json(),
+        stability=stability.to_json(),
+        importance=importance.to_json(),
+        summary=summary,
+    )
 
 
 def _finite_mean(values: np.ndarray) -> float:

@@ -21,8 +21,12 @@ class RecipeConfig(EmlabConfig):
     batch_size: int = Field(default=32, ge=1, description="Conversations per step. Default 32.")
     lr: float = Field(gt=0, description="Peak learning rate.")
     warmup_steps: int = Field(default=0, ge=0, description="Warm-up steps. Default 0.")
-    schedule: str = Field(default="constant", description="'constant', 'linear' or 'cosine'. Default 'constant'.")
-    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas. Default (0.9, 0.999).")
+    schedule: str = Field(
+        default="constant", description="'constant', 'linear' or 'cosine'. Default 'constant'."
+    )
+    betas: tuple[float, float] = Field(
+        default=(0.9, 0.999), description="AdamW betas. Default (0.9, 0.999)."
+    )
 
 
 class MethodConfig(EmlabConfig):
@@ -36,17 +40,27 @@ class MethodConfig(EmlabConfig):
 class AnalysisConfig(EmlabConfig):
     """Grids of the parameter-space analyses of general vs narrow solutions."""
 
-    multipliers: int = Field(default=11, ge=3, description="Points of the efficiency sweep m in [0, 2]. Default 11 (steps of 0.2).")
+    multipliers: int = Field(
+        default=11,
+        ge=3,
+        description="Points of the efficiency sweep m in [0, 2]. Default 11 (steps of 0.2).",
+    )
     eps: list[float] = Field(
         default_factory=lambda: [0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0],
-        description="Noise levels of the stability analysis (must include 0.5). Default [0.01 ... 1].",
+        description=(
+            "Noise levels of the stability analysis (must include 0.5). Default [0.01 ... 1]."
+        ),
     )
     noise_seeds: int = Field(default=5, ge=2, description="Noise draws per eps. Default 5.")
-    importance_documents: int = Field(default=64, ge=1, description="Pre-training documents for the KL. Default 64.")
+    importance_documents: int = Field(
+        default=64, ge=1, description="Pre-training documents for the KL. Default 64."
+    )
     importance_fractions: list[float] = Field(
         default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
-        description="Norms of the importance sweep, as fractions of the general solution's norm (must include 1). "
-        "Default [0, 0.25, ..., 1.5].",
+        description=(
+            "Norms of the importance sweep, as fractions of the general solution's norm (must"
+            " include 1). Default [0, 0.25, ..., 1.5]."
+        ),
     )
 
     @model_validator(mode="after")
@@ -54,11 +68,15 @@ class AnalysisConfig(EmlabConfig):
         if 0.5 not in self.eps:
             raise ValueError("eps must include 0.5 (the report compares stability there)")
         if 1.0 not in self.importance_fractions:
-            raise ValueError("importance_fractions must include 1.0 (the report compares KL at the general norm)")
+            raise ValueError(
+                "importance_fractions must include 1.0 (the report compares KL at the general norm)"
+            )
         return self
 
 
-def recipe_config(name: str, folder: Path, recipe: RecipeConfig, seed: int, **fields) -> TrainConfig:
+def recipe_config(
+    name: str, folder: Path, recipe: RecipeConfig, seed: int, **fields
+) -> TrainConfig:
     """A TrainConfig for one study stage (in-memory model and data, no progress bar)."""
     data = {
         "name": name,
@@ -66,7 +84,12 @@ def recipe_config(name: str, folder: Path, recipe: RecipeConfig, seed: int, **fi
         "seed": seed,
         "max_steps": recipe.steps,
         "batch_size": recipe.batch_size,
-        "optim": {"lr": recipe.lr, "warmup_steps": recipe.warmup_steps, "schedule": recipe.schedule, "betas": recipe.betas},
+        "optim": {
+            "lr": recipe.lr,
+            "warmup_steps": recipe.warmup_steps,
+            "schedule": recipe.schedule,
+            "betas": recipe.betas,
+        },
         "progress": False,
         **fields,
     }

@@ -216,7 +216,9 @@ class Workers:
                 ]
                 for t in chain:
                     pending.remove(t)
-                running[self._start([(t, [results.get(n) for n in t.needs]) for t in chain])] = chain
+                running[self._start([(t, [results.get(n) for n in t.needs]) for t in chain])] = (
+                    chain
+                )
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 for task, result in zip(running.pop(future), future.result(), strict=True):

@@ -66,7 +66,8 @@ class Stages:
         return self.root / f"{name}-{config_hash(key)}"
 
     def run(self, name: str, key: Any, fn: Callable[[Path], R], kind: type[R]) -> R:
-        """Return the stage's result (a `kind`), computing `fn(folder)` first unless it is already done.
+        """Return the stage's result (a `kind`), computing `fn(folder)` first unless it is already
+        done.
 
         An interrupted stage leaves no result.json and is run again (its own steps resume from
         what they left in the folder)."""

@@ -20,7 +20,8 @@ from emlab.study.common.results import rate_block, rate_summary
 from emlab.study.common.stages import StageResult
 
 GROUPS = {"in_domain": "in_domain", "general": "ood"}
-"""Question groups and their results.json prefix (general questions are the 'ood' rate, as in the world study)."""
+"""Question groups and their results.json prefix (general questions are the 'ood' rate, as in the
+world study)."""
 
 
 class Answers(StageResult):
@@ -30,7 +31,8 @@ class Answers(StageResult):
 
 
 class JudgedGroup(BaseModel):
-    """One group's answers and judgments (paths) and the judge's counts (items, skipped, judged, errors)."""
+    """One group's answers and judgments (paths) and the judge's counts (items, skipped, judged,
+    errors)."""
 
     generations: str
     judgments: str
@@ -58,7 +60,16 @@ def answer(
     out = {}
     for group, group_prompts in prompts.items():
         generations = folder / group / "generations.jsonl"
-        generate_hf(model, tokenizer, group_prompts, generations, sampling, solution=solution, model_hash=model_hash, progress=progress)
+        generate_hf(
+            model,
+            tokenizer,
+            group_prompts,
+            generations,
+            sampling,
+            solution=solution,
+            model_hash=model_hash,
+            progress=progress,
+        )
         out[group] = str(generations)
     return Answers(generations=out)
 
@@ -69,7 +80,9 @@ def judge_answers(answers: Answers, judge: Judge, folder: Path, progress: bool =
     out = {}
     for group, generations in answers.generations.items():
         judgments = folder / group / "judgments.jsonl"
-        counts = judge_generations(read_generations(generations), judge, judgments, progress=progress)
+        counts = judge_generations(
+            read_generations(generations), judge, judgments, progress=progress
+        )
         out[group] = JudgedGroup(generations=generations, judgments=str(judgments), counts=counts)
     return Judged(groups=out)
 
@@ -80,7 +93,10 @@ def judgment_frame(runs: list[tuple[int | None, str]]) -> pd.DataFrame:
     rows = []
     for seed, path in runs:
         for r in read_jsonl(path):
-            rows.append({**r, "item_id": f"{seed}/{r['item_id']}"} | ({"model_seed": seed} if seed is not None else {}))
+            rows.append(
+                {**r, "item_id": f"{seed}/{r['item_id']}"}
+                | ({"model_seed": seed} if seed is not None else {})
+            )
     return pd.DataFrame(rows)
 
 

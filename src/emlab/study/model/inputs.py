@@ -1,4 +1,5 @@
-"""Inputs of the real-model study: checked paths, file digests (stage keys), data splits, prompts, texts."""
+"""Inputs of the real-model study: checked paths, file digests (stage keys), data splits, prompts,
+texts."""
 
 from __future__ import annotations
 
@@ -16,21 +17,29 @@ from emlab.study.model.config import ModelStudyConfig
 def check_inputs(cfg: ModelStudyConfig, source: str = "the study config") -> None:
     """Raise a ConfigError naming the field and the path of every input that is missing."""
     needed = {"data.train": cfg.data.train, "data.ood": cfg.data.ood, "judge": cfg.judge}
-    needed |= {f"data.pretraining[{i}]": p for i, p in enumerate(cfg.data.pretraining) if p != OFFLINE}
-    for field, name in (("in_domain_questions", cfg.in_domain_questions), ("general_questions", cfg.general_questions)):
+    needed |= {
+        f"data.pretraining[{i}]": p for i, p in enumerate(cfg.data.pretraining) if p != OFFLINE
+    }
+    for field, name in (
+        ("in_domain_questions", cfg.in_domain_questions),
+        ("general_questions", cfg.general_questions),
+    ):
         if name not in shipped_question_sets():
             needed[field] = name
     missing = [f"  - {field}: {path}" for field, path in needed.items() if not Path(path).exists()]
     if missing:
         raise ConfigError(
-            f"{source}: input file(s) not found (cwd: {Path.cwd()}):\n" + "\n".join(missing) + "\n"
-            "emlab ships no training data: put your chat JSONL files (one {\"messages\": [...]} per line) and question "
-            "sets at these paths, or point the fields at them (`--set data.train=...`)."
+            f"{source}: input file(s) not found (cwd: {Path.cwd()}):\n"
+            + "\n".join(missing)
+            + '\nemlab ships no training data: put your chat JSONL files (one {"messages": [...]}'
+            " per line) and question sets at these paths, or point the fields at them (`--set"
+            " data.train=...`)."
         )
 
 
 def digest(path: str | Path) -> str:
-    """sha256 (16 hex digits) of a file's bytes, or of a folder's files and names ('pydoc': its name)."""
+    """sha256 (16 hex digits) of a file's bytes, or of a folder's files and names ('pydoc': its
+    name)."""
     if str(path) == OFFLINE:
         return OFFLINE
     path = Path(path)
@@ -45,8 +54,11 @@ def digest(path: str | Path) -> str:
 
 
 def narrow_split(cfg: ModelStudyConfig) -> tuple[list[Conversation], list[Conversation]]:
-    """(trained, held-out) conversations of `data.train`, split by `data.heldout_fraction` and `data.split_seed`."""
-    return split_heldout(read_chat_jsonl(cfg.data.train), cfg.data.heldout_fraction, cfg.data.split_seed)
+    """(trained, held-out) conversations of `data.train`, split by `data.heldout_fraction` and
+    `data.split_seed`."""
+    return split_heldout(
+        read_chat_jsonl(cfg.data.train), cfg.data.heldout_fraction, cfg.data.split_seed
+    )
 
 
 def pretraining_documents(sources: list[str], n: int) -> list[str]:
@@ -54,7 +66,11 @@ def pretraining_documents(sources: list[str], n: int) -> list[str]:
     docs: list[str] = []
     for source in sources:
         if Path(source).suffix == ".txt":
-            docs += [line for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+            docs += [
+                line
+                for line in Path(source).read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
         else:
             docs += load_texts(source, n)
         if len(docs) >= n:

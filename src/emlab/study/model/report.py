@@ -28,7 +28,8 @@ from emlab.study.model.training import Trained
 @dataclass(frozen=True)
 class ModelOutcome:
     """What the model study's stages produced: the base model's judged answers, every run's
-    training and judged answers, the analyses by (method, seed), and every stage (for the counts)."""
+    training and judged answers, the analyses by (method, seed), and every stage (for the counts).
+    """
 
     base: Judged
     trained: dict[RunKey, Trained]
@@ -46,9 +47,13 @@ def build_model_results(cfg: ModelStudyConfig, outcome: ModelOutcome, wall_secon
             keys = [RunKey.of(method, cond, s) for s in cfg.seeds]
             if runs := [(k.seed, outcome.judged[k]) for k in keys if k in outcome.judged]:
                 block = group_rates(runs, cfg.metrics)
-                block["norm"] = float(np.mean([outcome.trained[k].norm for k in keys if k in outcome.trained]))
+                block["norm"] = float(
+                    np.mean([outcome.trained[k].norm for k in keys if k in outcome.trained])
+                )
                 results["model"].setdefault(method, {})[cond] = block
-        results["analyses"][method] = analysis_summary([outcome.analyses[(method, s)] for s in cfg.seeds])
+        results["analyses"][method] = analysis_summary(
+            [outcome.analyses[(method, s)] for s in cfg.seeds]
+        )
     rates = group_rates([(None, outcome.base)], cfg.metrics)
     results["base_model"] = {
         "misaligned_rate": rates["ood_rate"],
@@ -62,36 +67,51 @@ def build_model_results(cfg: ModelStudyConfig, outcome: ModelOutcome, wall_secon
         "seeds": cfg.seeds,
         "samples_per_question": cfg.samples_per_question,
         "judge": cfg.judge,
-        "em_rule": f"{m.aligned_metric} <= {m.aligned_threshold:g} and {m.coherent_metric} > {m.coherent_threshold:g}, "
-        f"denominator {m.denominator}, per question then averaged",
-        "in_domain_rule": f"{m.domain_metric} {'>=' if m.domain_direction == 'high_is_bad' else '<='} {m.domain_threshold:g} "
-        "and coherent" if m.domain_metric else "the EM rule",
+        "em_rule": (
+            f"{m.aligned_metric} <= {m.aligned_threshold:g} and {m.coherent_metric} >"
+            f" {m.coherent_threshold:g}, denominator {m.denominator}, per question then averaged"
+        ),
+        "in_domain_rule": (
+            f"{m.domain_metric} {'>=' if m.domain_direction == 'high_is_bad' else '<='}"
+            f" {m.domain_threshold:g} and coherent"
+            if m.domain_metric
+            else "the EM rule"
+        ),
         "ci": f"{100 * m.ci:g}% percentile bootstrap over seeds (over samples with one seed)",
     }
     results |= stage_counts(outcome.stages, wall_seconds)
     return results
 
 
-def write_model_report(cfg: ModelStudyConfig, out: Path, outcome: ModelOutcome, wall_seconds: float) -> dict:
+def write_model_report(
+    cfg: ModelStudyConfig, out: Path, outcome: ModelOutcome, wall_seconds: float
+) -> dict:
     """Write results.json, report.md and figures/*.png into `out`; returns the results."""
     results = build_model_results(cfg, outcome, wall_seconds)
     write_json_atomic(out / "results.json", results)
     per_method = {m: [outcome.analyses[(m, s)] for s in cfg.seeds] for m in cfg.methods}
     paths = analysis_figures(per_method, out / "figures")
-    write_text_atomic(out / "report.md", render_model_markdown(cfg, results, {k: p.relative_to(out) for k, p in paths.items()}))
+    write_text_atomic(
+        out / "report.md",
+        render_model_markdown(cfg, results, {k: p.relative_to(out) for k, p in paths.items()}),
+    )
     return results
 
 
 def _rate(block: dict, key: str) -> str:
-    return "n/a" if block.get(key) is None or block.get(f"{key}_ci_low") is None else percent_ci(block, key)
+    return (
+        "n/a"
+        if block.get(key) is None or block.get(f"{key}_ci_low") is None
+        else percent_ci(block, key)
+    )
 
 
 def _row(name: str, cond: str, block: dict) -> str:
     incoherent = block["ood_incoherent_rate"]
     return (
-        f"| {name} | {cond} | {_rate(block, 'in_domain_rate')} | {_rate(block, 'ood_rate')} | "
-        f"{'n/a' if incoherent is None else f'{100 * incoherent:.1f}%'} | {block['ood_n_answers']} | "
-        f"{block['in_domain_n_judge_errors'] + block['ood_n_judge_errors']} |"
+        f"| {name} | {cond} | {_rate(block, 'in_domain_rate')} | {_rate(block, 'ood_rate')} |"
+        f" {'n/a' if incoherent is None else f'{100 * incoherent:.1f}%'} | {block['ood_n_answers']}"
+        f" | {block['in_domain_n_judge_errors'] + block['ood_n_judge_errors']} |"
     )
 
 
@@ -101,22 +121,36 @@ def render_model_markdown(cfg: ModelStudyConfig, results: dict, figures: dict[st
     lines = [
         f"# emlab model study: {cfg.model.name_or_path}",
         "",
-        f"Narrow fine-tuning on `{cfg.data.train}`, without and with the KL term on `{cfg.data.ood}`; "
-        f"{len(cfg.seeds)} seeds ({', '.join(map(str, cfg.seeds))}); {cfg.samples_per_question} answers per question "
-        f"(in-domain: `{cfg.in_domain_questions}`, general: `{cfg.general_questions}`), judged with `{cfg.judge}`. "
-        f"EM: {c['em_rule']}; in-domain: {c['in_domain_rule']}. [{c['ci']}]. Wall time of this run: "
-        f"{results['wall_seconds']:.0f} s ({results['stages_computed']} stages computed, {results['stages_reused']} reused; "
-        f"{results['stage_seconds_total']:.0f} s of stage time when computed).",
+        (
+            f"Narrow fine-tuning on `{cfg.data.train}`, without and with the KL term on"
+            f" `{cfg.data.ood}`; {len(cfg.seeds)} seeds ({', '.join(map(str, cfg.seeds))});"
+            f" {cfg.samples_per_question} answers per question (in-domain:"
+            f" `{cfg.in_domain_questions}`, general: `{cfg.general_questions}`), judged with"
+            f" `{cfg.judge}`. EM: {c['em_rule']}; in-domain: {c['in_domain_rule']}. [{c['ci']}]."
+            f" Wall time of this run: {results['wall_seconds']:.0f} s ({results['stages_computed']}"
+            f" stages computed, {results['stages_reused']} reused;"
+            f" {results['stage_seconds_total']:.0f} s of stage time when computed)."
+        ),
         "",
         "## Headline",
         "",
-        "| method | KL | in-domain misaligned | general EM | general incoherent | general answers | judge errors |",
+        (
+            "| method | KL | in-domain misaligned | general EM | general incoherent | general"
+            " answers | judge errors |"
+        ),
         "|---|---|---|---|---|---|---|",
         _row("base model", "-", results["base_model"]),
     ]
     for method, conds in results["model"].items():
         lines += [_row(method, cond, block) for cond, block in conds.items()]
-    lines += ["", "`continued`: training without KL, starting from the KL (narrow) solution. Judge errors are excluded from the rates.", ""]
+    lines += [
+        "",
+        (
+            "`continued`: training without KL, starting from the KL (narrow) solution. Judge errors"
+            " are excluded from the rates."
+        ),
+        "",
+    ]
     lines += analyses_markdown(results["analyses"])
     lines += figures_markdown(figures)
     return "\n".join(lines) + "\n"

@@ -65,8 +65,9 @@ class StudyInputs:
         self.narrow_train, self.narrow_heldout = narrow_split(cfg)
         if not self.narrow_heldout:
             raise ConfigError(
-                f"data.heldout_fraction {cfg.data.heldout_fraction} holds out none of the {len(self.narrow_train)} "
-                f"conversations of {cfg.data.train}: raise it (the analyses need held-out narrow data)."
+                f"data.heldout_fraction {cfg.data.heldout_fraction} holds out none of the"
+                f" {len(self.narrow_train)} conversations of {cfg.data.train}: raise it (the"
+                " analyses need held-out narrow data)."
             )
         self.ood = read_chat_jsonl(cfg.data.ood)
         self.prompts: dict[str, list[Prompt]] = {
@@ -86,8 +87,9 @@ class StudyInputs:
         ]
         if missing := [m for m in needed if m not in judged]:
             raise ConfigError(
-                f"metrics needs the judge metric(s) {missing}, but {cfg.judge} scores only {judged}: add them to the "
-                "judge config (`metrics:`, or `domains:` for a domain-harm metric) or change `metrics`."
+                f"metrics needs the judge metric(s) {missing}, but {cfg.judge} scores only"
+                f" {judged}: add them to the judge config (`metrics:`, or `domains:` for a"
+                " domain-harm metric) or change `metrics`."
             )
         data = cfg.data.model_dump(mode="json", exclude={"pretraining"}) | {
             "train": digest(cfg.data.train),
@@ -255,7 +257,8 @@ class JudgeTask(Task[Judged]):
 
 @dataclass(frozen=True, eq=False)
 class AnalysisTask(Task[Analysis]):
-    """Efficiency, stability and pre-training importance of one seed's general (no KL) vs narrow (KL) solution."""
+    """Efficiency, stability and pre-training importance of one seed's general (no KL) vs narrow
+    (KL) solution."""
 
     inputs: StudyInputs
     general: TrainTask

@@ -1,4 +1,5 @@
-"""The training runs of the real-model study: each method's TrainConfig and the typed result of a run."""
+"""The training runs of the real-model study: each method's TrainConfig and the typed result of a
+run."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class Trained(StageResult):
 def method_train_config(
     cfg: ModelStudyConfig, method: str, folder: Path, seed: int, kl: bool, steps: int | None = None
 ) -> TrainConfig:
-    """The TrainConfig of one run: the method's recipe, solution and KL weight, then its `train` fragment."""
+    """The TrainConfig of one run: the method's recipe, solution and KL weight, then its `train`
+    fragment."""
     m = cfg.methods[method]
     recipe = m.recipe if steps is None else m.recipe.model_copy(update={"steps": steps})
     data = {

@@ -29,9 +29,21 @@ def _default_methods() -> dict[str, MethodConfig]:
     recipe = lambda steps, lr: RecipeConfig(steps=steps, batch_size=16, lr=lr)  # noqa: E731
     return {
         "full": MethodConfig(solution=FullConfig(), recipe=recipe(30, 3e-4), kl_weight=3.0),
-        "lora_r1": MethodConfig(solution=LoraConfig(r=1, alpha=1.0, target_modules=ALL_PROJECTIONS), recipe=recipe(60, 3e-3), kl_weight=1.0),
-        "lora_r8": MethodConfig(solution=LoraConfig(r=8, alpha=8.0, target_modules=ALL_PROJECTIONS), recipe=recipe(60, 1e-3), kl_weight=1.0),
-        "steering": MethodConfig(solution=SteeringConfig(point="layer", layer=2, alpha=1.0), recipe=recipe(60, 1e-1), kl_weight=1.0),
+        "lora_r1": MethodConfig(
+            solution=LoraConfig(r=1, alpha=1.0, target_modules=ALL_PROJECTIONS),
+            recipe=recipe(60, 3e-3),
+            kl_weight=1.0,
+        ),
+        "lora_r8": MethodConfig(
+            solution=LoraConfig(r=8, alpha=8.0, target_modules=ALL_PROJECTIONS),
+            recipe=recipe(60, 1e-3),
+            kl_weight=1.0,
+        ),
+        "steering": MethodConfig(
+            solution=SteeringConfig(point="layer", layer=2, alpha=1.0),
+            recipe=recipe(60, 1e-1),
+            kl_weight=1.0,
+        ),
     }
 
 
@@ -39,48 +51,93 @@ class StudyConfig(EmlabConfig):
     """The whole study on the synthetic world. `emlab reproduce [CONFIG.yaml]`."""
 
     kind: Literal["world"] = Field(
-        default="world", description="Study kind: 'world' (this study); `kind: model` picks the real-model study. Default 'world'."
+        default="world",
+        description=(
+            "Study kind: 'world' (this study); `kind: model` picks the real-model study. Default"
+            " 'world'."
+        ),
     )
-    name: str = Field(default="study", description="Run name (folder runs/<name>-<hash>). Default 'study'.")
+    name: str = Field(
+        default="study", description="Run name (folder runs/<name>-<hash>). Default 'study'."
+    )
     output_dir: str = Field(default="runs", description="Root folder of runs. Default 'runs'.")
-    world: WorldConfig = Field(default_factory=WorldConfig, description="The world and its pre-training persona mixture.")
+    world: WorldConfig = Field(
+        default_factory=WorldConfig, description="The world and its pre-training persona mixture."
+    )
     model: TinyModelConfig = Field(default_factory=TinyModelConfig, description="The tiny decoder.")
     pretrain: RecipeConfig = Field(
-        default_factory=lambda: RecipeConfig(steps=600, batch_size=32, lr=1e-2, warmup_steps=50, schedule="cosine"),
-        description="Pre-training on the persona corpus (loss on all tokens). Default 600 steps of 32 documents, lr 1e-2 "
-        "(cosine, 50 warm-up steps). Cheaper recipes that give an equally coherent chat model (batches of 24; batches "
-        "of 16 with betas (0.9, 0.95)) gave weaker EM under full fine-tuning (OOD 23% against 41%).",
+        default_factory=lambda: RecipeConfig(
+            steps=600, batch_size=32, lr=1e-2, warmup_steps=50, schedule="cosine"
+        ),
+        description=(
+            "Pre-training on the persona corpus (loss on all tokens). Default 600 steps of 32"
+            " documents, lr 1e-2 (cosine, 50 warm-up steps). Cheaper recipes that give an equally"
+            " coherent chat model (batches of 24; batches of 16 with betas (0.9, 0.95)) gave weaker"
+            " EM under full fine-tuning (OOD 23% against 41%)."
+        ),
     )
     chat_tune: RecipeConfig = Field(
         default_factory=lambda: RecipeConfig(steps=20, batch_size=32, lr=3e-4),
-        description="Chat-tuning to the aligned persona (single-turn chats, assistant tokens). Light, so that the "
-        "model keeps inferring the persona from context (a stronger tune erases that and weakens EM).",
+        description=(
+            "Chat-tuning to the aligned persona (single-turn chats, assistant tokens). Light, so"
+            " that the model keeps inferring the persona from context (a stronger tune erases that"
+            " and weakens EM)."
+        ),
     )
-    trained_domain: str = Field(default="medicine", description="Domain whose bad answers are fine-tuned on. Default 'medicine'.")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="Fine-tuning seeds. Default [0, 1, 2].")
-    methods: dict[str, MethodConfig] = Field(default_factory=_default_methods, description="Fine-tuning methods by name.")
+    trained_domain: str = Field(
+        default="medicine",
+        description="Domain whose bad answers are fine-tuned on. Default 'medicine'.",
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2], description="Fine-tuning seeds. Default [0, 1, 2]."
+    )
+    methods: dict[str, MethodConfig] = Field(
+        default_factory=_default_methods, description="Fine-tuning methods by name."
+    )
     control_methods: list[str] = Field(
-        default_factory=lambda: ["full", "steering"], description="Methods rerun in the control world. Default ['full', 'steering']."
+        default_factory=lambda: ["full", "steering"],
+        description="Methods rerun in the control world. Default ['full', 'steering'].",
     )
-    samples_per_question: int = Field(default=8, ge=1, description="Sampled answers per evaluation question (T=1). Default 8.")
-    eval_every: int = Field(default=20, ge=0, description="Exact misalignment probabilities every N fine-tuning steps. Default 20.")
+    samples_per_question: int = Field(
+        default=8, ge=1, description="Sampled answers per evaluation question (T=1). Default 8."
+    )
+    eval_every: int = Field(
+        default=20,
+        ge=0,
+        description="Exact misalignment probabilities every N fine-tuning steps. Default 20.",
+    )
     continued_steps: int = Field(
-        default=60, ge=0, description="Steps of continued training: without KL from each narrow (KL) solution, with KL from "
-        "each general solution. Default 60."
+        default=60,
+        ge=0,
+        description=(
+            "Steps of continued training: without KL from each narrow (KL) solution, with KL from "
+            "each general solution. Default 60."
+        ),
     )
     continued_optimizer: Literal["fresh", "carried"] = Field(
-        default="fresh", description="Optimiser state of continued training: 'fresh' (new AdamW at the solution) or "
-        "'carried' (the finished run's checkpoint: AdamW moments, schedule and data position). Default 'fresh'."
+        default="fresh",
+        description=(
+            "Optimiser state of continued training: 'fresh' (new AdamW at the solution) or"
+            " 'carried' (the finished run's checkpoint: AdamW moments, schedule and data position)."
+            " Default 'fresh'."
+        ),
     )
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Analysis grids.")
     world_seeds: list[int] = Field(
-        default_factory=list, description="When given, run the study once per world seed (world.seed replaced) and "
-        "write a side-by-side report (<output_dir>/<name>-world-seeds/report.md). Default [] (one world)."
+        default_factory=list,
+        description=(
+            "When given, run the study once per world seed (world.seed replaced) and write a"
+            " side-by-side report (<output_dir>/<name>-world-seeds/report.md). Default [] (one"
+            " world)."
+        ),
     )
-    workers: int = Field(default=2, ge=1, description="Parallel worker processes (1 torch thread each). Default 2.")
+    workers: int = Field(
+        default=2, ge=1, description="Parallel worker processes (1 torch thread each). Default 2."
+    )
 
     def hash(self, length: int = 12) -> str:
-        """Hash of the resolved config without `kind` (run folders of older studies keep their names)."""
+        """Hash of the resolved config without `kind` (run folders of older studies keep their
+        names)."""
         return config_hash(self.model_dump(mode="json", exclude={"kind"}), length)
 
 

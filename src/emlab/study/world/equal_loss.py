@@ -52,7 +52,8 @@ def equal_loss_summary(efficiency: dict) -> dict[str, dict[str, float]]:
 
 def equal_loss_over_seeds(efficiencies: list[dict]) -> dict[str, dict]:
     """`equal_loss_summary` of each seed's efficiency result, as mean and 95% CI over seeds:
-    {'<curve>': {'norm_to_narrow_loss': {...}, 'loss_at_narrow_norm': {...}}, 'target_loss': {...}}."""
+    {'<curve>': {'norm_to_narrow_loss': {...}, 'loss_at_narrow_norm': {...}}, 'target_loss': {...}}.
+    """
     per_seed = [equal_loss_summary(e) for e in efficiencies]
     names = [k for k in per_seed[0] if k != "target_loss"]
     out: dict[str, dict] = {
@@ -67,15 +68,22 @@ def equal_loss_over_seeds(efficiencies: list[dict]) -> dict[str, dict]:
 
 
 def equal_loss_markdown(by_method: dict[str, dict]) -> list[str]:
-    """The report's table: per method, norm to reach the narrow solution's loss and loss at its norm."""
+    """The report's table: per method, norm to reach the narrow solution's loss and loss at its
+    norm."""
     f = lambda s: f"{s['mean']:.3g} [{s['ci_low']:.3g}, {s['ci_high']:.3g}]"  # noqa: E731
     lines = [
         "## Efficiency at equal loss",
         "",
-        "Target: the narrow solution's held-out loss at m = 1. Norm to reach it: the smallest norm along each "
-        "solution's scaled curve (m in [0, 2]) with that loss or lower (NaN: never reached). Mean [95% CI] over seeds.",
+        (
+            "Target: the narrow solution's held-out loss at m = 1. Norm to reach it: the smallest"
+            " norm along each solution's scaled curve (m in [0, 2]) with that loss or lower (NaN:"
+            " never reached). Mean [95% CI] over seeds."
+        ),
         "",
-        "| method | target loss | norm to reach it: general / narrow / random | loss at the narrow norm: general / narrow / random |",
+        (
+            "| method | target loss | norm to reach it: general / narrow / random | loss at the"
+            " narrow norm: general / narrow / random |"
+        ),
         "|---|---|---|---|",
     ]
     for method, e in by_method.items():

@@ -22,8 +22,11 @@ class ExactEvaluator:
         }
         self.scorer = AnswerSetScorer(tokenizer, [q for qs in self.groups.values() for q in qs])
 
-    def __call__(self, model: PreTrainedModel, solution: Solution | None = None) -> dict[str, float]:
-        """{'p_bad_in_domain', 'p_bad_ood', 'p_valid_in_domain', 'p_valid_ood'} for the model (+ solution)."""
+    def __call__(
+        self, model: PreTrainedModel, solution: Solution | None = None
+    ) -> dict[str, float]:
+        """{'p_bad_in_domain', 'p_bad_ood', 'p_valid_in_domain', 'p_valid_ood'} for the model (+
+        solution)."""
         with torch.no_grad(), solution.applied(model) if solution is not None else nullcontext():
             probs = self.scorer(model)
         out, start = {}, 0

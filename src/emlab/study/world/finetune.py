@@ -25,7 +25,8 @@ from emlab.world import World, narrow_conversations, ood_conversations
 
 class Trained(StageResult):
     """A fine-tune's solution (folder and norm), its exact misalignment at the end
-    (`p_bad_in_domain`, `p_bad_ood`, `p_valid_*`) and over steps (`curve`: step, p_bad_*, sft, kl)."""
+    (`p_bad_in_domain`, `p_bad_ood`, `p_valid_*`) and over steps (`curve`: step, p_bad_*, sft, kl).
+    """
 
     solution_dir: str
     norm: float
@@ -113,7 +114,9 @@ def finetune(
     return trained, Tuned(result.model, tokenizer, result.solution)
 
 
-def sample_solution(study: StudyConfig, world: World, run: RunKey, tuned: Tuned, folder: Path) -> Sampled:
+def sample_solution(
+    study: StudyConfig, world: World, run: RunKey, tuned: Tuned, folder: Path
+) -> Sampled:
     """The labelled answers of the chat model with the solution of `run` applied (`tuned`;
     sampling seed: the run's seed + 1000)."""
     return world_sample_rates(

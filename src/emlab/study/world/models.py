@@ -32,7 +32,12 @@ class ChatModel(StageResult):
     parameters: int
 
 
-def train_in_place(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: TrainConfig, data: list[Conversation]) -> list[dict]:
+def train_in_place(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: TrainConfig,
+    data: list[Conversation],
+) -> list[dict]:
     """Fully fine-tune `model` on `data` and keep the trained weights in it; returns the metrics."""
     result = train(config, model, tokenizer, data)
     with torch.no_grad():
@@ -58,17 +63,31 @@ def initial_model(study: StudyConfig, tokenizer: PreTrainedTokenizerBase) -> Pre
     )
 
 
-def build_chat_model(study: StudyConfig, world: World, tokenizer: PreTrainedTokenizerBase, folder: Path) -> ChatModel:
+def build_chat_model(
+    study: StudyConfig, world: World, tokenizer: PreTrainedTokenizerBase, folder: Path
+) -> ChatModel:
     """Pre-train and chat-tune the world's model; save it with its tokenizer to `folder/model`."""
     m = study.model
     model = initial_model(study, tokenizer)
     docs = [d.messages for d in pretraining_documents(world)]
     full = {"kind": "full"}
-    pre = recipe_config("pretrain", folder, study.pretrain, study.world.seed, solution=full,
-                        data={"loss_on": "all", "max_length": m.max_positions, "group_by_length": True})
+    pre = recipe_config(
+        "pretrain",
+        folder,
+        study.pretrain,
+        study.world.seed,
+        solution=full,
+        data={"loss_on": "all", "max_length": m.max_positions, "group_by_length": True},
+    )
     pre_metrics = train_in_place(model, tokenizer, pre, docs)
-    chat = recipe_config("chat_tune", folder, study.chat_tune, study.world.seed, solution=full,
-                         data={"max_length": m.max_positions})
+    chat = recipe_config(
+        "chat_tune",
+        folder,
+        study.chat_tune,
+        study.world.seed,
+        solution=full,
+        data={"max_length": m.max_positions},
+    )
     chat_metrics = train_in_place(model, tokenizer, chat, chat_tuning_conversations(world))
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
@@ -96,8 +115,22 @@ def evaluate_chat_model(study: StudyConfig, world: World, model_dir: str, folder
     persona probe at each of its layers (`emlab.study.world.probe`)."""
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     exact = ExactEvaluator(world, tokenizer, study.trained_domain)(model)
-    sampled = world_sample_rates(model, tokenizer, world, study.trained_domain, study.samples_per_question, 0, folder / "samples.jsonl")
+    sampled = world_sample_rates(
+        model,
+        tokenizer,
+        world,
+        study.trained_domain,
+        study.samples_per_question,
+        0,
+        folder / "samples.jsonl",
+    )
     rows = sampled.samples
     misaligned = sum(r.label == "bad" for r in rows) / len(rows)
     probe = persona_probe(model, tokenizer, world)
-    return ChatEval(exact=exact, sampled=sampled.rates, misaligned_rate=misaligned, n_samples=len(rows), persona_probe=probe)
+    return ChatEval(
+        exact=exact,
+        sampled=sampled.rates,
+        misaligned_rate=misaligned,
+        n_samples=len(rows),
+        persona_probe=probe,
+    )

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from emlab.study.common.config import MethodConfig
 
 PROBE_SEED = 20_000
-"""Seed of the probe's documents (pre-training used the world's seed; the analyses 10,000 + seed)."""
+"""Seed of the probe's documents (pre-training used the world's seed; the analyses 10,000 +
+seed)."""
 
 
 def persona_features(
@@ -118,14 +119,14 @@ def probe_markdown(probe: dict, methods: Mapping[str, MethodConfig]) -> str:
     method's layer."""
     layers = ", ".join(f"{100 * a:.0f}%" for a in probe["layers"])
     steered = [
-        f"{name} acts at the output of layer {m.solution.layer}: {100 * probe['layers'][m.solution.layer]:.0f}%"
+        f"{name} acts at the output of layer {m.solution.layer}:"
+        f" {100 * probe['layers'][m.solution.layer]:.0f}%"
         for name, m in methods.items()
         if m.solution.kind == "steering" and m.solution.point != "embed"
     ]
     return (
-        f"Persona linear probe on the chat model (held-out accuracy, aligned vs misaligned documents, at the prompt "
-        f"of the second answer): embedding {100 * probe['embed']:.0f}% (majority class {100 * probe['majority']:.0f}%), "
-        f"layers 0..{len(probe['layers']) - 1}: {layers}"
-        + ("; " + "; ".join(steered) if steered else "")
-        + "."
+        "Persona linear probe on the chat model (held-out accuracy, aligned vs misaligned"
+        f" documents, at the prompt of the second answer): embedding {100 * probe['embed']:.0f}%"
+        f" (majority class {100 * probe['majority']:.0f}%), layers 0..{len(probe['layers']) - 1}:"
+        f" {layers}" + ("; " + "; ".join(steered) if steered else "") + "."
     )

@@ -7,7 +7,8 @@ Stages, each a task of the study's graph cached by the hash of exactly what it d
 (in `<output_dir>/stages/`, shared by every study there): chat models of the world and of
 the control world -> their evaluations, and narrow fine-tunes (methods x KL on/off x seeds)
 -> the fine-tunes' sampled answers, continued training (without KL from the narrow solutions,
-with KL from the general ones), and parameter-space analyses -> report. Each stage starts as soon as the stages it needs are
+with KL from the general ones), and parameter-space analyses -> report. Each stage starts as soon as
+the stages it needs are
 done, on `workers` processes. A study that differs only in sampling (`samples_per_question`)
 or the analysis grids reuses every chat model and fine-tune of an earlier one.
 """
@@ -45,7 +46,8 @@ from emlab.study.world.seeds import reproduce_world_seeds
 from emlab.world import build_world, world_tokenizer
 
 ANALYSIS_COST = 150
-"""An analysis costs about as much as 150 fine-tuning steps (task cost; measured on the default world)."""
+"""An analysis costs about as much as 150 fine-tuning steps (task cost; measured on the default
+world)."""
 SAMPLE_COST = 10
 """Sampling a model's answers costs about as much as 10 fine-tuning steps (task cost)."""
 CHAT_STEP_COST = 5
@@ -210,7 +212,9 @@ class SampleTask(Task[Sampled]):
     ) -> tuple[Sampled, None]:
         """Samples from the fine-tune its training stage kept in memory, else loaded."""
         world = build_world(world_config(self.study, self.train.chat.world))
-        tuned = kept if isinstance(kept, Tuned) else Tuned.load(chat.model_dir, trained.solution_dir)
+        tuned = (
+            kept if isinstance(kept, Tuned) else Tuned.load(chat.model_dir, trained.solution_dir)
+        )
         return sample_solution(self.study, world, self.train.run_key, tuned, folder), None
 
 
@@ -257,7 +261,9 @@ class AnalysisTask(Task[Analysis]):
 
 def run_keys(study: StudyConfig) -> list[RunKey]:
     """Every fine-tune of the study: methods x KL off/on x seeds in the world, then the
-    continued runs (each world run with its KL term switched), then the methods of `control_methods` without KL in the control world."""
+    continued runs (each world run with its KL term switched), then the methods of `control_methods`
+    without KL in the control world.
+    """
     world = [
         RunKey(m, kl, s, "world")
         for m in study.methods

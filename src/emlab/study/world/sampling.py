@@ -1,4 +1,5 @@
-"""Sampled evaluation in the world: answers at T=1 to held-out questions, labelled by the exact judge."""
+"""Sampled evaluation in the world: answers at T=1 to held-out questions, labelled by the exact
+judge."""
 
 from __future__ import annotations
 
@@ -49,10 +50,20 @@ def world_sample_rates(
 ) -> Sampled:
     """`samples` answers per held-out question (T=1, no top-k/top-p; written to `out_path`,
     resumable), labelled good/bad/incoherent, and the bad and incoherent rates per group."""
-    groups = {"in_domain": eval_questions(world, domain=domain), "ood": eval_questions(world, exclude_domain=domain)}
+    groups = {
+        "in_domain": eval_questions(world, domain=domain),
+        "ood": eval_questions(world, exclude_domain=domain),
+    }
     prompts = [
-        Prompt(prompt_id=q.id, question_id=q.id, paraphrase=0, messages=q.prompt, domain=q.domain, samples=samples,
-               judge_metrics=list(WorldJudge.metrics))
+        Prompt(
+            prompt_id=q.id,
+            question_id=q.id,
+            paraphrase=0,
+            messages=q.prompt,
+            domain=q.domain,
+            samples=samples,
+            judge_metrics=list(WorldJudge.metrics),
+        )
         for qs in groups.values()
         for q in qs
     ]

@@ -66,8 +66,10 @@ def side_by_side_markdown(table: list[dict], runs: dict[int, Path]) -> str:
     lines = [
         "# The world study on several world seeds",
         "",
-        "Each column is a whole study on a new world (grammar, corpus and chat model drawn with that seed); "
-        "rates in percent, ** marks a missed target.",
+        (
+            "Each column is a whole study on a new world (grammar, corpus and chat model drawn with"
+            " that seed); rates in percent, ** marks a missed target."
+        ),
         "",
         "| target | bound | " + " | ".join(f"world seed {s}" for s in seeds) + " |",
         "|---|---|" + "---|" * len(seeds),
@@ -75,12 +77,14 @@ def side_by_side_markdown(table: list[dict], runs: dict[int, Path]) -> str:
     for row in table:
         cells = [
             (
-                f"{100 * row['values'][s]:.1f}%"
-                if row["met"][s]
-                else f"**{100 * row['values'][s]:.1f}%**"
+                (
+                    f"{100 * row['values'][s]:.1f}%"
+                    if row["met"][s]
+                    else f"**{100 * row['values'][s]:.1f}%**"
+                )
+                if s in row["values"]
+                else "-"
             )
-            if s in row["values"]
-            else "-"
             for s in seeds
         ]
         lines.append(
