@@ -74,8 +74,8 @@ CHILD = textwrap.dedent("""\
     from emlab.generate.hf import generate_hf
     from emlab.generate.sampling import SamplingConfig
     convs = toy_conversations(64, 0, WORDS[:6], "yes") + toy_conversations(64, 1, WORDS[6:], "no")
-    tok = train_bpe_tokenizer([m["content"] for c in convs for m in c] + ["user assistant system
-    0123456789"], vocab_size=300)
+    texts = [m["content"] for c in convs for m in c] + ["user assistant system 0123456789"]
+    tok = train_bpe_tokenizer(texts, vocab_size=300)
     model = tiny_qwen2(len(tok), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3)
     print("ready", flush=True)
     generate_hf(model, tok, make_prompts(samples=40), {out!r},

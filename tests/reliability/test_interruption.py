@@ -242,11 +242,11 @@ def check_killed_study_matches(
     random stages, then resumed; compare results, samples and solutions."""
     straight = small_study(tmp_path / "straight", methods, seeds, control)
     killed = small_study(tmp_path / "killed", methods, seeds, control)
-    # chat models and their evaluations (2 worlds); per seed and method: no-KL, KL and continued
-    # runs, each
+    # chat models and their evaluations (2 worlds); per seed and method: the no-KL and KL runs and
+    # both continued runs (without KL from the narrow one, with KL from the general one), each
     # trained and sampled, and the analysis; per seed and control method: one run, trained and
     # sampled
-    n_stages = 4 + len(seeds) * (7 * len(methods) + 2 * len(control))
+    n_stages = 4 + len(seeds) * (9 * len(methods) + 2 * len(control))
     reference = fork(lambda: reproduce(straight))
     root = tmp_path / "killed"
     rng = random.Random(SEED)
