@@ -264,35 +264,29 @@ def measure(
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for _ in range(repeats if "time" in what else 0):
         for variant in variants:
-            runs[variant].append(_worker_run(model, variant, steps, "time"))
+            runs[variant].append(worker_run(model, variant, steps, "time"))
     result = {
         v: {key: min(r[key] for r in rs) for key in rs[0]} if rs else {} for v, rs in runs.items()
     }
     if "memory" in what:
         for variant in variants:
-            result[variant].update(_worker_run(model, variant, MEMORY_STEPS, "memory"))
+            result[variant].update(worker_run(model, variant, MEMORY_STEPS, "memory"))
     return result
 
 
-def _worker_run(model: str, variant: str, steps: int, what: str) -> dict:
+def worker_run(model: str, variant: str, steps: int, what: str, script: str = __file__) -> dict:
+    """One variant's run (`what`: 'time' or 'memory') in a fresh process of `script` (this one
+    or a sibling with the same worker flags); its last stdout line is the JSON result.
+
+    Raises SystemExit with the worker's stderr tail if it failed."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--worker",
-            "--measure",
-            what,
-            "--model",
-            model,
-            "--steps",
-            str(steps),
-            "--variant",
-            variant,
-        ],
+        [sys.executable, script, "--worker", "--measure", what, "--model", model]
+        + ["--steps", str(steps), "--variant", variant],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if proc.returncode:
+        raise SystemExit(f"{variant} ({what}) failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

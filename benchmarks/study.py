@@ -45,8 +45,28 @@ cProfile and torch.profiler):
   the base model once per evaluator (a solution scaled by 0 is the base; the efficiency and
   importance sweeps asked for it up to 7 times). What is left outside the stages is the CLI's
   imports (about 10 s) and the report (about 4 s).
+- **Cheaper pre-training, tried again on other shapes (issue 15, 2026-12-01, one chat model each,
+  seed-0 fine-tunes)**: at most 4 turns per document (0.66x the time per step) and 400 steps leave
+  the chat model incoherent unless the model is wide: 3 layers d 64 32% incoherent answers (full
+  fine-tuning OOD EM 23%), 4 layers d 64 16% (21%), 6 layers d 48 35% (35%); 4 layers d 128 (lr
+  6e-3) stays coherent (5%, OOD EM 44%) but its steps cost about 1.6x, so its pre-training costs
+  what the default's does. Per-layer overhead dominates at this size (6 layers d 32: 0.9x the
+  default's step; 8 layers d 32: 1.4x). None reached 1.8x less pre-training compute without
+  weakening the chat model; the world is unchanged.
+- **At a slow hour (issue 17: <= 300 s when a pre-training step takes 550 ms): not met, and not
+  reachable with this world's pre-training.** The critical path starts with the two chat models,
+  one per core, each 600 pre-training steps: at 550 ms a step that is 330 s before any fine-tune,
+  above the target by itself (the cold run above: 220 s at 245 ms a step, with the stages after
+  pre-training taking the rest). Closing it needs about 1.8x fewer pre-training FLOPs that keep
+  the chat model coherent and EM as strong; every cheaper recipe measured so far (fewer steps,
+  smaller batches, fewer turns, other depths and widths; bullets above) failed one of the two.
+  Candidates not yet tried: a pre-training shared by the world and the control world up to the
+  point where their corpora differ, or knowledge distillation from a cached larger chat model.
+- Since 2026-12-01 the default study also continues each general solution with KL (issue 15): 12
+  more 60-step fine-tunes (the train stages above include them).
 - **Release to release, side by side** (cold `emlab reproduce`, 2026-11-29, one run after the other,
-  pre-training step 306 ms): previous release (2aaf30e) 284 s, this release 265 s and 280 s. The
+  pre-training step 306 ms): previous release (2aaf30e) 284 s, this release 265 s and 280 s;
+  2026-12-01 (study split into stages, both continued directions) 220 s at 245 ms a step. The
   previous release measured 444 s during a slow hour (pre-training step 549 ms): the target holds at
   this machine's usual speed and not at its slowest. Below 300 s at every speed needs less
   pre-training compute: a cheaper recipe that keeps EM (validated by the full study, not by

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -179,35 +178,14 @@ def measure(
     runs: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(repeats):
         for variant in variants:
-            runs[variant].append(_worker_run(model, variant, steps, "time")["step_seconds"])
+            runs[variant].append(
+                kl_step.worker_run(model, variant, steps, "time", __file__)["step_seconds"]
+            )
     result: dict = {v: {"step_seconds": min(t), "rounds": t} for v, t in runs.items()}
     for variant in variants if memory else []:
-        result[variant].update(_worker_run(model, variant, MEMORY_STEPS, "memory"))
+        result[variant].update(kl_step.worker_run(model, variant, MEMORY_STEPS, "memory", __file__))
     result["load"] = f"{os.getloadavg()[1]:.1f}"
     return result
-
-
-def _worker_run(model: str, variant: str, steps: int, what: str) -> dict:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--worker",
-            "--measure",
-            what,
-            "--model",
-            model,
-            "--steps",
-            str(steps),
-            "--variant",
-            variant,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode:
-        raise SystemExit(f"{variant} ({what}) failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def markdown(r: dict | None = None) -> str:
