@@ -29,14 +29,16 @@ def importance():
 
 def test_missing_trl_is_a_clear_error(vs_trl, monkeypatch, capsys):
     real = importlib.util.find_spec
+    missing = ("trl", "datasets")  # both, whatever this environment has
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a)
     )
     with pytest.raises(SystemExit) as stop:
         vs_trl.measure("tiny", 2, ["emlab_lora", "trl_lora"], memory=False)
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: trl not installed") and "pip install -e '.[bench]'" in err
+    assert err.startswith("error: trl, datasets not installed")
+    assert "pip install -e '.[bench]'" in err
 
 
 def test_training_template_renders_smollm2_text_and_marks_emlabs_labels(vs_trl, smollm2_tokenizer):
