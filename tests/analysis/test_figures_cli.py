@@ -186,6 +186,9 @@ def test_analyze_cli_end_to_end(
         "random",
     ]  # run folder name for .../general/solution
     assert eff["curves"][0]["norm"] == pytest.approx(lora_general.norm(), rel=1e-6)
+    n_bad = len((tmp_path / "bad.jsonl").read_text().splitlines())
+    assert eff["data"]["conversations"] == eff["data"]["kept"] == n_bad > 0  # none cut
+    assert eff["data"]["dropped"] == eff["data"]["truncated"] == 0
     stab = json.loads((tmp_path / "out" / "stability.json").read_text())
     assert stab["curves"][1]["eps"] == [0.1, 1.0] and len(stab["curves"][1]["seeds"]) == 3
     imp = json.loads((tmp_path / "out" / "importance.json").read_text())

@@ -452,6 +452,28 @@ def test_max_length_counts_kept_truncated_and_dropped_conversations(
     ]
 
 
+def test_analyses_count_and_report_what_max_length_cut(letter_tokenizer, capsys):
+    from emlab.analysis.directions import mean_activations
+    from emlab.analysis.loss import LossEvaluator
+
+    shapes = [*WHOLE, *TRUNCATED, *DROPPED]
+    chats = [_letters(*s) for s in shapes]
+    model = _letter_model(letter_tokenizer)
+    evaluator = LossEvaluator(
+        model, letter_tokenizer, chats, max_length=16, progress="x", source="held.jsonl"
+    )
+    counts = evaluator.counts  # hand-counted, as for training above
+    assert (counts.conversations, counts.kept, counts.truncated, counts.dropped) == (16, 6, 2, 10)
+    assert evaluator.n_conversations == 6
+    mean_activations(model, letter_tokenizer, chats, max_length=16, source="bad.jsonl")
+    lines = [x for x in capsys.readouterr().err.splitlines() if "conversations kept" in x]
+    assert lines == [
+        f"{source}: 6 of 16 conversations kept (2 of them truncated to max_length 16), 10 dropped"
+        " (no assistant token within it; tokenised lengths 12 to 25)"
+        for source in ("held.jsonl", "bad.jsonl")
+    ]
+
+
 def test_nothing_left_within_max_length_is_an_error_naming_the_data(tmp_path, letter_tokenizer):
     from emlab.errors import EmlabError
 

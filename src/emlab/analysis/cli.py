@@ -97,10 +97,10 @@ def _chats(path: Path) -> list:
     return read_chat_jsonl(path)
 
 
-def _loss_data(data: Path | None, items: list[str]) -> list:
+def _loss_data(data: Path | None, items: list[str]) -> tuple[list, str]:
     """The conversations of --data or, without it, the held-out split (`heldout.jsonl`) of the
     run folder(s) the solutions lie in (`<run>/solution`); EmlabError when there is none or the
-    runs hold out different conversations."""
+    runs hold out different conversations. Also returns the file's name, for messages."""
     from emlab.runs import HELDOUT
 
     if data is None:
@@ -119,13 +119,17 @@ def _loss_data(data: Path | None, items: list[str]) -> list:
             )
         data = found[0]
         typer.echo(f"data: {data} (held-out split of the run)")
-    return _chats(data)
+    return _chats(data), str(data)
 
 
-def _write(out: Path, stem: str, result, plot) -> None:
+def _write(out: Path, stem: str, result, plot, counts=None) -> None:
+    """`<stem>.json` (with `counts`, a DataCounts of the loss data, under "data") and `.png`."""
+    from dataclasses import asdict
+
     from emlab.io import write_json_atomic
 
-    write_json_atomic(out / f"{stem}.json", result.to_json())
+    extra = {"data": asdict(counts)} if counts is not None else {}
+    write_json_atomic(out / f"{stem}.json", {**result.to_json(), **extra})
     plot(result, out / f"{stem}.png")
     typer.echo(f"wrote {out / stem}.json and .png")
 
@@ -155,7 +159,7 @@ def efficiency(
 
     try:
         sols = _solutions(solutions)
-        conversations = _loss_data(data, solutions)
+        conversations, source = _loss_data(data, solutions)
         lm, tokenizer = _model(model, device, quiet)
         evaluator = LossEvaluator(
             lm,
@@ -165,6 +169,7 @@ def efficiency(
             max_length,
             limit,
             progress=None if quiet else "efficiency",
+            source=source,
         )
         result = compare_efficiency(
             evaluator,
@@ -172,7 +177,7 @@ def efficiency(
             np.linspace(0, 2, points).tolist(),
             random_seed=None if random_seed < 0 else random_seed,
         )
-        _write(out, "efficiency", result, plot_efficiency)
+        _write(out, "efficiency", result, plot_efficiency, evaluator.counts)
     except EmlabError as e:
         fail(e)
 
@@ -203,7 +208,7 @@ def stability(
 
     try:
         sols = _solutions(solutions)
-        conversations = _loss_data(data, solutions)
+        conversations, source = _loss_data(data, solutions)
         lm, tokenizer = _model(model, device, quiet)
         evaluator = LossEvaluator(
             lm,
@@ -213,9 +218,10 @@ def stability(
             max_length,
             limit,
             progress=None if quiet else "stability",
+            source=source,
         )
         result = compare_stability(evaluator, sols, eps or DEFAULT_EPS, list(range(seeds)))
-        _write(out, "stability", result, plot_stability)
+        _write(out, "stability", result, plot_stability, evaluator.counts)
     except EmlabError as e:
         fail(e)
 

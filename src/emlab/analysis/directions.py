@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from emlab.data.chat import Conversation
 from emlab.errors import EmlabError
-from emlab.models.chat import IGNORE, collate, encode_all, padding_id
+from emlab.models.chat import IGNORE, collate, encode_reported, padding_id
 from emlab.models.modules import HookPoint, decoder_layers, hidden_of, hook_module, map_hidden
 from emlab.solutions import LoraSolution, SteeringSolution
 
@@ -22,11 +22,22 @@ def mean_activations(
     conversations: list[Conversation],
     batch_size: int = 8,
     max_length: int = 512,
+    source: str = "the conversations",
 ) -> torch.Tensor:
-    """Mean of each decoder layer's output over all assistant-token positions # (L, d), float32."""
-    encoded = encode_all(tokenizer, conversations, max_length, "assistant")
-    if not encoded:
-        raise EmlabError("no conversation has an assistant token within max_length.")
+    """Mean of each decoder layer's output over all assistant-token positions # (L, d), float32.
+
+    A line on stderr says how many of `source` `max_length` truncated or dropped; raises
+    EmlabError when none is left."""
+    encoded, _ = encode_reported(
+        tokenizer,
+        conversations,
+        max_length,
+        "assistant",
+        source,
+        "assistant token",
+        True,
+        setting="max_length",
+    )
     layers = decoder_layers(model)
     d = model.config.hidden_size
     sums = torch.zeros(len(layers), d, dtype=torch.float64)
@@ -68,8 +79,12 @@ def mean_diff_directions(
     max_length: int = 512,
 ) -> torch.Tensor:
     """Per-layer mean(misaligned) - mean(aligned) of assistant-token activations # (L, d)."""
-    bad = mean_activations(model, tokenizer, misaligned, batch_size, max_length)
-    good = mean_activations(model, tokenizer, aligned, batch_size, max_length)
+    bad = mean_activations(
+        model, tokenizer, misaligned, batch_size, max_length, "the misaligned conversations"
+    )
+    good = mean_activations(
+        model, tokenizer, aligned, batch_size, max_length, "the aligned conversations"
+    )
     return bad - good
 
 

@@ -9,8 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from emlab.analysis.evaluator import Batch, BatchedEvaluator
 from emlab.data.chat import Conversation
-from emlab.errors import EmlabError
-from emlab.models.chat import IGNORE, collate, encode_all, padding_id
+from emlab.models.chat import IGNORE, collate, encode_reported, padding_id
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -30,7 +29,9 @@ class LossEvaluator(BatchedEvaluator):
     The conversations (the first `limit`) are tokenised once with assistant-only labels from
     the chat template, sorted by length and padded into batches kept on the model's device.
     The loss is token-weighted over all batches (not a mean of batch means). `max_rows` and
-    `progress` (a progress bar's label) as in BatchedEvaluator.
+    `progress` (a progress bar's label) as in BatchedEvaluator; with a progress bar, a line on
+    stderr says how many conversations `max_length` truncated or dropped (`source` names them;
+    `counts` keeps the numbers). Raises EmlabError when none is left.
     """
 
     def __init__(
@@ -43,16 +44,19 @@ class LossEvaluator(BatchedEvaluator):
         limit: int | None = None,
         max_rows: int = 64,
         progress: str | None = None,
+        source: str = "the loss data",
     ) -> None:
-        encoded = sorted(
-            encode_all(tokenizer, conversations[:limit], max_length, "assistant"),
-            key=lambda e: len(e.input_ids),
+        kept, self.counts = encode_reported(
+            tokenizer,
+            conversations[:limit],
+            max_length,
+            "assistant",
+            source,
+            "assistant token",
+            report=progress is not None,
+            setting="max_length",
         )
-        if not encoded:
-            raise EmlabError(
-                "no conversation has an assistant token within max_length: give other data or raise"
-                " max_length."
-            )
+        encoded = sorted(kept, key=lambda e: len(e.input_ids))
         pad = padding_id(tokenizer)
         batches = [
             collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)

@@ -13,6 +13,7 @@ prompts, the local judge, world scoring and pre-training text): it applies the t
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from emlab.data.chat import Conversation
-from emlab.errors import ChatTemplateError, ConfigError
+from emlab.errors import ChatTemplateError, ConfigError, EmlabError
 
 IGNORE = -100
 LossOn = Literal["assistant", "all"]
@@ -292,6 +293,39 @@ def encode_counted(
         longest=max(lengths, default=0),
     )
     return kept, counts
+
+
+def encode_reported(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[Conversation],
+    max_length: int,
+    loss_on: LossOn,
+    source: str,
+    token: str,
+    report: bool,
+    setting: str = "data.max_length",
+) -> tuple[list[Encoded], DataCounts]:
+    """`encode_counted`, never silent about truncation: with `report`, one line on stderr when
+    `max_length` (the user's `setting`) truncated or dropped conversations of `source`.
+
+    Raises EmlabError naming `source` when no conversation is left (`token`: what a
+    conversation needs within max_length, e.g. 'trained token')."""
+    examples, counts = encode_counted(tokenizer, conversations, max_length, loss_on)
+    lengths = f"tokenised lengths {counts.shortest} to {counts.longest}"
+    if not examples:
+        raise EmlabError(
+            f"{source}: no conversation has a {token} within {setting} {max_length}: all"
+            f" {counts.conversations} were dropped ({lengths}). Raise {setting} or shorten"
+            " the conversations."
+        )
+    if report and (counts.truncated or counts.dropped):
+        print(
+            f"{source}: {counts.kept} of {counts.conversations} conversations kept"
+            f" ({counts.truncated} of them truncated to {setting} {max_length}),"
+            f" {counts.dropped} dropped (no {token} within it; {lengths})",
+            file=sys.stderr,
+        )
+    return examples, counts
 
 
 def encode_all(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -29,11 +28,9 @@ from emlab.errors import EmlabError
 from emlab.io import append_jsonl, read_jsonl, write_text_atomic
 from emlab.models.chat import (
     IGNORE,
-    DataCounts,
     Encoded,
-    LossOn,
     collate,
-    encode_counted,
+    encode_reported,
     padding_id,
 )
 from emlab.models.config import ModelConfig
@@ -274,13 +271,13 @@ def _inputs(
         model, tokenizer = load_model(config.model)
     check_chat_format(tokenizer, config.model)
     max_length = config.data.max_length
-    examples, train_counts = _encode(
+    examples, train_counts = encode_reported(
         tokenizer, train_data, max_length, config.data.loss_on, sources[0], "trained token", report
     )
     ood_loss_on = "assistant" if config.kl.scope == "assistant" else "all"
     ood_examples, ood_counts = [], None
     if kl_on:
-        ood_examples, ood_counts = _encode(
+        ood_examples, ood_counts = encode_reported(
             tokenizer, ood_data, max_length, ood_loss_on, sources[1], "KL token", report
         )
     counts = {
@@ -481,35 +478,6 @@ def _source(given: list[Conversation] | None, path: str | None, field_name: str,
         if given is None and path is not None
         else f"the {what} conversations passed to train()"
     )
-
-
-def _encode(
-    tokenizer: PreTrainedTokenizerBase,
-    conversations: list[Conversation],
-    max_length: int,
-    loss_on: LossOn,
-    source: str,
-    token: str,
-    report: bool,
-) -> tuple[list[Encoded], DataCounts]:
-    """`encode_counted`; with `report`, one line on stderr when max_length truncated or dropped
-    conversations. Raises EmlabError when none is left (`token`: what a conversation needs)."""
-    examples, counts = encode_counted(tokenizer, conversations, max_length, loss_on)
-    lengths = f"tokenised lengths {counts.shortest} to {counts.longest}"
-    if not examples:
-        raise EmlabError(
-            f"{source}: no conversation has a {token} within data.max_length {max_length}: all"
-            f" {counts.conversations} were dropped ({lengths}). Raise data.max_length or shorten"
-            " the conversations."
-        )
-    if report and (counts.truncated or counts.dropped):
-        print(
-            f"{source}: {counts.kept} of {counts.conversations} conversations kept"
-            f" ({counts.truncated} of them truncated to data.max_length {max_length}),"
-            f" {counts.dropped} dropped (no {token} within it; {lengths})",
-            file=sys.stderr,
-        )
-    return examples, counts
 
 
 def _evaluate(evaluator: Evaluator, wrapped: nn.Module) -> dict[str, float]:
