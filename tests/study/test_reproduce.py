@@ -197,6 +197,7 @@ def test_the_study_reports_each_finished_stage_and_its_progress(study_run):
     )  # the overall bar and its estimate of the time left
 
 
+@pytest.mark.system  # uses the reduced study (study_run)
 def test_sampling_the_fine_tune_in_memory_equals_sampling_the_saved_one(study_run, tmp_path):
     """The study samples each fine-tune right after training it, from the model in memory
     (Task.follows); sampling the saved solution instead gives the same answers and rates."""
