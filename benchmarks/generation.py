@@ -172,7 +172,9 @@ def markdown() -> str:
     )
 
 
-if __name__ == "__main__":
+def main(measure, markdown) -> None:
+    """Command line of a generation benchmark with `measure(tokens, reps, threads)` and
+    `markdown()`: prints the measurement as JSON, or the RESULTS.md section (--markdown)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--reps", type=int, default=2)
@@ -183,3 +185,7 @@ if __name__ == "__main__":
         print(markdown())
     else:
         print(json.dumps(measure(args.tokens, args.reps, args.threads), indent=2))
+
+
+if __name__ == "__main__":
+    main(measure, markdown)

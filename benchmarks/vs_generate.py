@@ -15,8 +15,6 @@ The arms alternate `--reps` times in one process after a warm-up; each arm's bes
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -207,13 +205,4 @@ FINDINGS = (
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--markdown", action="store_true")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown())
-    else:
-        print(json.dumps(measure(args.tokens, args.reps, args.threads), indent=2))
+    generation.main(measure, markdown)
