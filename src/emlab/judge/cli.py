@@ -102,7 +102,7 @@ def judge_command(
                 raise JudgeError(
                     "--batch-requests / --batch-output need an OpenAI judge (backend: openai)."
                 )
-            items = pending_items(rows, judge.metrics, out)
+            items = pending_items(rows, judge, out)
             if batch_requests is not None:
                 n = judge.write_batch_requests(items, batch_requests)
                 typer.echo(
