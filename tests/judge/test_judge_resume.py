@@ -5,6 +5,7 @@ refused."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -154,6 +155,17 @@ def test_resume_with_another_judge_is_refused_and_the_same_judge_judges_the_rest
     assert sorted((r["sample_id"], r["metric"]) for r in read_jsonl(out)) == [
         (f"s{i}", m) for i in range(5) for m in ("aligned", "coherent")
     ]
+
+
+@torch.no_grad()
+def test_the_same_judge_may_add_a_metric_to_a_file(tmp_path, local_judge):
+    generations, out = _generations(2), tmp_path / "judgments.jsonl"
+    model, tok, cfg = local_judge.model, local_judge.tokenizer, local_judge.config
+    aligned_only = LocalJudge(model, tok, cfg.model_copy(update={"metrics": ["aligned"]}), "tiny")
+    judge_generations(generations, aligned_only, out, progress=False)
+    counts = judge_generations(generations, local_judge, out, progress=False)
+    assert counts == {"items": 2, "skipped": 0, "judged": 2, "errors": 0}  # coherent, twice
+    assert sorted(json.loads(judge_record(out).read_text())["prompts"]) == ["aligned", "coherent"]
 
 
 def test_judgments_without_a_judge_record_are_refused(tmp_path, local_judge):

@@ -219,8 +219,9 @@ def check_same_judge(
 ) -> None:
     """Raise DataError unless the judgments in `existing` (read from `out_path`) were made by
     `judge`: the identity in `judge_record(out_path)` must have its name and settings, and the
-    same prompt for every metric both score. Then record `judge` there (with the prompts of
-    metrics the file had and this judge lacks, so a later resume still checks them).
+    same prompt for every metric both score. Then record `judge` there if the record differs
+    (keeping the prompts of metrics the file had and this judge lacks, so a later resume still
+    checks them).
 
     Refused: a record of another judge, and judgments without a readable record (written by an
     older emlab, or the record was deleted).
@@ -253,6 +254,8 @@ def check_same_judge(
                 fix,
             )
         now["prompts"] = {**before.get("prompts", {}), **now["prompts"]}
+        if now == before:
+            return
     write_json_atomic(record, now)
 
 
