@@ -60,15 +60,16 @@ from emlab.train.loop import train
 # shipped study recipes' batch_size 2, grad_accum 8) took 7.75 s. On a GPU decoding and judging
 # weigh more against a training step than these CPU ratios say.
 DECODE_STEP_COST = 0.03
-"""One decoding step of a generation batch (32 answers) costs 0.03 training steps (0.23 s:
-`generate_hf` of 32 answers, 17 tokens each less 1 token each, over 16 steps)."""
+"""One decoding step of a generation batch (32 answers) costs 0.03 training steps (0.23 s: the
+seconds of `generate_hf` for 32 answers of 17 tokens less those for 1 token, over 16 steps)."""
 JUDGMENT_COST = 0.002
 """One judgment (an answer on one metric) costs 0.002 training steps: an API judge at its default
 concurrency 32 and ~0.5 s a request scores ~64 a second (0.016 s each); the judging benchmark's
 loopback server (50 ms) gives 337 a second, bound by the judge's CPU."""
 EVAL_PASS_COST = 0.3
 """One forward pass of an analysis over a batch of 8 conversations or text chunks under one
-solution costs 0.3 training steps (2.4 s: a LossEvaluator pass under a steering vector)."""
+solution costs 0.3 training steps (2.4 s: a `LossEvaluator` pass over 8 of those conversations
+under a steering vector)."""
 
 
 class StudyInputs:
