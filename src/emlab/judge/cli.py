@@ -37,7 +37,8 @@ def judge_command(
             "--out",
             help=(
                 "Judgments JSONL; appended to: only missing or failed (item, metric) pairs are"
-                " judged, and a file holding judgments of other answers is refused."
+                " judged, and a file holding judgments of other answers or of another judge"
+                " (recorded in <out>.judge.json) is refused."
             ),
         ),
     ],
