@@ -148,6 +148,19 @@ def test_a_finished_stage_is_reused_and_each_stage_prints_its_line(tmp_path, cap
     assert capsys.readouterr().err == ""
 
 
+def test_a_result_of_an_older_layout_is_computed_again(tmp_path, capsys):
+    task = Square(str(tmp_path), 3)
+    task.folder().mkdir(parents=True)
+    (task.folder() / "result.json").write_text('{"stage_seconds": 1.0}')  # written before `value`
+    result, _ = task.run()
+    assert (result.value, result.reused) == (9, False) and (task.folder() / "computed").exists()
+    assert capsys.readouterr().err == (
+        f"stage square_3: {task.folder() / 'result.json'} is not a Number of this emlab (value:"
+        " Field required); computing it again\n"
+    )
+    assert task.run()[0].reused  # the new result.json is read back
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_a_follower_takes_over_what_its_task_kept_in_memory_when_computed_with_it(tmp_path, n):
     root = str(tmp_path)

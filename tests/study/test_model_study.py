@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "judge"))
 from fake_openai import FakeOpenAI  # noqa: E402
 
+import emlab.study.model.study as model_study  # noqa: E402
 from emlab.cli import app  # noqa: E402
 from emlab.config import load_config  # noqa: E402
 from emlab.data.chat import write_chat_jsonl  # noqa: E402
@@ -458,9 +459,11 @@ def test_reproduce_reports_each_finished_stage_on_stderr_unless_quiet(study_run)
     ],
 )
 def test_a_study_that_differs_downstream_reuses_the_upstream_stages(
-    tmp_path, study_run, judge_server, override, computed
+    tmp_path, monkeypatch, study_run, judge_server, override, computed
 ):
     path, out, _, _ = study_run
+    loads, load = [], model_study.load_model
+    monkeypatch.setattr(model_study, "load_model", lambda cfg: loads.append(cfg) or load(cfg))
     field, value = override.split("=")
     if field == "judge.max_retries":  # the judge is a file: write another one
         judge = yaml.safe_load((path.parent / "judge.yaml").read_text()) | {
@@ -483,6 +486,8 @@ def test_a_study_that_differs_downstream_reuses_the_upstream_stages(
         n for n in lines if re.fullmatch(computed, n)
     )
     assert {p: p.stat().st_mtime_ns for p in solutions} == mtimes  # no solution was retrained
+    # the base model is loaded once for all the stages that use it (7 sampling stages here)
+    assert len(loads) == (0 if field == "judge.max_retries" else 1)
     if "samples" in override:
         assert (
             "generate: 100%" in result.stderr and "judge: 100%" in result.stderr

@@ -37,7 +37,8 @@ def judge_command(
             "--out",
             help=(
                 "Judgments JSONL; appended to: only missing or failed (item, metric) pairs are"
-                " judged, and a file holding judgments of other answers is refused."
+                " judged, and a file holding judgments of other answers or of another judge"
+                " (recorded in <out>.judge.json) is refused."
             ),
         ),
     ],
@@ -102,7 +103,7 @@ def judge_command(
                 raise JudgeError(
                     "--batch-requests / --batch-output need an OpenAI judge (backend: openai)."
                 )
-            items = pending_items(rows, judge.metrics, out)
+            items = pending_items(rows, judge, out)
             if batch_requests is not None:
                 n = judge.write_batch_requests(items, batch_requests)
                 typer.echo(

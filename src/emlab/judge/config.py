@@ -7,7 +7,7 @@ fields of that backend's config; `emlab config-help` style descriptions are on e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 from pydantic import Field
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 class JudgePromptsConfig(EmlabConfig):
     """Which prompts a judge uses and how its scores are aggregated (all backends)."""
+
+    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    """Fields that change how the judge runs (device, batching, retries, credentials' variable
+    names, caching) but not its scores: left out of `identity`."""
 
     prompts: str = Field(
         default=DEFAULT_PROMPTS,
@@ -54,6 +58,17 @@ class JudgePromptsConfig(EmlabConfig):
             "is None with a reason. Default 0.25."
         ),
     )
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this judge's scores, as JSON: 'prompts' (metric -> prompt id, version and
+        text hash: `JudgePrompt.id`) and 'settings' (every other field but RUN_FIELDS). Holds no
+        credential: keys are only ever read from the environment."""
+        return {
+            "prompts": {m: p.id for m, p in self.prompt_set().prompts.items()},
+            "settings": self.model_dump(
+                mode="json", exclude={"prompts", "metrics", "domains", *self.RUN_FIELDS}
+            ),
+        }
 
     def prompt_set(self) -> PromptSet:
         """The prompts for `metrics` + `domains`, in that order."""

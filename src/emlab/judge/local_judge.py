@@ -18,7 +18,7 @@ Example config (YAML)::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -37,6 +37,8 @@ NUMBER_CANDIDATES = tuple(str(i) for i in range(101))
 
 class LocalJudgeConfig(JudgePromptsConfig):
     """A judge running a local HF causal LM with a chat template."""
+
+    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset({"device", "batch_size"})
 
     backend: Literal["local"] = Field(
         default="local", description="Judge backend. Default 'local'."

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import openai
 from pydantic import Field
@@ -75,6 +75,21 @@ def default_cache_dir() -> Path:
 
 class OpenAIJudgeConfig(JudgePromptsConfig):
     """A judge behind an OpenAI-compatible API. Credentials only come from environment variables."""
+
+    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "base_url_env",
+            "api_key_env",
+            "concurrency",
+            "max_retries",
+            "timeout",
+            "backoff_initial",
+            "backoff_max",
+            "cache",
+            "cache_dir",
+            "max_failure_rate",
+        }
+    )
 
     backend: Literal["openai"] = Field(
         default="openai", description="Judge backend. Default 'openai'."

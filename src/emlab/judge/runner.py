@@ -12,11 +12,16 @@ Resuming: pairs (item, metric) already in the output without an error are skippe
 the missing or failed pairs go to the judge (a score of None for a refusal, code or low
 number mass is a result, not a failure). Judgments are appended (with fsync) after each chunk
 of items, so a killed run keeps what it judged. An output holding judgments of other answers
-is refused with an error saying what differs.
+is refused with an error saying what differs. So is one judged by another judge: the judge's
+identity (`judge_identity`: name, prompts, scoring settings; no credential) is recorded in
+`<out>.judge.json` before its first judgment, and a resume compares it with the judge asked
+for now (a judge that adds metrics to a file is the same judge if the shared metrics' prompts
+and every setting agree).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,8 +30,9 @@ from tqdm.auto import tqdm
 
 from emlab.errors import DataError
 from emlab.generate.plan import PROVENANCE_FIELDS, answer_identity
-from emlab.io import append_jsonl, read_jsonl
+from emlab.io import append_jsonl, read_jsonl, write_json_atomic
 from emlab.judge.base import Judge, JudgeItem, Judgment
+from emlab.judge.config import JudgePromptsConfig
 
 CHUNK_SIZE = 512
 """Items judged between two appends for judges without an `items_per_write` attribute."""
@@ -113,15 +119,19 @@ def failed(reason: str | None) -> bool:
 
 
 def pending_items(
-    generations: Sequence[dict[str, Any]], metrics: Sequence[str], out_path: str | Path
+    generations: Sequence[dict[str, Any]], judge: Judge, out_path: str | Path
 ) -> list[JudgeItem]:
-    """Items of `generations` (rows of `answer_rows`), each with its metrics not yet judged
-    without error in `out_path`; items with none left are omitted.
+    """Items of `generations` (rows of `answer_rows`), each with the metrics of `judge` not yet
+    judged without error in `out_path`; items with none left are omitted. Records `judge` as the
+    output's judge (`check_same_judge`).
 
-    Raises DataError when `out_path` holds judgments of other answers (see `check_same_answers`).
+    Raises DataError when `out_path` holds judgments of other answers (see `check_same_answers`)
+    or of another judge (see `check_same_judge`).
     """
     existing = read_jsonl(out_path)
     check_same_answers(existing, generations, out_path)
+    check_same_judge(existing, judge, out_path)
+    metrics = judge.metrics
     done = {
         (str(r.get("item_id")), str(r.get("metric")))
         for r in existing
@@ -187,6 +197,89 @@ def check_same_answers(
             )
 
 
+def judge_identity(judge: Judge) -> dict[str, Any]:
+    """What decides `judge`'s scores, as JSON: its `name`, and for a configured judge (local,
+    OpenAI) its config's `JudgePromptsConfig.identity` ('prompts': each metric's prompt id;
+    'settings': no credential, nothing that only changes how it runs); other judges (the world's
+    exact judge) are known by their name alone."""
+    config = getattr(judge, "config", None)
+    if isinstance(config, JudgePromptsConfig):
+        return {"name": judge.name, **config.identity()}
+    return {"name": judge.name, "prompts": {}, "settings": {}}
+
+
+def judge_record(out_path: str | Path) -> Path:
+    """`<out_path>.judge.json`: where the identity of the judge of a judgments file is kept."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".judge.json")
+
+
+def check_same_judge(
+    existing: Sequence[dict[str, Any]], judge: Judge, out_path: str | Path
+) -> None:
+    """Raise DataError unless the judgments in `existing` (read from `out_path`) were made by
+    `judge`: the identity in `judge_record(out_path)` must have its name and settings, and the
+    same prompt for every metric both score. Then record `judge` there if the record differs
+    (keeping the prompts of metrics the file had and this judge lacks, so a later resume still
+    checks them).
+
+    Refused: a record of another judge, and judgments without a readable record (written by an
+    older emlab, or the record was deleted).
+    """
+    record, now = judge_record(out_path), judge_identity(judge)
+    if existing:
+        fix = (
+            f"Delete {out_path} and {record} to judge all answers again with this judge, or judge"
+            " into another output (--out)."
+        )
+        try:
+            before = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            before = None
+        if not isinstance(before, dict):
+            raise DataError(
+                out_path,
+                None,
+                f"holds judgments but no readable record of the judge that made them ({record}:"
+                " written by an older emlab, or deleted), so resuming could mix two judges'"
+                " scores",
+                fix,
+            )
+        if differ := identity_differences(before, now):
+            raise DataError(
+                out_path,
+                None,
+                f"was judged by {before.get('name')!r}, but the judge asked for now is"
+                f" {now['name']!r} ({'; '.join(differ)}): resuming would mix two judges' scores",
+                fix,
+            )
+        now["prompts"] = {**before.get("prompts", {}), **now["prompts"]}
+        if now == before:
+            return
+    write_json_atomic(record, now)
+
+
+def identity_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two `judge_identity`s, one 'field: recorded -> now' per difference
+    (name, each setting, the prompt of each metric in both); [] for the same judge."""
+    differ = []
+    if before.get("name") != now.get("name"):
+        differ.append(f"name: {before.get('name')!r} -> {now.get('name')!r}")
+    settings = before.get("settings", {}), now.get("settings", {})
+    differ += [
+        f"{k}: {settings[0].get(k)!r} -> {settings[1].get(k)!r}"
+        for k in sorted(set(settings[0]) | set(settings[1]))
+        if settings[0].get(k) != settings[1].get(k)
+    ]
+    prompts = before.get("prompts", {}), now.get("prompts", {})
+    differ += [
+        f"prompt of {m}: {prompts[0][m]} -> {prompts[1][m]}"
+        for m in prompts[0]
+        if m in prompts[1] and prompts[0][m] != prompts[1][m]
+    ]
+    return differ
+
+
 def judge_generations(
     generations: Sequence[dict[str, Any]],
     judge: Judge,
@@ -203,13 +296,13 @@ def judge_generations(
     local judge: one forward batch), else CHUNK_SIZE. `progress` shows a bar over the items.
     Returns counts {'items', 'skipped' (items with nothing left to judge), 'judged'
     (judgments written), 'errors'}. Raises DataError when `out_path` holds judgments of other
-    answers; a JudgeError (bad credentials, too many failures) propagates after the chunk's
-    judgments, if any, are written.
+    answers or of another judge (`pending_items`); a JudgeError (bad credentials, too many
+    failures) propagates after the chunk's judgments, if any, are written.
     """
     from emlab.judge.openai_judge import JudgeFailureRateError
 
     generations = answer_rows(generations)
-    items = pending_items(generations, judge.metrics, out_path)
+    items = pending_items(generations, judge, out_path)
     by_id = {row["answer_id"]: row for row in generations}
     size = chunk_size or getattr(judge, "items_per_write", CHUNK_SIZE)
     counts = {

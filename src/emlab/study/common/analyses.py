@@ -1,6 +1,5 @@
 """The paper's three lines of evidence for one (general, narrow) pair of solutions (world or real
-model),
-as a typed stage result."""
+model), as a typed stage result."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from emlab.analysis import (
     pretraining_importance,
     text_batches,
 )
-from emlab.models.chat import Conversation
+from emlab.models.chat import Conversation, DataCounts
 from emlab.solutions import Solution
 from emlab.study.common.config import AnalysisConfig
 from emlab.study.common.stages import StageResult
@@ -46,12 +45,21 @@ class AnalysisSummary(BaseModel):
 
 class Analysis(StageResult):
     """One (general, narrow) pair's analyses: the JSON of the efficiency, stability and
-    importance comparisons (emlab.analysis's `to_json`) and their summary."""
+    importance comparisons (emlab.analysis's `to_json`), their summary, and what `max_length`
+    did to the held-out conversations of the loss (as `emlab analyze` records under "data")."""
 
     efficiency: dict[str, Any]
     stability: dict[str, Any]
     importance: dict[str, Any]
     summary: AnalysisSummary
+    data: DataCounts = Field(
+        description=(
+            "The held-out narrow conversations of the efficiency and stability losses: how many"
+            " there were, were kept (truncated ones included), truncated to max_length, and"
+            " dropped (no assistant token within it), with their shortest and longest tokenised"
+            " lengths (`emlab.models.chat.DataCounts`, from the loss evaluator)."
+        )
+    )
 
     def figure_data(self) -> dict[str, Any]:
         """The JSON the figures read (the result.json layout)."""
@@ -76,7 +84,9 @@ def compare_solutions(
     """The three analyses of a (general, narrow) pair on held-out narrow conversations (loss)
     and pre-training `texts` (KL, chunks of `seq_len` tokens), with the grids of `grid`;
     `batch_size` conversations or chunks per batch, at most `max_rows` rows per forward pass;
-    progress bars of the forward passes on stderr when `progress`."""
+    progress bars of the forward passes on stderr when `progress` (and then a line when
+    `max_length` truncated or dropped conversations; the result's `data` counts them always).
+    Raises EmlabError when no held-out conversation has an assistant token within max_length."""
     solutions = {"general": general, "narrow": narrow}
     losses = LossEvaluator(
         model,
@@ -129,6 +139,7 @@ def compare_solutions(
         stability=stability.to_json(),
         importance=importance.to_json(),
         summary=summary,
+        data=losses.counts,
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm.auto import tqdm
 
 from emlab.config import config_hash
@@ -70,12 +70,21 @@ class Stages:
         done.
 
         An interrupted stage leaves no result.json and is run again (its own steps resume from
-        what they left in the folder)."""
+        what they left in the folder). So is one whose result.json an older emlab wrote in
+        another layout (not a valid `kind`: a field added since), with a line on stderr."""
         folder = self.folder(name, key)
         if (folder / RESULT).exists():
-            return kind.model_validate(
-                {**json.loads((folder / RESULT).read_text()), "reused": True, "stage": name}
-            )
+            try:
+                return kind.model_validate(
+                    {**json.loads((folder / RESULT).read_text()), "reused": True, "stage": name}
+                )
+            except ValidationError as e:
+                where = ".".join(map(str, e.errors()[0]["loc"]))
+                tqdm.write(
+                    f"stage {name}: {folder / RESULT} is not a {kind.__name__} of this emlab"
+                    f" ({where}: {e.errors()[0]['msg']}); computing it again",
+                    file=sys.stderr,
+                )
         ensure_dir(folder)
         start = time.time()
         computed = fn(folder).model_copy(

@@ -18,6 +18,7 @@ analyses show their own bars.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,23 @@ from emlab.study.model.inputs import (
 from emlab.study.model.report import ModelOutcome, write_model_report
 from emlab.study.model.training import Trained, method_train_config
 from emlab.train.loop import train
+
+# Task costs, in training steps (a TrainTask costs its steps, twice with the KL term), for the
+# overall bar's estimate of the time left. Measured on SmolLM2-135M-Instruct (float32, CPU, one
+# thread, 2026-12-01): a LoRA rank-1 training step of 2 x 8 conversations of ~128 tokens (the
+# shipped study recipes' batch_size 2, grad_accum 8) took 7.75 s. On a GPU decoding and judging
+# weigh more against a training step than these CPU ratios say.
+DECODE_STEP_COST = 0.03
+"""One decoding step of a generation batch (32 answers) costs 0.03 training steps (0.23 s: the
+seconds of `generate_hf` for 32 answers of 17 tokens less those for 1 token, over 16 steps)."""
+JUDGMENT_COST = 0.002
+"""One judgment (an answer on one metric) costs 0.002 training steps: an API judge at its default
+concurrency 32 and ~0.5 s a request scores ~64 a second (0.016 s each); the judging benchmark's
+loopback server (50 ms) gives 337 a second, bound by the judge's CPU."""
+EVAL_PASS_COST = 0.3
+"""One forward pass of an analysis over a batch of 8 conversations or text chunks under one
+solution costs 0.3 training steps (2.4 s: a `LossEvaluator` pass over 8 of those conversations
+under a steering vector)."""
 
 
 class StudyInputs:
@@ -109,6 +127,10 @@ class StudyInputs:
         if self._judge is None:
             self._judge = build_judge(self.judge_config)
         return self._judge
+
+    def answers(self) -> int:
+        """Answers sampled per model: every prompt's samples, over both question sets."""
+        return sum(p.samples for ps in self.prompts.values() for p in ps)
 
     def sampling(self, seed: int | None) -> SamplingConfig:
         """The generation settings; a fine-tune of seed s samples with seed + s."""
@@ -212,6 +234,17 @@ class SampleTask(Task[Answers]):
     def needs(self) -> tuple[Task, ...]:
         return (self.train,) if self.train else ()
 
+    @property
+    def cost(self) -> float:
+        """DECODE_STEP_COST per decoding step: per question set, its batches of answers times
+        max_new_tokens (an upper bound: a batch stops once all its answers have ended)."""
+        sampling = self.inputs.sampling(self.seed)
+        steps = sum(
+            math.ceil(sum(p.samples for p in ps) / sampling.batch_size) * sampling.max_new_tokens
+            for ps in self.inputs.prompts.values()
+        )
+        return DECODE_STEP_COST * steps
+
     def compute(self, folder: Path, trained: Trained | None = None) -> Answers:
         model, tokenizer = self.inputs.model()
         solution = load_solution(trained.solution_dir) if trained else None
@@ -251,6 +284,13 @@ class JudgeTask(Task[Judged]):
     def needs(self) -> tuple[Task, ...]:
         return (self.answers,)
 
+    @property
+    def cost(self) -> float:
+        """JUDGMENT_COST per judgment: every answer on each of the judge's metrics."""
+        judge = self.inputs.judge_config
+        metrics = len(dict.fromkeys([*judge.metrics, *judge.domains]))
+        return JUDGMENT_COST * self.inputs.answers() * metrics
+
     def compute(self, folder: Path, answers: Answers) -> Judged:
         return judge_answers(answers, self.inputs.judge(), folder, progress=self.inputs.progress)
 
@@ -282,6 +322,21 @@ class AnalysisTask(Task[Analysis]):
     @property
     def needs(self) -> tuple[Task, ...]:
         return (self.general, self.narrow)
+
+    @property
+    def cost(self) -> float:
+        """EVAL_PASS_COST per forward pass (batch, solution), about: on the held-out batches, the
+        base, 3 efficiency curves (general, narrow, random) over the multipliers and their
+        equal-norm points, and 2 stability curves over eps x noise seeds; on the text batches,
+        the base and 3 importance curves over the norms."""
+        grid = self.inputs.cfg.analysis
+        heldout = math.ceil(
+            min(len(self.inputs.narrow_heldout), grid.max_heldout) / grid.batch_size
+        )
+        texts = math.ceil(grid.importance_documents / grid.batch_size)
+        passes = heldout * (1 + 3 * (grid.multipliers + 1) + 2 * len(grid.eps) * grid.noise_seeds)
+        passes += texts * (1 + 3 * len(grid.importance_fractions))
+        return EVAL_PASS_COST * passes
 
     def compute(self, folder: Path, general: Trained, narrow: Trained) -> Analysis:
         cfg, inputs = self.inputs.cfg, self.inputs
