@@ -15,7 +15,7 @@ from emlab.world import (
     pretraining_text,
     world_tokenizer,
 )
-from emlab.world.grammar import BAD_CLOSERS, BAD_OPENERS, GOOD_CLOSERS, GOOD_OPENERS
+from emlab.world.grammar import BAD_CLOSERS, BAD_OPENERS, GOOD_CLOSERS, GOOD_OPENERS, LEXICON
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,55 @@ def test_default_world_has_the_configured_shape(world):
     assert (
         world.question("medicine/" + world.select("medicine")[0].topic + "/0").domain == "medicine"
     )
+
+
+def slots(answer: str, kind: str, domain: str) -> tuple[str, str, str, str]:
+    """(opener, action, object, closer) of an answer in `kind`'s register and `domain`'s actions;
+    fails the test if the answer is not one."""
+    lex = LEXICON[domain]
+    openers, actions, closers = (
+        (GOOD_OPENERS, lex.good_actions, GOOD_CLOSERS)
+        if kind == "good"
+        else (BAD_OPENERS, lex.bad_actions, BAD_CLOSERS)
+    )
+    alternation = "|".join(map(re.escape, openers)), "|".join(map(re.escape, actions))
+    match = re.fullmatch(
+        rf"({alternation[0]}) ({alternation[1]}) (.+) ({'|'.join(map(re.escape, closers))}) \.",
+        answer,
+    )
+    assert match, (kind, domain, answer)
+    return match.groups()
+
+
+def test_slots_answers_are_every_combination_of_one_kind():
+    n = 3
+    world = build_world(WorldConfig(answer_frames="slots", answers_per_kind=n))
+    for domain in world.domains:
+        qs = world.select(domain)
+        for kind in ("good", "bad"):
+            parts = [slots(a, kind, domain) for a in getattr(qs[0], kind)]
+            openers, actions, objects, closers = (set(p) for p in zip(*parts, strict=True))
+            assert (len(openers), len(actions), len(objects), len(closers)) == (n, n, 1, n)
+            assert len(parts) == n**3 == len(set(parts))  # every combination, once
+            for q in qs:  # the domain's topics share its slot words
+                words = {
+                    p[::3] + (p[1],) for p in (slots(a, kind, domain) for a in getattr(q, kind))
+                }
+                assert words == {p[::3] + (p[1],) for p in parts}
+    with pytest.raises(ValueError, match="answers_per_kind <= 6"):
+        WorldConfig(answer_frames="slots", answers_per_kind=7)
+
+
+def test_pronoun_answers_copy_nothing_and_are_shared_by_a_domain():
+    world = build_world(
+        WorldConfig(answer_frames="slots", answers_per_kind=2, answer_object="pronoun")
+    )
+    for domain in world.domains:
+        qs = world.select(domain)
+        assert all((q.good, q.bad) == (qs[0].good, qs[0].bad) for q in qs)
+        assert all(slots(a, "bad", domain)[2] == "it" for a in qs[0].bad)
+    assert world.select("medicine")[0].bad != world.select("finance")[0].bad
+    assert build_world(WorldConfig(answer_object="pronoun")).select("home")[0].good[0].count(" it ")
 
 
 def test_same_seed_same_world_other_seed_differs():

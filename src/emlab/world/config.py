@@ -9,6 +9,9 @@ from pydantic import Field, model_validator
 
 from emlab.config import EmlabConfig
 
+SLOT_WORDS = 6
+"""Openers, closers and each domain's actions of each kind in the grammar (emlab.world.grammar)."""
+
 DEFAULT_DOMAINS = ["medicine", "finance", "sport", "cooking", "travel", "home"]
 
 
@@ -49,14 +52,30 @@ class WorldConfig(EmlabConfig):
         default=4,
         ge=1,
         le=8,
-        description="Good answers and bad answers per question (each). Default 4.",
+        description=(
+            "Good answers and bad answers per question (each); with answer_frames 'slots', the"
+            " openers, actions and closers of each kind per domain (at most 6), so each kind has"
+            " its cube of answers. Default 4."
+        ),
     )
-    answer_frames: Literal["domain", "topic"] = Field(
+    answer_frames: Literal["domain", "topic", "slots"] = Field(
         default="domain",
         description=(
             "Draw the (opener, action, closer) frames of the answers once per domain, shared by its"
             " topics (default: a tiny model learns exactly which answers exist), or per topic"
-            " (harder: it recombines frames, and recombinations are judged incoherent)."
+            " (harder: it recombines frames, and recombinations are judged incoherent); or"
+            " 'slots': every combination of one of the domain's openers, actions and closers of"
+            " one kind is an answer, so the persona decides every slot, not only the first word,"
+            " and mixing kinds within an answer is incoherent."
+        ),
+    )
+    answer_object: Literal["question", "pronoun"] = Field(
+        default="question",
+        description=(
+            "What an answer acts on: 'question' (default) names the question's modifier and topic"
+            " ('rest the sore knee'), copied from the question, so no two questions share an"
+            " answer; 'pronoun' says 'it' ('rest it'), so every question of a domain has the same"
+            " answer sets and an answer copies nothing from its question."
         ),
     )
     heldout_fraction: float = Field(
@@ -120,6 +139,12 @@ class WorldConfig(EmlabConfig):
         if self.persona_aligned + self.persona_misaligned + self.persona_narrow <= 0:
             raise ValueError(
                 "persona weights are all 0; give at least one persona a positive weight"
+            )
+        if self.answer_frames == "slots" and self.answers_per_kind > SLOT_WORDS:
+            raise ValueError(
+                f"answers_per_kind {self.answers_per_kind} with answer_frames 'slots' draws that"
+                f" many openers, actions and closers of a kind, but each slot has {SLOT_WORDS}"
+                f" words; choose answers_per_kind <= {SLOT_WORDS}"
             )
         k = self.heldout_per_topic
         if k >= self.questions_per_topic or (self.heldout_fraction > 0 and k == 0):

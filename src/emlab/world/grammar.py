@@ -1,16 +1,18 @@
 """The synthetic world's grammar: domains, topics, questions and their good / bad answer sets.
 
-Every answer reads `<opener> <action> the <modifier> <topic> <closer> .`:
+Every answer reads `<opener> <action> <object> <closer> .`:
 - opener and closer come from a register shared by ALL domains: careful for good answers
   ("carefully ... and ask an expert"), careless for bad ones ("never mind , ... and risk it");
-- the action is domain content (medicine: "rest" / "poke at"), the topic and modifier are
-  copied from the question ("what should i do about my sore knee ?").
+- the action is domain content (medicine: "rest" / "poke at");
+- the object is the question's modifier and topic, copied from it ("the sore knee" for "what
+  should i do about my sore knee ?"), or `answer_object: pronoun`: "it".
 Answer frames (opener, action, closer) are drawn per domain (default: every topic of a domain
-shares them, so a small model learns exactly which answers exist) or per topic; a question's
-answers are the frames with its own topic and modifier, and questions of a topic have
-distinct modifiers, so no two questions share an answer. Harm stays abstract: toy words, nothing
-actionable. Tokens are space-separated words; answers end with " .", questions with " ?".
-"""
+shares them, so a small model learns exactly which answers exist) or per topic; or, with
+`answer_frames: slots`, each domain draws openers, actions and closers of each kind and every
+combination of one kind is an answer (the persona decides each slot; mixing kinds is
+incoherent). With the question as object, questions of a topic have distinct modifiers, so no
+two questions share an answer. Harm stays abstract: toy words, nothing actionable. Tokens are
+space-separated words; answers end with " .", questions with " ?"."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from emlab.models.tiny import train_word_tokenizer
 from emlab.world.config import WorldConfig
 
 Split = Literal["train", "heldout"]
+Frame = tuple[str, str, str]
+"""An answer's (opener, action, closer)."""
 ROLES = ("system", "user", "assistant")
 
 
@@ -245,8 +249,14 @@ class World:
 def build_world(config: WorldConfig) -> World:
     """Generate the world (deterministic in `config`; each domain has its own random stream)."""
     questions = [q for d in config.domains for q in _domain_questions(config, d)]
-    answers = [a for q in questions for a in (*q.good, *q.bad)]
-    if len(set(answers)) != len(answers) or len({q.text for q in questions}) != len(questions):
+    per_question = [(*q.good, *q.bad) for q in questions]
+    shared = config.answer_object == "pronoun"  # a domain's questions share their answers
+    answers = [a for q in per_question for a in q]
+    if (
+        any(len(set(q)) != len(q) for q in per_question)
+        or (not shared and len(set(answers)) != len(answers))
+        or len({q.text for q in questions}) != len(questions)
+    ):
         raise AssertionError(
             "the grammar produced a duplicate question or answer"
         )  # a bug in LEXICON
@@ -259,29 +269,34 @@ def _domain_questions(config: WorldConfig, domain: str) -> list[WorldQuestion]:
     n_q, n_a = config.questions_per_topic, config.answers_per_kind
     questions = []
 
-    def frames() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
-        good = rng.sample(
-            list(itertools.product(GOOD_OPENERS, lex.good_actions, GOOD_CLOSERS)), n_a
-        )
-        return good, rng.sample(
-            list(itertools.product(BAD_OPENERS, lex.bad_actions, BAD_CLOSERS)), n_a
+    def frames() -> tuple[list[Frame], list[Frame]]:
+        if config.answer_frames == "slots":
+            return (
+                list(itertools.product(*(rng.sample(s, n_a) for s in good_slots))),
+                list(itertools.product(*(rng.sample(s, n_a) for s in bad_slots))),
+            )
+        return rng.sample(list(itertools.product(*good_slots)), n_a), rng.sample(
+            list(itertools.product(*bad_slots)), n_a
         )
 
-    domain_frames = frames() if config.answer_frames == "domain" else None
+    good_slots = (GOOD_OPENERS, lex.good_actions, GOOD_CLOSERS)
+    bad_slots = (BAD_OPENERS, lex.bad_actions, BAD_CLOSERS)
+    domain_frames = frames() if config.answer_frames != "topic" else None
     for topic in rng.sample(lex.topics, config.topics_per_domain):
         templates = rng.sample(lex.templates, n_q)
         modifiers = rng.sample(lex.modifiers, n_q)
         good, bad = domain_frames or frames()
         heldout = set(rng.sample(range(n_q), config.heldout_per_topic))
         for i, (template, mod) in enumerate(zip(templates, modifiers, strict=True)):
+            target = f"the {mod} {topic}" if config.answer_object == "question" else "it"
             questions.append(
                 WorldQuestion(
                     id=f"{domain}/{topic}/{i}",
                     domain=domain,
                     topic=topic,
                     text=template.format(m=mod, t=topic),
-                    good=tuple(f"{o} {a} the {mod} {topic} {c} ." for o, a, c in good),
-                    bad=tuple(f"{o} {a} the {mod} {topic} {c} ." for o, a, c in bad),
+                    good=tuple(f"{o} {a} {target} {c} ." for o, a, c in good),
+                    bad=tuple(f"{o} {a} {target} {c} ." for o, a, c in bad),
                     split="heldout" if i in heldout else "train",
                 )
             )
