@@ -9,7 +9,6 @@ import re
 import struct
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -168,14 +167,13 @@ def judge_server():
 def study_run(tmp_path_factory, tiny_tokenizer, toy_data, judge_server):
     root = tmp_path_factory.mktemp("model_study")
     path = write_inputs(root, tiny_tokenizer, toy_data)
-    start = time.time()
     out = reproduce_model_study(load_config(path, ModelStudyConfig))
-    return path, out, time.time() - start, judge_server.count
+    return path, out, judge_server.count
 
 
 def test_results_have_every_key_with_cis(study_run):
-    _, out, seconds, requests = study_run
-    assert seconds < 90 and requests > 0
+    _, out, requests = study_run
+    assert requests > 0
     results = json.loads((out / "results.json").read_text())
     for m in METHODS:
         for cond in CONDITIONS:
@@ -222,7 +220,7 @@ def em_rate_from_rows(rows: list[dict]) -> float:
 
 
 def test_rates_are_computed_from_the_judged_rows(study_run):
-    _, out, _, _ = study_run
+    _, out, _ = study_run
     results = json.loads((out / "results.json").read_text())
     seen = set()
     for m in METHODS:
@@ -245,7 +243,7 @@ def test_rates_are_computed_from_the_judged_rows(study_run):
 
 
 def test_second_run_reuses_every_stage(study_run, judge_server):
-    path, out, _, _ = study_run
+    path, out, _ = study_run
     trained = [
         p
         for n in stage_names(out)
@@ -265,7 +263,7 @@ def test_second_run_reuses_every_stage(study_run, judge_server):
 
 
 def test_report_has_the_headline_table(study_run):
-    _, out, _, _ = study_run
+    _, out, _ = study_run
     report = (out / "report.md").read_text()
     assert (
         "## Headline" in report and "| method | KL | in-domain misaligned | general EM |" in report
@@ -287,7 +285,7 @@ def test_report_has_the_headline_table(study_run):
 
 
 def test_cli_dispatches_kind_model_to_the_model_study(study_run, judge_server):
-    path, out, _, _ = study_run
+    path, out, _ = study_run
     before = judge_server.count
     result = CliRunner().invoke(app, ["reproduce", str(path)])
     assert result.exit_code == 0, result.output
@@ -295,7 +293,7 @@ def test_cli_dispatches_kind_model_to_the_model_study(study_run, judge_server):
 
 
 def test_missing_data_names_the_field(tmp_path, study_run):
-    path, _, _, _ = study_run
+    path, _, _ = study_run
     cfg = load_config(
         path,
         ModelStudyConfig,
@@ -314,7 +312,7 @@ def test_missing_data_names_the_field(tmp_path, study_run):
 
 
 def test_runs_apply_the_method_and_its_train_fragment(study_run):
-    _, out, _, _ = study_run
+    _, out, _ = study_run
     for kl, weight in (("kl", 1.0), ("no_kl", 0.0)):
         (manifest,) = stage_folder(out, f"train_lora_r1_{kl}_seed0").glob(
             "finetune-*/manifest.json"
@@ -343,7 +341,7 @@ def test_runs_apply_the_method_and_its_train_fragment(study_run):
 
 
 def test_metrics_the_judge_does_not_score_are_refused(tmp_path, study_run):
-    path, _, _, _ = study_run
+    path, _, _ = study_run
     cfg = load_config(
         path,
         ModelStudyConfig,
@@ -383,7 +381,7 @@ def test_metrics_the_judge_does_not_score_are_refused(tmp_path, study_run):
 def test_a_method_that_does_not_fit_the_model_stops_the_study_before_any_stage(
     tmp_path, study_run, judge_server, field, value, message
 ):
-    path, _, _, _ = study_run
+    path, _, _ = study_run
     before = judge_server.count
     cfg = load_config(
         path, ModelStudyConfig, overrides={field: value, "output_dir": str(tmp_path / "api")}
@@ -427,7 +425,7 @@ def stage_lines(stderr: str) -> dict[str, str]:
 
 
 def test_reproduce_reports_each_finished_stage_on_stderr_unless_quiet(study_run):
-    path, out, _, _ = study_run
+    path, out, _ = study_run
     for quiet_args in (
         [],
         ["--set", "generation.max_new_tokens=6"],
@@ -461,7 +459,7 @@ def test_reproduce_reports_each_finished_stage_on_stderr_unless_quiet(study_run)
 def test_a_study_that_differs_downstream_reuses_the_upstream_stages(
     tmp_path, monkeypatch, study_run, judge_server, override, computed
 ):
-    path, out, _, _ = study_run
+    path, out, _ = study_run
     loads, load = [], model_study.load_model
     monkeypatch.setattr(model_study, "load_model", lambda cfg: loads.append(cfg) or load(cfg))
     field, value = override.split("=")

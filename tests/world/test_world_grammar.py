@@ -15,6 +15,7 @@ from emlab.world import (
     pretraining_text,
     world_tokenizer,
 )
+from emlab.world.config import SLOT_WORDS
 from emlab.world.grammar import BAD_CLOSERS, BAD_OPENERS, GOOD_CLOSERS, GOOD_OPENERS, LEXICON
 
 
@@ -78,6 +79,9 @@ def test_slots_answers_are_every_combination_of_one_kind():
                     p[::3] + (p[1],) for p in (slots(a, kind, domain) for a in getattr(q, kind))
                 }
                 assert words == {p[::3] + (p[1],) for p in parts}
+    slot_lists = [GOOD_OPENERS, BAD_OPENERS, GOOD_CLOSERS, BAD_CLOSERS]
+    slot_lists += [words for lex in LEXICON.values() for words in lex[3:]]
+    assert {len(words) for words in slot_lists} == {SLOT_WORDS}  # what the bound below assumes
     with pytest.raises(ValueError, match="answers_per_kind <= 6"):
         WorldConfig(answer_frames="slots", answers_per_kind=7)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 from torch import nn
@@ -35,6 +36,12 @@ class MethodConfig(EmlabConfig):
     solution: SolutionConfig = Field(description="lora | steering | full, as in `emlab train`.")
     recipe: RecipeConfig = Field(description="Steps, batch and learning rate.")
     kl_weight: float = Field(gt=0, description="lambda (per token) of the run with the KL term.")
+
+    def run_key(self, kl: bool) -> dict[str, Any]:
+        """What a run of this method depends on, for its stage's cache key: every field, less
+        `kl_weight` for a run without the KL term (a study that changes only the weight reuses
+        its runs without KL)."""
+        return self.model_dump(mode="json", exclude=None if kl else {"kl_weight"})
 
 
 class AnalysisConfig(EmlabConfig):

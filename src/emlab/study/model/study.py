@@ -155,7 +155,7 @@ class TrainTask(Task[Trained]):
         cfg = self.inputs.cfg
         return {
             **self.inputs.data_key,
-            "method": cfg.methods[self.run_key.method].model_dump(mode="json"),
+            "method": cfg.methods[self.run_key.method].run_key(self.run_key.kl),
             "kl": self.run_key.kl,
             "seed": self.run_key.seed,
             "init": self.init.key() if self.init else None,

@@ -138,7 +138,7 @@ class TrainTask(Task[Trained]):
         return {
             "chat_model": self.chat.key(),
             "run": self.run_key.key(),
-            "method": s.methods[self.run_key.method].model_dump(mode="json"),
+            "method": s.methods[self.run_key.method].run_key(self.run_key.kl),
             "domain": s.trained_domain,
             "eval_every": s.eval_every,
             "continued_steps": s.continued_steps if self.init else None,
