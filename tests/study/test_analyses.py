@@ -58,3 +58,28 @@ def test_the_analysis_records_kept_truncated_and_dropped_conversations():
     assert asdict(analysis.data) == expected
     stored = json.loads(json.dumps(analysis.model_dump()))  # as the stage's result.json holds it
     assert stored["data"] == expected and Analysis.model_validate(stored).data == analysis.data
+
+
+def test_the_world_analysis_uses_at_most_max_heldout_conversations(tmp_path):
+    # 2 topics x 1 held-out question x 4 bad answers: 8 held-out medicine conversations
+    from emlab.study.world.analyses import analyse_pair
+    from emlab.study.world.config import StudyConfig
+    from emlab.world import build_world, world_tokenizer
+
+    grid = {"multipliers": 3, "eps": [0.5], "noise_seeds": 2, "importance_documents": 2}
+    study = StudyConfig.model_validate(
+        {"world": {"topics_per_domain": 2}, "analysis": grid | {"max_heldout": 3}}
+    )
+    world = build_world(study.world)
+    tokenizer = world_tokenizer(world)
+    model = tiny_qwen2(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    v = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    SteeringSolution(v, "layer", 0, alpha=1.0).save(tmp_path / "general")
+    SteeringSolution(-v, "layer", 1, alpha=1.0).save(tmp_path / "narrow")
+    dirs = [str(tmp_path / n) for n in ("model", "general", "narrow")]
+    assert analyse_pair(study, world, *dirs, seed=0).data.conversations == 3
+    unlimited = study.analysis.model_copy(update={"max_heldout": 100})
+    study = study.model_copy(update={"analysis": unlimited})
+    assert analyse_pair(study, world, *dirs, seed=0).data.conversations == 8
