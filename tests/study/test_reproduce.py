@@ -107,8 +107,25 @@ def test_report_structure(study_run):
         targets["lora_r8 with KL: OOD rate"]["measured"]
         == results["world"]["lora_r8"]["kl"]["ood_rate"]
     )
+    steering = results["world"]["steering"]
+    assert targets["steering with KL: OOD rate"]["measured"] == steering["kl"]["ood_rate"]
+    assert (
+        targets["steering narrow, KL removed: OOD rate"]["measured"]
+        == steering["continued"]["ood_rate"]
+    )
+    assert (
+        targets["steering general, KL added: OOD rate"]["measured"]
+        == steering["continued_kl"]["ood_rate"]
+    )
+    norm = targets[
+        "full: norm the general solution needs to reach the narrow solution's held-out loss"
+    ]
+    equal_loss = results["efficiency_at_equal_loss"]["full"]
+    assert norm["measured"] == equal_loss["general"]["norm_to_narrow_loss"]["mean"]
+    assert norm["limit"] == equal_loss["narrow"]["norm_to_narrow_loss"]["mean"]
     report = (out / "report.md").read_text()
     assert "## Targets" in report and "| lora_r8 with KL: OOD rate |" in report
+    assert "| steering without KL: OOD incoherent rate |" in report
     assert "| world | lora_r1 | kl |" in report and "| control | steering | no_kl |" in report
     assert len(results["chat_model"]["persona_probe"]["layers"]) == 2
     assert "Persona linear probe" in report and "steering acts at the output of layer 1: " in report

@@ -20,7 +20,16 @@ def fake_run(tmp_path):
                 "op": "<=",
                 "limit": 0.02,
                 "met": seed < 3,
-            }
+                "kind": "rate",
+            },
+            {
+                "name": "full: norm the general solution needs",
+                "measured": None if seed == 4 else 3.0,
+                "op": "<",
+                "limit": 4.0 + seed,
+                "met": seed != 4,
+                "kind": "number",
+            },
         ]
         (out / "results.json").write_text(json.dumps({"targets": targets}))
         return out
@@ -48,10 +57,23 @@ def test_the_side_by_side_report_lists_each_seeds_targets(tmp_path):
         {
             "name": "chat model misaligned rate",
             "op": "<=",
-            "limit": 0.02,
+            "kind": "rate",
+            "limits": {"1": 0.02, "4": 0.02},
             "values": {"1": 0.01, "4": 0.04},
             "met": {"1": True, "4": False},
-        }
+        },
+        {
+            "name": "full: norm the general solution needs",
+            "op": "<",
+            "kind": "number",
+            "limits": {"1": 5.0, "4": 8.0},
+            "values": {"1": 3.0, "4": None},
+            "met": {"1": True, "4": False},
+        },
     ]
     md = (out / "report.md").read_text()
     assert "| chat model misaligned rate | <= 2% | 1.0% | **4.0%** |" in md
+    assert (
+        "| full: norm the general solution needs | < (per seed) | 3 (< 5) | **missing** (< 8) |"
+        in md
+    )
