@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from frames_world import FRAMES
 
 from emlab.models.chat import collate, encode_conversation
 from emlab.models.tiny import tiny_qwen2
@@ -27,6 +28,7 @@ SMALL = {
     "questions_per_topic": 2,
     "answers_per_kind": 2,
     "heldout_fraction": 0.5,
+    **FRAMES,  # 2 good and 2 bad answers per question
 }
 
 
