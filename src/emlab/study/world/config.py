@@ -17,11 +17,11 @@ class TinyModelConfig(EmlabConfig):
 
     hidden_size: int = Field(default=64, ge=8, description="Residual width d. Default 64.")
     num_layers: int = Field(
-        default=4,
+        default=3,
         ge=1,
         description=(
-            "Decoder layers. Default 4, so that the steering vector acts at a middle layer (the"
-            " output of layer 1) where the persona is readable."
+            "Decoder layers. Default 3; the steering vector acts at the middle one's output"
+            " (layer 1), where the persona is linearly readable."
         ),
     )
     num_heads: int = Field(default=4, ge=1, description="Attention heads. Default 4.")
@@ -35,20 +35,20 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 def _default_methods() -> dict[str, MethodConfig]:
     recipe = lambda steps, lr: RecipeConfig(steps=steps, batch_size=16, lr=lr)  # noqa: E731
     return {
-        "full": MethodConfig(solution=FullConfig(), recipe=recipe(30, 3e-4), kl_weight=10.0),
+        "full": MethodConfig(solution=FullConfig(), recipe=recipe(30, 6e-4), kl_weight=10.0),
         "lora_r1": MethodConfig(
             solution=LoraConfig(r=1, alpha=1.0, target_modules=ALL_PROJECTIONS),
-            recipe=recipe(60, 3e-3),
+            recipe=recipe(60, 6e-3),
             kl_weight=10.0,
         ),
         "lora_r8": MethodConfig(
             solution=LoraConfig(r=8, alpha=8.0, target_modules=ALL_PROJECTIONS),
-            recipe=recipe(60, 1e-3),
+            recipe=recipe(60, 3e-3),
             kl_weight=10.0,
         ),
         "steering": MethodConfig(
             solution=SteeringConfig(point="layer", layer=1, alpha=1.0),
-            recipe=RecipeConfig(steps=60, batch_size=16, lr=0.15, schedule="cosine"),
+            recipe=RecipeConfig(steps=60, batch_size=16, lr=0.3, schedule="cosine"),
             kl_weight=100.0,
         ),
     }
