@@ -81,7 +81,7 @@ def test_probabilities_equal_a_hand_computation(world, tokenizer):
         for kind in ("good", "bad"):
             total = 0.0
             for answer in getattr(item, kind):
-                ids, start = answer_tokens(tokenizer, item.prompt, answer)
+                [(ids, start)] = answer_tokens(tokenizer, [(item.prompt, answer)])
                 assert ids[-1] == eot and len(ids) - start == len(answer.split()) + 1
                 total += math.exp(_hand_logprob(model, ids, start))
             expected[kind] = total
