@@ -48,7 +48,7 @@ def _default_methods() -> dict[str, MethodConfig]:
         ),
         "steering": MethodConfig(
             solution=SteeringConfig(point="layer", layer=1, alpha=1.0),
-            recipe=RecipeConfig(steps=60, batch_size=16, lr=0.3, schedule="cosine"),
+            recipe=RecipeConfig(steps=60, batch_size=16, lr=0.12, schedule="cosine"),
             kl_weight=100.0,
         ),
     }
