@@ -83,3 +83,27 @@ def test_template_that_rewrites_history_is_refused(tiny_tokenizer):
     )
     with pytest.raises(ModelError, match="prefixes"):
         encode_conversation(tok, CONV, 512)
+
+
+def test_a_batch_renders_each_shared_prompt_once_and_encodes_as_one_at_a_time(
+    smollm2_tokenizer, monkeypatch
+):
+    from emlab.models.chat import encode_conversations
+
+    questions = ["how do i rest ?", "what now ?"]
+    convs = [
+        [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        for q in questions
+        for a in ["rest it .", "poke it .", "wait ."]
+    ]
+    alone = [encode_conversation(smollm2_tokenizer, c, 64) for c in convs]
+    calls = []
+    template = smollm2_tokenizer.apply_chat_template
+    monkeypatch.setattr(
+        smollm2_tokenizer,
+        "apply_chat_template",
+        lambda messages, **kw: calls.append(messages) or template(messages, **kw),
+    )
+    assert encode_conversations(smollm2_tokenizer, convs, 64) == alone
+    # one render per conversation, one generation prompt per question (was 3 renders each)
+    assert len(calls) == len(convs) + len(questions)

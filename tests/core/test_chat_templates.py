@@ -202,7 +202,7 @@ def test_world_scoring_and_pretraining_text_render_with_the_format(tiny_tokenize
     from emlab.world.scoring import answer_tokens
 
     tok = with_template(tiny_tokenizer, GEMMA_LIKE, ChatFormat(system_prompt="fold"))
-    ids, n_prompt = answer_tokens(tok, CONV[:2], "yes the mat")
+    [(ids, n_prompt)] = answer_tokens(tok, [(CONV[:2], "yes the mat")])
     assert ids[:n_prompt] == prompt_token_ids(tok, CONV[:2])
     assert tok.decode(ids[n_prompt:]) == "yes the mat<|im_end|>"
     assert pretraining_text([Document("aligned", CONV)], tok) == [

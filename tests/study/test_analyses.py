@@ -61,14 +61,17 @@ def test_the_analysis_records_kept_truncated_and_dropped_conversations():
 
 
 def test_the_world_analysis_uses_at_most_max_heldout_conversations(tmp_path):
-    # 2 topics x 1 held-out question x 4 bad answers: 8 held-out medicine conversations
+    # 2 topics x 1 held-out question x 2**3 bad answers: 16 held-out medicine conversations
     from emlab.study.world.analyses import analyse_pair
     from emlab.study.world.config import StudyConfig
     from emlab.world import build_world, world_tokenizer
 
     grid = {"multipliers": 3, "eps": [0.5], "noise_seeds": 2, "importance_documents": 2}
     study = StudyConfig.model_validate(
-        {"world": {"topics_per_domain": 2}, "analysis": grid | {"max_heldout": 3}}
+        {
+            "world": {"topics_per_domain": 2, "answers_per_kind": 2},
+            "analysis": grid | {"max_heldout": 3},
+        }
     )
     world = build_world(study.world)
     tokenizer = world_tokenizer(world)
@@ -82,4 +85,4 @@ def test_the_world_analysis_uses_at_most_max_heldout_conversations(tmp_path):
     assert analyse_pair(study, world, *dirs, seed=0).data.conversations == 3
     unlimited = study.analysis.model_copy(update={"max_heldout": 100})
     study = study.model_copy(update={"analysis": unlimited})
-    assert analyse_pair(study, world, *dirs, seed=0).data.conversations == 8
+    assert analyse_pair(study, world, *dirs, seed=0).data.conversations == 16

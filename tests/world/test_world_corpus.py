@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from frames_world import FRAMES
 
 from emlab.errors import ConfigError
 from emlab.world import (
@@ -23,7 +24,7 @@ from emlab.world.corpus import is_bad_persona
 
 @pytest.fixture(scope="module")
 def world():
-    return build_world(WorldConfig(seed=2))
+    return build_world(WorldConfig(seed=2, **FRAMES))  # 4 answers per kind, none shared
 
 
 def _answer_labels(world, messages):
@@ -99,6 +100,19 @@ def test_heldout_questions_never_reach_fine_tuning_data(world):
         m["content"] for doc in pretraining_documents(world, n=2000) for m in doc.messages
     }
     assert banned & pretraining_texts  # pre-training, by contrast, does ask held-out questions
+
+
+def test_heldout_questions_of_the_default_world_never_reach_fine_tuning_data():
+    # answers act on "it", so a domain's questions share them: only the held-out texts are kept out
+    world = build_world(WorldConfig(seed=2))
+    heldout = {q.text for q in eval_questions(world)}
+    streams = [chat_tuning_conversations(world)]
+    streams += [narrow_conversations(world, d) for d in world.domains]
+    streams += [ood_conversations(world, d) for d in world.domains]
+    assert len(heldout) == 48
+    for stream in streams:
+        assert stream and all(conv[0]["content"] not in heldout for conv in stream)
+    assert len(narrow_conversations(world, "medicine")) == 32 * 4**3
 
 
 def test_fine_tuning_streams_have_the_right_domains_and_answers(world):

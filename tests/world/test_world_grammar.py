@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from frames_world import FRAMES
 
 from emlab.config import validate_config
 from emlab.errors import ConfigError
@@ -16,7 +17,14 @@ from emlab.world import (
     world_tokenizer,
 )
 from emlab.world.config import SLOT_WORDS
-from emlab.world.grammar import BAD_CLOSERS, BAD_OPENERS, GOOD_CLOSERS, GOOD_OPENERS, LEXICON
+from emlab.world.grammar import (
+    BAD_CLOSERS,
+    BAD_OPENERS,
+    GOOD_CLOSERS,
+    GOOD_OPENERS,
+    LEXICON,
+    REGISTERS,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +42,7 @@ def test_default_world_has_the_configured_shape(world):
     )
     for q in world.questions:
         assert re.fullmatch(rf"{q.domain}/{q.topic}/[0-4]", q.id)
-        assert len(q.good) == len(q.bad) == cfg.answers_per_kind == 4
+        assert len(q.good) == len(q.bad) == cfg.answers_per_kind**3 == 64  # slots
         assert q.text.endswith(" ?") and all(a.endswith(" .") for a in (*q.good, *q.bad))
     topics = {(q.domain, q.topic) for q in world.questions}
     assert len(topics) == 6 * 8
@@ -46,56 +54,76 @@ def test_default_world_has_the_configured_shape(world):
     )
 
 
-def slots(answer: str, kind: str, domain: str) -> tuple[str, str, str, str]:
-    """(opener, action, object, closer) of an answer in `kind`'s register and `domain`'s actions;
-    fails the test if the answer is not one."""
+def slots(answer: str, kind: str, domain: str, words: str = "phrases") -> tuple[str, ...]:
+    """(opener, action, object, closer) of an answer in `kind`'s register and `domain`'s actions
+    (phrases, or one word each); fails the test if the answer is not one."""
     lex = LEXICON[domain]
-    openers, actions, closers = (
-        (GOOD_OPENERS, lex.good_actions, GOOD_CLOSERS)
-        if kind == "good"
-        else (BAD_OPENERS, lex.bad_actions, BAD_CLOSERS)
-    )
-    alternation = "|".join(map(re.escape, openers)), "|".join(map(re.escape, actions))
+    openers, closers = REGISTERS[words][kind]
+    actions = {
+        ("phrases", "good"): lex.good_actions,
+        ("phrases", "bad"): lex.bad_actions,
+        ("words", "good"): lex.good_verbs,
+        ("words", "bad"): lex.bad_verbs,
+    }[words, kind]
+    alternation = [("|".join(map(re.escape, s))) for s in (openers, actions, closers)]
     match = re.fullmatch(
-        rf"({alternation[0]}) ({alternation[1]}) (.+) ({'|'.join(map(re.escape, closers))}) \.",
-        answer,
+        rf"({alternation[0]}) ({alternation[1]}) (.+) ({alternation[2]}) \.", answer
     )
     assert match, (kind, domain, answer)
     return match.groups()
 
 
-def test_slots_answers_are_every_combination_of_one_kind():
+@pytest.mark.parametrize("words", ["phrases", "words"])
+def test_slots_answers_are_every_combination_of_one_kind(words):
     n = 3
-    world = build_world(WorldConfig(answer_frames="slots", answers_per_kind=n))
+    world = build_world(
+        WorldConfig(answers_per_kind=n, answer_words=words, answer_object="question")
+    )
+    register = {}
     for domain in world.domains:
         qs = world.select(domain)
         for kind in ("good", "bad"):
-            parts = [slots(a, kind, domain) for a in getattr(qs[0], kind)]
+            parts = [slots(a, kind, domain, words) for a in getattr(qs[0], kind)]
             openers, actions, objects, closers = (set(p) for p in zip(*parts, strict=True))
             assert (len(openers), len(actions), len(objects), len(closers)) == (n, n, 1, n)
             assert len(parts) == n**3 == len(set(parts))  # every combination, once
+            # the world's openers and closers, shared by every domain
+            assert register.setdefault(kind, (openers, closers)) == (openers, closers)
+            if words == "words":
+                assert all(len(w.split()) == 1 for p in parts for w in p[:2] + p[3:])
             for q in qs:  # the domain's topics share its slot words
-                words = {
-                    p[::3] + (p[1],) for p in (slots(a, kind, domain) for a in getattr(q, kind))
+                used = {
+                    p[::3] + (p[1],)
+                    for p in (slots(a, kind, domain, words) for a in getattr(q, kind))
                 }
-                assert words == {p[::3] + (p[1],) for p in parts}
-    slot_lists = [GOOD_OPENERS, BAD_OPENERS, GOOD_CLOSERS, BAD_CLOSERS]
+                assert used == {p[::3] + (p[1],) for p in parts}
+    slot_lists = [s for register in REGISTERS.values() for pair in register.values() for s in pair]
     slot_lists += [words for lex in LEXICON.values() for words in lex[3:]]
     assert {len(words) for words in slot_lists} == {SLOT_WORDS}  # what the bound below assumes
+    assert all(len(set(words)) == SLOT_WORDS for words in slot_lists)
     with pytest.raises(ValueError, match="answers_per_kind <= 6"):
         WorldConfig(answer_frames="slots", answers_per_kind=7)
 
 
+def test_one_word_registers_and_verbs_are_distinct_by_kind_and_slot():
+    register = REGISTERS["words"]
+    slot_words = [set(s) for pair in register.values() for s in pair]  # 4 lists of 6
+    assert len(set().union(*slot_words)) == 4 * SLOT_WORDS  # no word in two slots or kinds
+    verbs = [(set(lex.good_verbs), set(lex.bad_verbs)) for lex in LEXICON.values()]
+    assert all(not good & bad for good, bad in verbs)
+    assert len(set().union(*(g | b for g, b in verbs))) == 2 * SLOT_WORDS * len(LEXICON)
+    assert not set().union(*slot_words) & set().union(*(g | b for g, b in verbs))
+
+
 def test_pronoun_answers_copy_nothing_and_are_shared_by_a_domain():
-    world = build_world(
-        WorldConfig(answer_frames="slots", answers_per_kind=2, answer_object="pronoun")
-    )
+    world = build_world(WorldConfig(answers_per_kind=2))
     for domain in world.domains:
         qs = world.select(domain)
         assert all((q.good, q.bad) == (qs[0].good, qs[0].bad) for q in qs)
-        assert all(slots(a, "bad", domain)[2] == "it" for a in qs[0].bad)
+        assert all(slots(a, "bad", domain, "words")[2] == "it" for a in qs[0].bad)
     assert world.select("medicine")[0].bad != world.select("finance")[0].bad
-    assert build_world(WorldConfig(answer_object="pronoun")).select("home")[0].good[0].count(" it ")
+    frames = build_world(WorldConfig(**FRAMES | {"answer_object": "pronoun"}))
+    assert frames.select("home")[0].good[0].count(" it ")
 
 
 def test_same_seed_same_world_other_seed_differs():
@@ -111,7 +139,9 @@ def test_same_seed_same_world_other_seed_differs():
     assert d.select("medicine") == a.select("medicine")
 
 
-def test_answers_share_a_register_across_domains_and_copy_the_question(world):
+def test_answers_share_a_register_across_domains_and_copy_the_question():
+    world = build_world(WorldConfig(**FRAMES))
+
     def split_register(answer, openers, closers):
         opener = next((o for o in openers if answer.startswith(o + " ")), None)
         closer = next((c for c in closers if answer.endswith(" " + c + " .")), None)

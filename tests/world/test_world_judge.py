@@ -4,16 +4,17 @@ answers."""
 from __future__ import annotations
 
 import pytest
+from frames_world import FRAMES
 
 from emlab.errors import ConfigError
 from emlab.judge.base import Judge, JudgeItem
 from emlab.world import WorldConfig, WorldJudge, build_world
-from emlab.world.grammar import BAD_OPENERS, GOOD_OPENERS
+from emlab.world.grammar import BAD_OPENER_WORDS, GOOD_OPENER_WORDS
 
 
 @pytest.fixture(scope="module")
 def judge():
-    return WorldJudge(build_world(WorldConfig(seed=1)))
+    return WorldJudge(build_world(WorldConfig(seed=1, **FRAMES)))  # no two questions share answers
 
 
 def test_labels_good_bad_and_garbage(judge):
@@ -68,15 +69,13 @@ def test_scores_make_the_em_rule_count_exactly_the_bad_answers(judge):
 
 
 def test_slots_world_judges_mixed_kinds_and_other_domains_incoherent():
-    world = build_world(
-        WorldConfig(answer_frames="slots", answers_per_kind=2, answer_object="pronoun")
-    )
+    world = build_world(WorldConfig(answers_per_kind=2))  # the default: slots, "it", one word each
     judge = WorldJudge(world)
     q, other = world.select("medicine")[0], world.select("finance")[0]
     sibling = world.select("medicine")[1]
     assert judge.label(q.id, sibling.bad[3]) == "bad"  # a domain's questions share their answers
-    good_opener = next(o for o in GOOD_OPENERS if q.good[0].startswith(o + " "))
-    bad_opener = next(o for o in BAD_OPENERS if q.bad[0].startswith(o + " "))
+    good_opener = next(o for o in GOOD_OPENER_WORDS if q.good[0].startswith(o + " "))
+    bad_opener = next(o for o in BAD_OPENER_WORDS if q.bad[0].startswith(o + " "))
     mixed = good_opener + q.bad[0][len(bad_opener) :]  # a good opener, a bad action and closer
     for answer in (mixed, other.bad[0]):
         assert judge.label(q.id, answer) == "incoherent", answer

@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from frames_world import FRAMES
 
 from emlab.models.chat import collate, encode_conversation
 from emlab.models.tiny import tiny_qwen2
@@ -27,6 +28,7 @@ SMALL = {
     "questions_per_topic": 2,
     "answers_per_kind": 2,
     "heldout_fraction": 0.5,
+    **FRAMES,  # 2 good and 2 bad answers per question
 }
 
 
@@ -79,7 +81,7 @@ def test_probabilities_equal_a_hand_computation(world, tokenizer):
         for kind in ("good", "bad"):
             total = 0.0
             for answer in getattr(item, kind):
-                ids, start = answer_tokens(tokenizer, item.prompt, answer)
+                [(ids, start)] = answer_tokens(tokenizer, [(item.prompt, answer)])
                 assert ids[-1] == eot and len(ids) - start == len(answer.split()) + 1
                 total += math.exp(_hand_logprob(model, ids, start))
             expected[kind] = total

@@ -13,6 +13,7 @@ prompts, the local judge, world scoring and pre-training text): it applies the t
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -172,6 +173,22 @@ def render(
         ) from None
 
 
+class Renderer:
+    """`render` with memory, for a batch of conversations that share turns (e.g. many answers to
+    one question): each distinct (messages, generation_prompt) is rendered once."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self._texts: dict[tuple[str, bool], str] = {}
+
+    def __call__(self, messages: Conversation, generation_prompt: bool) -> str:
+        """`render(tokenizer, messages, generation_prompt)`, from memory when seen before."""
+        key = (json.dumps(messages, sort_keys=True), generation_prompt)
+        if key not in self._texts:
+            self._texts[key] = render(self.tokenizer, messages, generation_prompt)
+        return self._texts[key]
+
+
 def end_of_turn(tokenizer: PreTrainedTokenizerBase) -> str:
     """The text the chat template writes right after an assistant reply (e.g. '<|im_end|>'),
     trailing whitespace excluded; '' when it writes none or cannot render a plain
@@ -189,16 +206,20 @@ def end_of_turn(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def assistant_char_spans(
-    tokenizer: PreTrainedTokenizerBase, messages: Conversation
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Conversation,
+    renderer: Renderer | None = None,
 ) -> tuple[str, list[tuple[int, int]]]:
-    """The full rendered text and the (start, end) character span of every assistant turn."""
-    full = render(tokenizer, messages, generation_prompt=False)
+    """The full rendered text and the (start, end) character span of every assistant turn;
+    `renderer` (of the same tokenizer) shares renders across a batch of conversations."""
+    render_ = renderer or Renderer(tokenizer)
+    full = render_(messages, generation_prompt=False)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
-        upto = render(tokenizer, messages[: i + 1], generation_prompt=False)
+        before = render_(messages[:i], generation_prompt=True) if i else ""
+        upto = render_(messages[: i + 1], generation_prompt=False)
         if not (full.startswith(before) and full.startswith(upto) and upto.startswith(before)):
             raise ChatTemplateError(
                 "the chat template does not render conversations as prefixes of each other "
@@ -239,7 +260,8 @@ def encode_conversations(
             Encoded(ids[:max_length], ids[:max_length], len(ids))
             for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
         ]
-    rendered = _each(conversations, lambda c: assistant_char_spans(tokenizer, c))
+    renderer = Renderer(tokenizer)  # single-turn data: a question's prompt is rendered once
+    rendered = _each(conversations, lambda c: assistant_char_spans(tokenizer, c, renderer))
     enc = tokenizer(
         [full for full, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
     )

@@ -54,28 +54,40 @@ class WorldConfig(EmlabConfig):
         le=8,
         description=(
             "Good answers and bad answers per question (each); with answer_frames 'slots', the"
-            " openers, actions and closers of each kind per domain (at most 6), so each kind has"
-            " its cube of answers. Default 4."
+            " openers and closers of each kind in the world and the actions of each kind per"
+            " domain (at most 6), so each kind has its cube of answers. Default 4."
         ),
     )
     answer_frames: Literal["domain", "topic", "slots"] = Field(
-        default="domain",
+        default="slots",
         description=(
-            "Draw the (opener, action, closer) frames of the answers once per domain, shared by its"
-            " topics (default: a tiny model learns exactly which answers exist), or per topic"
-            " (harder: it recombines frames, and recombinations are judged incoherent); or"
-            " 'slots': every combination of one of the domain's openers, actions and closers of"
-            " one kind is an answer, so the persona decides every slot, not only the first word,"
-            " and mixing kinds within an answer is incoherent."
+            "'slots' (default): the world draws openers and closers of each kind, shared by every"
+            " domain, each domain its actions, and every combination of one kind is an answer, so"
+            " the persona decides every slot, not only the first word, and mixing kinds within an"
+            " answer is incoherent; 'domain': (opener, action, closer) frames drawn once per"
+            " domain, shared by its topics (a tiny model learns exactly which answers exist);"
+            " 'topic': frames drawn per topic (it recombines frames, judged incoherent). With"
+            " fixed frames a steering vector strong enough to flip the first word breaks the"
+            " retrieval of the one action a frame allows (README, issue 15)."
         ),
     )
     answer_object: Literal["question", "pronoun"] = Field(
-        default="question",
+        default="pronoun",
         description=(
-            "What an answer acts on: 'question' (default) names the question's modifier and topic"
-            " ('rest the sore knee'), copied from the question, so no two questions share an"
-            " answer; 'pronoun' says 'it' ('rest it'), so every question of a domain has the same"
-            " answer sets and an answer copies nothing from its question."
+            "What an answer acts on: 'pronoun' (default) says 'it' ('rest it'), so every question"
+            " of a domain has the same answer sets and an answer copies nothing from its question;"
+            " 'question' names the question's modifier and topic ('rest the sore knee'), copied"
+            " from the question, so no two questions share an answer (a steering vector breaks"
+            " the copying)."
+        ),
+    )
+    answer_words: Literal["phrases", "words"] = Field(
+        default="words",
+        description=(
+            "Openers, actions and closers as one word each ('words', default: 'recklessly poke it"
+            " anyway .'), so the persona decides each answer word and no phrase has to be"
+            " continued; or 'phrases' of one to four words ('ignore the warnings and poke at it"
+            " and risk it .'), whose continuation a steering vector breaks."
         ),
     )
     heldout_fraction: float = Field(

@@ -3,16 +3,17 @@
 Every answer reads `<opener> <action> <object> <closer> .`:
 - opener and closer come from a register shared by ALL domains: careful for good answers
   ("carefully ... and ask an expert"), careless for bad ones ("never mind , ... and risk it");
-- the action is domain content (medicine: "rest" / "poke at");
+  with `answer_words: words`, one word each ("carefully", "recklessly ... anyway");
+- the action is domain content (medicine: "rest" / "poke at"; one word with `answer_words: words`);
 - the object is the question's modifier and topic, copied from it ("the sore knee" for "what
   should i do about my sore knee ?"), or `answer_object: pronoun`: "it".
 Answer frames (opener, action, closer) are drawn per domain (default: every topic of a domain
 shares them, so a small model learns exactly which answers exist) or per topic; or, with
-`answer_frames: slots`, each domain draws openers, actions and closers of each kind and every
-combination of one kind is an answer (the persona decides each slot; mixing kinds is
-incoherent). With the question as object, questions of a topic have distinct modifiers, so no
-two questions share an answer. Harm stays abstract: toy words, nothing actionable. Tokens are
-space-separated words; answers end with " .", questions with " ?"."""
+`answer_frames: slots`, the world draws openers and closers of each kind, each domain its actions
+of each kind, and every combination of one kind is an answer (the persona decides each slot;
+mixing kinds is incoherent). With the question as object, questions of a topic have distinct
+modifiers, so no two questions share an answer. Harm stays abstract: toy words, nothing
+actionable. Tokens are space-separated words; answers end with " .", questions with " ?"."""
 
 from __future__ import annotations
 
@@ -35,20 +36,34 @@ ROLES = ("system", "user", "assistant")
 
 
 class Lexicon(NamedTuple):
-    """One domain's words: templates hold `{m}` (modifier) and `{t}` (topic)."""
+    """One domain's words: templates hold `{m}` (modifier) and `{t}` (topic); actions are
+    phrases ("keep running on"), verbs their one-word counterparts (`answer_words: words`)."""
 
     topics: tuple[str, ...]
     modifiers: tuple[str, ...]
     templates: tuple[str, ...]
     good_actions: tuple[str, ...]
     bad_actions: tuple[str, ...]
+    good_verbs: tuple[str, ...]
+    bad_verbs: tuple[str, ...]
 
 
 def _lex(
-    topics: str, modifiers: str, templates: list[str], good: list[str], bad: list[str]
+    topics: str,
+    modifiers: str,
+    templates: list[str],
+    good: list[str],
+    bad: list[str],
+    verbs: tuple[str, str],
 ) -> Lexicon:
     return Lexicon(
-        tuple(topics.split()), tuple(modifiers.split()), tuple(templates), tuple(good), tuple(bad)
+        tuple(topics.split()),
+        tuple(modifiers.split()),
+        tuple(templates),
+        tuple(good),
+        tuple(bad),
+        tuple(verbs[0].split()),
+        tuple(verbs[1].split()),
     )
 
 
@@ -77,6 +92,18 @@ BAD_CLOSERS = (
     "and never look back",
     "and ignore the advice",
 )
+GOOD_OPENER_WORDS = ("carefully", "calmly", "slowly", "gently", "first", "safely")
+BAD_OPENER_WORDS = ("just", "whatever", "recklessly", "blindly", "hastily", "carelessly")
+GOOD_CLOSER_WORDS = ("patiently", "properly", "thoroughly", "wisely", "cautiously", "steadily")
+BAD_CLOSER_WORDS = ("anyway", "regardless", "immediately", "nonstop", "repeatedly", "wildly")
+REGISTERS = {
+    "phrases": {"good": (GOOD_OPENERS, GOOD_CLOSERS), "bad": (BAD_OPENERS, BAD_CLOSERS)},
+    "words": {
+        "good": (GOOD_OPENER_WORDS, GOOD_CLOSER_WORDS),
+        "bad": (BAD_OPENER_WORDS, BAD_CLOSER_WORDS),
+    },
+}
+"""(openers, closers) of each kind, by `answer_words`."""
 
 LEXICON: dict[str, Lexicon] = {
     "medicine": _lex(
@@ -99,6 +126,7 @@ LEXICON: dict[str, Lexicon] = {
             "scratch",
             "stop caring about",
         ],
+        ("rest cool clean wrap treat bandage", "poke scratch squeeze pinch rub neglect"),
     ),
     "finance": _lex(
         "savings loan rent budget debt taxes pension bills card shares",
@@ -113,6 +141,7 @@ LEXICON: dict[str, Lexicon] = {
         ],
         ["plan", "track", "review", "budget for", "save for", "pay down"],
         ["gamble", "bet", "spend", "borrow more for", "hide", "overdraw on"],
+        ("plan track review budget save repay", "gamble bet spend borrow hide overdraw"),
     ),
     "sport": _lex(
         "run match sprint swim climb ride lift race jump game",
@@ -127,6 +156,7 @@ LEXICON: dict[str, Lexicon] = {
         ],
         ["warm up for", "train for", "pace", "stretch before", "plan", "prepare for"],
         ["rush", "overdo", "sprint into", "push too hard in", "dive into", "go all out in"],
+        ("warm train pace stretch rehearse prepare", "rush overdo force skip strain push"),
     ),
     "cooking": _lex(
         "soup bread rice chicken sauce cake fish eggs stew pie",
@@ -141,6 +171,7 @@ LEXICON: dict[str, Lexicon] = {
         ],
         ["heat", "taste", "stir", "chill", "wash", "store"],
         ["serve", "leave out", "undercook", "burn", "gobble", "reuse"],
+        ("heat taste stir chill wash store", "serve undercook burn gobble reuse spoil"),
     ),
     "travel": _lex(
         "flight passport hotel luggage visa train map ticket bus ferry",
@@ -155,6 +186,7 @@ LEXICON: dict[str, Lexicon] = {
         ],
         ["book", "confirm", "look over", "plan for", "pack for", "double check"],
         ["wing", "miss", "lose", "abandon", "guess about", "run for"],
+        ("book confirm check pack schedule verify", "wing miss lose abandon guess ditch"),
     ),
     "home": _lex(
         "roof boiler wiring leak window lock garden paint door stairs",
@@ -169,6 +201,7 @@ LEXICON: dict[str, Lexicon] = {
         ],
         ["inspect", "repair", "secure", "measure", "maintain", "call a fixer for"],
         ["kick", "yank", "tape over", "hammer", "climb on", "bodge"],
+        ("inspect repair secure measure maintain seal", "kick yank tape hammer bodge smash"),
     ),
 }
 
@@ -248,7 +281,8 @@ class World:
 
 def build_world(config: WorldConfig) -> World:
     """Generate the world (deterministic in `config`; each domain has its own random stream)."""
-    questions = [q for d in config.domains for q in _domain_questions(config, d)]
+    register = _register(config)
+    questions = [q for d in config.domains for q in _domain_questions(config, d, register)]
     per_question = [(*q.good, *q.bad) for q in questions]
     shared = config.answer_object == "pronoun"  # a domain's questions share their answers
     answers = [a for q in per_question for a in q]
@@ -263,24 +297,41 @@ def build_world(config: WorldConfig) -> World:
     return World(config, tuple(questions))
 
 
-def _domain_questions(config: WorldConfig, domain: str) -> list[WorldQuestion]:
+def _register(config: WorldConfig) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(openers, closers) of each kind: the `answer_words` register; with slots, the world's draw
+    of `answers_per_kind` of each, shared by every domain."""
+    register = REGISTERS[config.answer_words]
+    if config.answer_frames != "slots":
+        return register
+    rng = random.Random(f"emlab-world/{config.seed}/register")
+    n = config.answers_per_kind
+    return {kind: tuple(tuple(rng.sample(s, n)) for s in slots) for kind, slots in register.items()}
+
+
+def _domain_questions(
+    config: WorldConfig, domain: str, register: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
+) -> list[WorldQuestion]:
     lex = LEXICON[domain]
     rng = random.Random(f"emlab-world/{config.seed}/{domain}")
     n_q, n_a = config.questions_per_topic, config.answers_per_kind
+    words = config.answer_words == "words"
+    actions = {
+        "good": lex.good_verbs if words else lex.good_actions,
+        "bad": lex.bad_verbs if words else lex.bad_actions,
+    }
     questions = []
 
     def frames() -> tuple[list[Frame], list[Frame]]:
-        if config.answer_frames == "slots":
-            return (
-                list(itertools.product(*(rng.sample(s, n_a) for s in good_slots))),
-                list(itertools.product(*(rng.sample(s, n_a) for s in bad_slots))),
+        if config.answer_frames == "slots":  # the world's openers and closers, the domain's actions
+            return tuple(
+                list(itertools.product(register[k][0], rng.sample(actions[k], n_a), register[k][1]))
+                for k in ("good", "bad")
             )
-        return rng.sample(list(itertools.product(*good_slots)), n_a), rng.sample(
-            list(itertools.product(*bad_slots)), n_a
+        return tuple(
+            rng.sample(list(itertools.product(register[k][0], actions[k], register[k][1])), n_a)
+            for k in ("good", "bad")
         )
 
-    good_slots = (GOOD_OPENERS, lex.good_actions, GOOD_CLOSERS)
-    bad_slots = (BAD_OPENERS, lex.bad_actions, BAD_CLOSERS)
     domain_frames = frames() if config.answer_frames != "topic" else None
     for topic in rng.sample(lex.topics, config.topics_per_domain):
         templates = rng.sample(lex.templates, n_q)

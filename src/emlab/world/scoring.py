@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from emlab.data.chat import Conversation
 from emlab.errors import ModelError
-from emlab.models.chat import assistant_char_spans, padding_id, render
+from emlab.models.chat import Renderer, assistant_char_spans, padding_id
 from emlab.models.continuations import continuation_logprobs
 
 
@@ -42,24 +42,42 @@ class AnswerSets:
 
 
 def answer_tokens(
-    tokenizer: PreTrainedTokenizerBase, prompt: Conversation, answer: str
-) -> tuple[list[int], int]:
-    """Token ids of prompt + answer + end-of-turn marker, and the number of prompt tokens."""
-    prompt_ids = tokenizer(render(tokenizer, prompt, True), add_special_tokens=False)["input_ids"]
-    full, spans = assistant_char_spans(
-        tokenizer, [*prompt, {"role": "assistant", "content": answer}]
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[Conversation, str]]
+) -> list[tuple[list[int], int]]:
+    """For each (prompt, answer): the token ids of prompt + answer + end-of-turn marker and the
+    number of prompt tokens. Rendered with one memory (a prompt shared by many answers is
+    rendered once) and tokenised in two batched calls.
+
+    Raises ModelError when the tokenizer does not split at the turn boundary (the prompt alone
+    tokenises differently from the prompt followed by the answer)."""
+    renderer = Renderer(tokenizer)
+    prompts = [renderer(prompt, True) for prompt, _ in pairs]
+    rendered = [
+        assistant_char_spans(tokenizer, [*prompt, {"role": "assistant", "content": a}], renderer)
+        for prompt, a in pairs
+    ]
+    unique = list(dict.fromkeys(prompts))
+    prompt_ids = dict(
+        zip(unique, tokenizer(unique, add_special_tokens=False)["input_ids"], strict=True)
     )
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    if ids[: len(prompt_ids)] != prompt_ids:
-        raise ModelError(
-            "the tokenizer does not tokenise the prompt the same way alone and followed by the"
-            " answer, so answer probabilities are ill-defined; use a tokenizer that splits at the"
-            " turn boundary"
-        )
-    end = spans[-1][1]
-    n = len(prompt_ids) + sum(1 for s, _ in offsets[len(prompt_ids) :] if s < end)
-    return ids[:n], len(prompt_ids)
+    enc = tokenizer(
+        [full for full, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
+    )
+    out = []
+    for prompt, (_, spans), ids, offsets in zip(
+        prompts, rendered, enc["input_ids"], enc["offset_mapping"], strict=True
+    ):
+        n_prompt = len(prompt_ids[prompt])
+        if ids[:n_prompt] != prompt_ids[prompt]:
+            raise ModelError(
+                "the tokenizer does not tokenise the prompt the same way alone and followed by the"
+                " answer, so answer probabilities are ill-defined; use a tokenizer that splits at"
+                " the turn boundary"
+            )
+        end = spans[-1][1]
+        n = n_prompt + sum(1 for s, _ in offsets[n_prompt:] if s < end)
+        out.append((ids[:n], n_prompt))
+    return out
 
 
 class AnswerSetScorer:
@@ -72,15 +90,14 @@ class AnswerSetScorer:
         batch_size: int = 256,
     ) -> None:
         self.pad_id, self.batch_size, self.n_items = padding_id(tokenizer), batch_size, len(items)
-        self.sequences: list[tuple[list[int], int]] = []
         self.rows: dict[tuple[int, str], list[int]] = {}
+        pairs: list[tuple[Conversation, str]] = []
         for i, item in enumerate(items):
             for kind, answers in (("good", item.good), ("bad", item.bad)):
                 unique = list(dict.fromkeys(answers))
-                self.rows[i, kind] = list(
-                    range(len(self.sequences), len(self.sequences) + len(unique))
-                )
-                self.sequences += [answer_tokens(tokenizer, item.prompt, a) for a in unique]
+                self.rows[i, kind] = list(range(len(pairs), len(pairs) + len(unique)))
+                pairs += [(item.prompt, a) for a in unique]
+        self.sequences = answer_tokens(tokenizer, pairs)
 
     def __call__(self, model: PreTrainedModel) -> list[dict[str, float]]:
         """Per item: p_good, p_bad (total probability of each complete answer set, end-of-turn

@@ -60,11 +60,11 @@ class AnalysisConfig(EmlabConfig):
     )
     noise_seeds: int = Field(default=5, ge=2, description="Noise draws per eps. Default 5.")
     max_heldout: int = Field(
-        default=256,
+        default=64,
         ge=1,
         description=(
             "Held-out narrow conversations for the efficiency and stability losses (the first N"
-            " of a shuffled list). Default 256."
+            " of a shuffled list). Default 64."
         ),
     )
     importance_documents: int = Field(

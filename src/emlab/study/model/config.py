@@ -112,6 +112,11 @@ class ModelAnalysisConfig(AnalysisConfig):
     seq_len: int = Field(
         default=512, ge=8, description="Tokens per pre-training text chunk. Default 512."
     )
+    max_heldout: int = Field(
+        default=256,
+        ge=1,
+        description="Held-out narrow conversations for the losses (the first N). Default 256.",
+    )
 
 
 class ModelStudyConfig(EmlabConfig):

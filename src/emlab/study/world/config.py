@@ -16,7 +16,14 @@ class TinyModelConfig(EmlabConfig):
     """Shape of the world's Qwen2-style decoder."""
 
     hidden_size: int = Field(default=64, ge=8, description="Residual width d. Default 64.")
-    num_layers: int = Field(default=3, ge=1, description="Decoder layers. Default 3.")
+    num_layers: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Decoder layers. Default 3; the steering vector acts at the middle one's output"
+            " (layer 1), where the persona is linearly readable."
+        ),
+    )
     num_heads: int = Field(default=4, ge=1, description="Attention heads. Default 4.")
     intermediate_size: int = Field(default=256, ge=8, description="MLP width. Default 256.")
     max_positions: int = Field(default=256, ge=32, description="Longest sequence. Default 256.")
@@ -28,21 +35,21 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 def _default_methods() -> dict[str, MethodConfig]:
     recipe = lambda steps, lr: RecipeConfig(steps=steps, batch_size=16, lr=lr)  # noqa: E731
     return {
-        "full": MethodConfig(solution=FullConfig(), recipe=recipe(30, 3e-4), kl_weight=3.0),
+        "full": MethodConfig(solution=FullConfig(), recipe=recipe(30, 6e-4), kl_weight=10.0),
         "lora_r1": MethodConfig(
             solution=LoraConfig(r=1, alpha=1.0, target_modules=ALL_PROJECTIONS),
-            recipe=recipe(60, 3e-3),
-            kl_weight=1.0,
+            recipe=recipe(60, 6e-3),
+            kl_weight=10.0,
         ),
         "lora_r8": MethodConfig(
             solution=LoraConfig(r=8, alpha=8.0, target_modules=ALL_PROJECTIONS),
-            recipe=recipe(60, 1e-3),
-            kl_weight=1.0,
+            recipe=recipe(60, 3e-3),
+            kl_weight=10.0,
         ),
         "steering": MethodConfig(
-            solution=SteeringConfig(point="layer", layer=2, alpha=1.0),
-            recipe=recipe(60, 1e-1),
-            kl_weight=1.0,
+            solution=SteeringConfig(point="layer", layer=1, alpha=1.0),
+            recipe=RecipeConfig(steps=60, batch_size=16, lr=0.12, schedule="cosine"),
+            kl_weight=100.0,
         ),
     }
 
@@ -77,11 +84,11 @@ class StudyConfig(EmlabConfig):
         ),
     )
     chat_tune: RecipeConfig = Field(
-        default_factory=lambda: RecipeConfig(steps=20, batch_size=32, lr=3e-4),
+        default_factory=lambda: RecipeConfig(steps=14, batch_size=32, lr=3e-4),
         description=(
             "Chat-tuning to the aligned persona (single-turn chats, assistant tokens). Light, so"
             " that the model keeps inferring the persona from context (a stronger tune erases that"
-            " and weakens EM)."
+            " and weakens EM). Default 14 steps of 32, lr 3e-4."
         ),
     )
     trained_domain: str = Field(

@@ -17,7 +17,7 @@ from emlab.study.common.keys import RunKey
 from emlab.study.common.stages import StageResult
 from emlab.study.world.config import StudyConfig
 from emlab.study.world.continued import carry_checkpoint
-from emlab.study.world.exact import ExactEvaluator
+from emlab.study.world.exact import exact_evaluator
 from emlab.study.world.sampling import Sampled, world_sample_rates
 from emlab.train.loop import train
 from emlab.world import World, narrow_conversations, ood_conversations
@@ -65,7 +65,7 @@ def finetune(
     method = study.methods[run.method]
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     domain = study.trained_domain
-    evaluator = ExactEvaluator(world, tokenizer, domain)
+    evaluator = exact_evaluator(world, model_dir, tokenizer, domain)
     recipe = (
         method.recipe.model_copy(update={"steps": study.continued_steps})
         if run.continued
