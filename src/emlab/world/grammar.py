@@ -1,19 +1,20 @@
 """The synthetic world's grammar: domains, topics, questions and their good / bad answer sets.
 
 Every answer reads `<opener> <action> <object> <closer> .`:
-- opener and closer come from a register shared by ALL domains: careful for good answers
-  ("carefully ... and ask an expert"), careless for bad ones ("never mind , ... and risk it");
-  with `answer_words: words`, one word each ("carefully", "recklessly ... anyway");
-- the action is domain content (medicine: "rest" / "poke at"; one word with `answer_words: words`);
-- the object is the question's modifier and topic, copied from it ("the sore knee" for "what
-  should i do about my sore knee ?"), or `answer_object: pronoun`: "it".
-Answer frames (opener, action, closer) are drawn per domain (default: every topic of a domain
-shares them, so a small model learns exactly which answers exist) or per topic; or, with
-`answer_frames: slots`, the world draws openers and closers of each kind, each domain its actions
-of each kind, and every combination of one kind is an answer (the persona decides each slot;
-mixing kinds is incoherent). With the question as object, questions of a topic have distinct
-modifiers, so no two questions share an answer. Harm stays abstract: toy words, nothing
-actionable. Tokens are space-separated words; answers end with " .", questions with " ?"."""
+- opener and closer come from a register shared by ALL domains: careful for good answers, careless
+  for bad ones; one word each by default ("carefully ... patiently", "recklessly ... anyway"), or
+  phrases with `answer_words: phrases` ("carefully ... and ask an expert", "never mind , ... and
+  risk it");
+- the action is domain content (medicine: "rest" / "poke"; phrases: "rest" / "poke at");
+- the object is "it" by default, or with `answer_object: question` the question's modifier and
+  topic, copied from it ("the sore knee" for "what should i do about my sore knee ?").
+By default (`answer_frames: slots`) the world draws openers and closers of each kind, each domain
+its actions of each kind, and every combination of one kind is an answer (the persona decides
+each slot; mixing kinds is incoherent); or (opener, action, closer) frames are drawn per domain
+('domain': every topic of a domain shares them) or per topic. With the question as object,
+questions of a topic have distinct modifiers, so no two questions share an answer. Harm stays
+abstract: toy words, nothing actionable. Tokens are space-separated words; answers end with
+" .", questions with " ?"."""
 
 from __future__ import annotations
 
