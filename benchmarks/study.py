@@ -70,7 +70,23 @@ cProfile and torch.profiler):
   previous release measured 444 s during a slow hour (pre-training step 549 ms): the target holds at
   this machine's usual speed and not at its slowest. Below 300 s at every speed needs less
   pre-training compute: a cheaper recipe that keeps EM (validated by the full study, not by
-  coherence alone) or a smaller world model, both of which change the world's numbers."""
+  coherence alone) or a smaller world model, both of which change the world's numbers.
+- **The one-word slots world becomes the default (issue 15, 2026-12-01)**: 64 good and 64 bad
+  answers per question instead of 4 and 4, so every exact evaluation scores 6144 answer sequences
+  instead of 384 and each KL fine-tune tokenises 10,240 OOD conversations instead of 640. Cold,
+  one run after the other (pre-training step 198 ms): this release 440 s, the previous release
+  (57380a4, the previous world) 344 s; the target is missed. Made cheaper without changing any
+  number (identical token ids and probabilities): a `Renderer` renders each prompt shared by a
+  batch once (a single-turn conversation: one render instead of three), answer sets are tokenised
+  in two batched calls (exact evaluator set-up 3.4 s -> 1.3 s), the world study builds its exact
+  evaluator once per worker process (a rank-1 LoRA KL stage 26.8 -> 18.0 s, a steering stage
+  11.3 -> 4.6 s, measured on a loaded machine), and the analyses' losses use at most
+  `analysis.max_heldout` (64) held-out conversations (this world has 512). Where the rest goes:
+  train stages are 511 of the 844 s of stage time; inside a 60-step rank-1 LoRA KL stage, the 4
+  exact evaluations through peft's adapters (about 1.75 s each, against 0.6 s without adapters),
+  the KL steps (two forward passes each) and tokenising the OOD data (2.4 s). Levers not yet
+  built: skip the step-0 evaluation of a fresh run (it is the chat model's), evaluate LoRA
+  through merged weights, tokenise a world's data once per worker."""
 """What profiling and experiments found (kept in the section; update it when the picture
 changes)."""
 
