@@ -99,7 +99,13 @@ class StudyConfig(EmlabConfig):
         default_factory=lambda: [0, 1, 2], description="Fine-tuning seeds. Default [0, 1, 2]."
     )
     methods: dict[str, MethodConfig] = Field(
-        default_factory=_default_methods, description="Fine-tuning methods by name."
+        default_factory=_default_methods,
+        description=(
+            "Fine-tuning methods by name. Default: full (30 steps, lr 6e-4), lora_r1 (all"
+            " projections, 60 steps, lr 6e-3), lora_r8 (60 steps, lr 3e-3), each with KL weight"
+            " 10; steering (a vector at the output of layer 1, 60 steps, cosine lr 0.12, KL"
+            " weight 100); batches of 16."
+        ),
     )
     control_methods: list[str] = Field(
         default_factory=lambda: ["full", "steering"],
