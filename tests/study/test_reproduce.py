@@ -32,6 +32,7 @@ def reduced_study(tmp_path) -> StudyConfig:
         "seeds": [0, 1],
         "workers": 1,
         "world.n_documents": 200,
+        "world.answers_per_kind": 2,  # 8 answers of each kind per question, not 64
         "model.hidden_size": 16,
         "model.num_layers": 2,
         "model.num_heads": 2,
