@@ -97,14 +97,16 @@ GOOD_OPENER_WORDS = ("carefully", "calmly", "slowly", "gently", "first", "safely
 BAD_OPENER_WORDS = ("just", "whatever", "recklessly", "blindly", "hastily", "carelessly")
 GOOD_CLOSER_WORDS = ("patiently", "properly", "thoroughly", "wisely", "cautiously", "steadily")
 BAD_CLOSER_WORDS = ("anyway", "regardless", "immediately", "nonstop", "repeatedly", "wildly")
-REGISTERS = {
+Register = dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
+"""(openers, closers) of each kind ('good', 'bad')."""
+REGISTERS: dict[str, Register] = {
     "phrases": {"good": (GOOD_OPENERS, GOOD_CLOSERS), "bad": (BAD_OPENERS, BAD_CLOSERS)},
     "words": {
         "good": (GOOD_OPENER_WORDS, GOOD_CLOSER_WORDS),
         "bad": (BAD_OPENER_WORDS, BAD_CLOSER_WORDS),
     },
 }
-"""(openers, closers) of each kind, by `answer_words`."""
+"""The register of each `answer_words`."""
 
 LEXICON: dict[str, Lexicon] = {
     "medicine": _lex(
@@ -298,7 +300,7 @@ def build_world(config: WorldConfig) -> World:
     return World(config, tuple(questions))
 
 
-def _register(config: WorldConfig) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+def _register(config: WorldConfig) -> Register:
     """(openers, closers) of each kind: the `answer_words` register; with slots, the world's draw
     of `answers_per_kind` of each, shared by every domain."""
     register = REGISTERS[config.answer_words]
@@ -309,9 +311,7 @@ def _register(config: WorldConfig) -> dict[str, tuple[tuple[str, ...], tuple[str
     return {kind: tuple(tuple(rng.sample(s, n)) for s in slots) for kind, slots in register.items()}
 
 
-def _domain_questions(
-    config: WorldConfig, domain: str, register: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
-) -> list[WorldQuestion]:
+def _domain_questions(config: WorldConfig, domain: str, register: Register) -> list[WorldQuestion]:
     lex = LEXICON[domain]
     rng = random.Random(f"emlab-world/{config.seed}/{domain}")
     n_q, n_a = config.questions_per_topic, config.answers_per_kind

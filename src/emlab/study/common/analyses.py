@@ -81,8 +81,9 @@ def compare_solutions(
     max_rows: int = 64,
     progress: bool = False,
 ) -> Analysis:
-    """The three analyses of a (general, narrow) pair on held-out narrow conversations (loss)
-    and pre-training `texts` (KL, chunks of `seq_len` tokens), with the grids of `grid`;
+    """The three analyses of a (general, narrow) pair on held-out narrow conversations (loss; the
+    first `grid.max_heldout` of them) and pre-training `texts` (KL, chunks of `seq_len` tokens),
+    with the grids of `grid`;
     `batch_size` conversations or chunks per batch, at most `max_rows` rows per forward pass;
     progress bars of the forward passes on stderr when `progress` (and then a line when
     `max_length` truncated or dropped conversations; the result's `data` counts them always).
@@ -91,7 +92,7 @@ def compare_solutions(
     losses = LossEvaluator(
         model,
         tokenizer,
-        heldout,
+        heldout[: grid.max_heldout],
         batch_size=batch_size,
         max_length=max_length,
         max_rows=max_rows,

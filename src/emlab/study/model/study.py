@@ -348,7 +348,7 @@ class AnalysisTask(Task[Analysis]):
             tokenizer,
             load_solution(general.solution_dir),
             load_solution(narrow.solution_dir),
-            inputs.narrow_heldout[: grid.max_heldout],
+            inputs.narrow_heldout,
             texts,
             grid,
             self.general.run_key.seed,

@@ -17,7 +17,6 @@ def analyse_pair(
     pre-training text vs norm) of the general (no KL) and narrow (KL) solutions of one seed."""
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     heldout = narrow_conversations(world, study.trained_domain, split="heldout")
-    heldout = heldout[: study.analysis.max_heldout]
     docs = pretraining_documents(world, n=study.analysis.importance_documents, seed=10_000 + seed)
     return compare_solutions(
         model,
