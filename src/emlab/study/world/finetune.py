@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emlab.models.chat import EncodedSet, LossOn, encode_counted
 from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
 from emlab.solutions import Solution, load_solution
@@ -85,20 +86,24 @@ def finetune(
         data={"max_length": study.model.max_positions},
     )
     offset = carry_checkpoint(init_dir, config) if carried else 0
+    max_length = config.data.max_length
     result = train(
         config,
         model,
         tokenizer,
-        narrow_conversations(world, domain),
-        ood_conversations(world, exclude_domain=domain) if run.kl else None,
+        _encoded(world, model_dir, tokenizer, f"narrow {domain}", max_length, config.data.loss_on),
+        _encoded(world, model_dir, tokenizer, f"ood {domain}", max_length, config.kl.scope)
+        if run.kl
+        else None,
         init=load_solution(init_dir) if init_dir and not carried else None,
-        evaluator=evaluator,
+        evaluator=evaluator.evaluate,
+        start_metrics=None if init_dir else evaluator.base(model),
     )
     last = result.metrics[-1]
     final = (
         {k: v for k, v in last.items() if k.startswith("p_")}
         if "p_bad_ood" in last
-        else evaluator(result.model, result.solution)
+        else evaluator.evaluate(result.model, result.solution)
     )
     trained = Trained(
         solution_dir=str(result.run_dir / "solution"),
@@ -112,6 +117,33 @@ def finetune(
         ],
     )
     return trained, Tuned(result.model, tokenizer, result.solution)
+
+
+_ENCODED: dict[tuple[str, ...], EncodedSet] = {}
+
+
+def _encoded(
+    world: World,
+    model_dir: str,
+    tokenizer: PreTrainedTokenizerBase,
+    data: str,
+    max_length: int,
+    loss_on: LossOn,
+) -> EncodedSet:
+    """The world's training conversations (`data`: 'narrow <domain>', its bad answers, or 'ood
+    <domain>', the other domains' good ones) tokenised by the tokenizer saved in `model_dir`,
+    once per process: a study worker runs many train stages on the same data, and tokenising
+    the 10,240 OOD conversations takes about 3 s each time."""
+    key = (world.config.model_dump_json(), model_dir, data, str(max_length), loss_on)
+    if key not in _ENCODED:
+        which, domain = data.split()
+        conversations = (
+            narrow_conversations(world, domain)
+            if which == "narrow"
+            else ood_conversations(world, exclude_domain=domain)
+        )
+        _ENCODED[key] = encode_counted(tokenizer, conversations, max_length, loss_on)
+    return _ENCODED[key]
 
 
 def sample_solution(
