@@ -678,3 +678,38 @@ def test_a_fresh_run_starts_at_the_base_models_numbers(tmp_path, tiny_tokenizer,
     )
     assert len(calls) == 1  # step 2 only
     assert _rows(given) == _rows(evaluated)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lora_evaluation_computes_the_adapted_model_and_leaves_the_weights_unchanged(
+    tmp_path, tiny_tokenizer, toy_data, dtype
+):
+    from emlab.train.trainable import make_trainable
+
+    trainable = make_trainable(
+        _model(tiny_tokenizer).to(dtype), _cfg(tmp_path, "lora").solution, need_reference=False
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in trainable.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # peft starts B at 0: give the adapters an effect
+    batch = collate([encode_conversation(tiny_tokenizer, c, 64) for c in toy_data[1][:8]], 0)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    before = {n: p.detach().clone() for n, p in trainable.model.named_parameters()}
+    model = trainable.model.eval()
+    with torch.no_grad():
+        adapted = model(**inputs).logits
+        with trainable.as_base(model):
+            base = model(**inputs).logits
+        with trainable.evaluated(model) as evaluated:
+            logits = evaluated(**inputs).logits
+        again = model(**inputs).logits
+    assert not torch.allclose(adapted, base, atol=1e-2)
+    if dtype == torch.float32:  # merged weights: the same model up to rounding
+        torch.testing.assert_close(logits, adapted, rtol=1e-4, atol=1e-4)
+    else:  # bf16 keeps the adapters' pass: exactly the adapted model
+        assert torch.equal(logits, adapted)
+    assert torch.equal(again, adapted)
+    for name, p in trainable.model.named_parameters():
+        assert torch.equal(p, before[name]), name

@@ -344,11 +344,7 @@ def _loop(run: _Run, start_metrics: dict[str, float] | None) -> float:
         if config.trackers:
             accelerator.init_trackers(config.name, config=config.model_dump(mode="json"))
         if run.evaluator is not None and run.start == 0:
-            numbers = (
-                start_metrics
-                if start_metrics is not None
-                else _evaluate(run.evaluator, run.wrapped)
-            )
+            numbers = start_metrics if start_metrics is not None else _evaluate(run)
             append_jsonl(run.metrics_path, [{"step": 0, **numbers}])
     started = time.time()
     run.wrapped.train()
@@ -384,7 +380,7 @@ def _log(run: _Run, done: int, sft_mean: float, kl_mean: float, seconds: float) 
     }
     last = done == run.total_steps
     if run.evaluator is not None and config.eval_every and (done % config.eval_every == 0 or last):
-        row.update(_evaluate(run.evaluator, run.wrapped))
+        row.update(_evaluate(run))
     append_jsonl(run.metrics_path, [row])
     if config.trackers:
         run.accelerator.log(row, step=done)
@@ -492,11 +488,12 @@ def _source(
     )
 
 
-def _evaluate(evaluator: Evaluator, wrapped: nn.Module) -> dict[str, float]:
-    model = unwrap_training(wrapped)
+def _evaluate(run: _Run) -> dict[str, float]:
+    """The evaluator's numbers for the model being trained (in eval mode, without gradients)."""
+    model = unwrap_training(run.wrapped)
     model.eval()
-    with torch.no_grad():
-        numbers = evaluator(model)
+    with torch.no_grad(), run.trainable.evaluated(model) as evaluated:
+        numbers = run.evaluator(evaluated)
     model.train()
     return numbers
 

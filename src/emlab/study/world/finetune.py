@@ -56,13 +56,14 @@ def finetune(
     model_dir: str,
     run: RunKey,
     folder: Path,
-    init_dir: str | None = None,
+    init: Trained | None = None,
 ) -> tuple[Trained, Tuned]:
-    """Train `run` in `folder` from the chat model in `model_dir` (continuing the solution in
-    `init_dir` for a continued run, for `study.continued_steps`; with `continued_optimizer:
-    carried` from that run's last checkpoint, its AdamW state included; a continued run's
-    curve counts steps from its own start); returns the stage's result and the fine-tune in
-    memory."""
+    """Train `run` in `folder` from the chat model in `model_dir` (continuing the solution of
+    the finished run `init` for a continued run, for `study.continued_steps`; with
+    `continued_optimizer: carried` from that run's last checkpoint, its AdamW state included;
+    a continued run's curve counts steps from its own start); returns the stage's result and
+    the fine-tune in memory. Step 0 is not evaluated again: a fresh run starts at the chat
+    model's numbers, a continued one at the final numbers of the run it continues."""
     method = study.methods[run.method]
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     domain = study.trained_domain
@@ -72,6 +73,7 @@ def finetune(
         if run.continued
         else method.recipe
     )
+    init_dir = init.solution_dir if init else None
     carried = init_dir is not None and study.continued_optimizer == "carried"
     if carried:  # the finished run's checkpoint is resumed: its steps, then continued_steps more
         recipe = recipe.model_copy(update={"steps": method.recipe.steps + study.continued_steps})
@@ -97,7 +99,7 @@ def finetune(
         else None,
         init=load_solution(init_dir) if init_dir and not carried else None,
         evaluator=evaluator.evaluate,
-        start_metrics=None if init_dir else evaluator.base(model),
+        start_metrics=dict(init.exact) if init else evaluator.base(model),
     )
     last = result.metrics[-1]
     final = (
