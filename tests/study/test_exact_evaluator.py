@@ -1,11 +1,14 @@
-"""The world study's exact evaluator is built once per process and chat model, and the chat
-model's own numbers are evaluated once."""
+"""The world study's memos in a worker process: the exact evaluator is built once per world,
+chat model and domain, the chat model's own numbers are evaluated once, and the training data
+is tokenised once."""
 
 from __future__ import annotations
 
+from emlab.models.chat import encode_counted
 from emlab.models.tiny import tiny_qwen2
 from emlab.study.world.exact import exact_evaluator
-from emlab.world import WorldConfig, build_world, world_tokenizer
+from emlab.study.world.finetune import _encoded
+from emlab.world import WorldConfig, build_world, narrow_conversations, world_tokenizer
 
 
 def test_the_exact_evaluator_is_built_once_per_world_chat_model_and_domain():
@@ -33,3 +36,20 @@ def test_the_chat_models_numbers_are_evaluated_once():
     first["p_bad_ood"] = -1.0  # a caller's copy: the memo is not changed through it
     assert evaluator.base(model) == exact(model)
     assert len(calls) == 1
+
+
+def test_the_training_data_is_tokenised_once_per_world_chat_model_and_data():
+    world = build_world(WorldConfig(topics_per_domain=1, answers_per_kind=2))
+    tokenizer = world_tokenizer(world)
+    narrow = _encoded(world, "chat-a", tokenizer, "narrow", "medicine", 64, "assistant")
+    assert _encoded(world, "chat-a", tokenizer, "narrow", "medicine", 64, "assistant") is narrow
+    ood = _encoded(world, "chat-a", tokenizer, "ood", "medicine", 64, "assistant")
+    assert len(ood) == 5 * len(narrow)  # the good answers of the 5 other domains
+    assert _encoded(world, "chat-b", tokenizer, "narrow", "medicine", 64, "assistant") is not narrow
+    assert _encoded(world, "chat-a", tokenizer, "narrow", "medicine", 32, "assistant") is not narrow
+    assert (
+        narrow.examples
+        == encode_counted(
+            tokenizer, narrow_conversations(world, "medicine"), 64, "assistant"
+        ).examples
+    )

@@ -83,17 +83,6 @@ class Continuations:
         return out
 
 
-def continuation_logprobs(
-    model: PreTrainedModel,
-    sequences: Sequence[tuple[list[int], int]],
-    pad_id: int,
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """Sum of log p(token | prefix) over tokens start..end of each (ids, start): # (N,)
-    (see `Continuations`, for sequences scored once)."""
-    return Continuations(sequences, pad_id, batch_size)(model)
-
-
 def _batch(
     groups: list[tuple[tuple[int, ...], list[int]]],
     sequences: Sequence[tuple[list[int], int]],

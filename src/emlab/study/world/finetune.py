@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -93,8 +94,8 @@ def finetune(
         config,
         model,
         tokenizer,
-        _encoded(world, model_dir, tokenizer, f"narrow {domain}", max_length, config.data.loss_on),
-        _encoded(world, model_dir, tokenizer, f"ood {domain}", max_length, config.kl.scope)
+        _encoded(world, model_dir, tokenizer, "narrow", domain, max_length, config.data.loss_on),
+        _encoded(world, model_dir, tokenizer, "ood", domain, max_length, config.kl.scope)
         if run.kl
         else None,
         init=load_solution(init_dir) if init_dir and not carried else None,
@@ -128,17 +129,17 @@ def _encoded(
     world: World,
     model_dir: str,
     tokenizer: PreTrainedTokenizerBase,
-    data: str,
+    which: Literal["narrow", "ood"],
+    domain: str,
     max_length: int,
     loss_on: LossOn,
 ) -> EncodedSet:
-    """The world's training conversations (`data`: 'narrow <domain>', its bad answers, or 'ood
-    <domain>', the other domains' good ones) tokenised by the tokenizer saved in `model_dir`,
-    once per process: a study worker runs many train stages on the same data, and tokenising
-    the 10,240 OOD conversations takes about 3 s each time."""
-    key = (world.config.model_dump_json(), model_dir, data, str(max_length), loss_on)
+    """The world's training conversations (`which`: 'narrow', the bad answers of `domain`, or
+    'ood', the good answers of the other domains) tokenised by the tokenizer saved in
+    `model_dir`, once per process: a study worker runs many train stages on the same data, and
+    tokenising the 10,240 OOD conversations takes about 3 s each time."""
+    key = (world.config.model_dump_json(), model_dir, which, domain, str(max_length), loss_on)
     if key not in _ENCODED:
-        which, domain = data.split()
         conversations = (
             narrow_conversations(world, domain)
             if which == "narrow"
