@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -643,6 +645,11 @@ def test_data_tokenised_another_way_is_an_error_naming_it(tmp_path, tiny_tokeniz
     other = encode_counted(tiny_tokenizer, toy_data[0], 16, "assistant")
     with pytest.raises(EmlabError, match=r"training conversations.*max_length.*16"):
         train(cfg, _model(tiny_tokenizer), tiny_tokenizer, other)
+    retemplated = copy.deepcopy(tiny_tokenizer)
+    retemplated.chat_template = tiny_tokenizer.chat_template.replace("\n", "\n\n")
+    by_other = encode_counted(retemplated, toy_data[0], cfg.data.max_length, "assistant")
+    with pytest.raises(EmlabError, match=r"training conversations.*template"):
+        train(cfg, _model(tiny_tokenizer), tiny_tokenizer, by_other)
     assert not any(tmp_path.rglob("metrics.jsonl"))
 
 

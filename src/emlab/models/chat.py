@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -298,8 +299,8 @@ class DataCounts:
 @dataclass(frozen=True)
 class EncodedSet:
     """Conversations tokenised by `encode_counted`: the kept examples, what `max_length` did
-    to them, and how they were tokenised (`tokenizer`: its name_or_path). Several runs on the
-    same data (a study worker's fine-tunes) can tokenise once and pass this to `train`; its
+    to them, and how they were tokenised (`tokenizer`: `tokenizer_identity`). Several runs on
+    the same data (a study worker's fine-tunes) can tokenise once and pass this to `train`; its
     `max_length`, `loss_on` and tokenizer are checked against the run's (`encode_reported`)."""
 
     examples: list[Encoded]
@@ -331,7 +332,17 @@ def encode_counted(
         shortest=min(lengths, default=0),
         longest=max(lengths, default=0),
     )
-    return EncodedSet(kept, counts, max_length, loss_on, tokenizer.name_or_path)
+    return EncodedSet(kept, counts, max_length, loss_on, tokenizer_identity(tokenizer))
+
+
+def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:
+    """What names a tokenizer's encodings: its name_or_path, vocabulary size, chat template
+    (a CRC-32 of its text) and ChatFormat."""
+    template = zlib.crc32(str(tokenizer.chat_template).encode())
+    return (
+        f"{tokenizer.name_or_path!r}, {len(tokenizer)} tokens, template {template:08x},"
+        f" {chat_format(tokenizer)}"
+    )
 
 
 def encode_reported(
@@ -354,7 +365,7 @@ def encode_reported(
     if isinstance(conversations, EncodedSet):
         encoded = conversations
         given = (encoded.max_length, encoded.loss_on, encoded.tokenizer)
-        wanted = (max_length, loss_on, tokenizer.name_or_path)
+        wanted = (max_length, loss_on, tokenizer_identity(tokenizer))
         if given != wanted:
             raise EmlabError(
                 f"{source}: tokenised with (max_length, loss_on, tokenizer) {given}, but this"

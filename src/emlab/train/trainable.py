@@ -158,16 +158,15 @@ class LoraTrainable(Trainable):
         a small change away; sharded ones (FSDP) are not whole matrices."""
         layers = [m for m in self.adapter_layers if isinstance(m, LoraLayer)]
         originals = [m.get_base_layer().weight.data for m in layers]
+        deltas = [m.get_delta_weight("default") for m in layers]  # in the weight's layout
         if not all(
-            w.dtype == torch.float32
-            and type(w) is torch.Tensor
-            and w.shape == (m.out_features, m.in_features)
-            for m, w in zip(layers, originals, strict=True)
+            w.dtype == torch.float32 and type(w) is torch.Tensor and w.shape == d.shape
+            for w, d in zip(originals, deltas, strict=True)
         ):
             yield model
             return
-        for layer, weight in zip(layers, originals, strict=True):
-            layer.get_base_layer().weight.data = weight + layer.get_delta_weight("default")
+        for layer, weight, delta in zip(layers, originals, deltas, strict=True):
+            layer.get_base_layer().weight.data = weight + delta
         try:
             with self.as_base(model):
                 yield model
