@@ -103,10 +103,10 @@ def train(
     them (a fresh solution leaves its model unchanged: a run from scratch starts at the base
     model's numbers); they are written instead of evaluating step 0. Writes `metrics.jsonl`,
     checkpoints, `solution/`, the held-out split (`heldout.jsonl`) and last `DONE` under the
-    run. A run that has finished (DONE
-    written) is not trained again: its saved result is returned and nothing is written.
-    Conversations truncated or dropped by `data.max_length` are counted (printed, and in the
-    manifest); raises EmlabError when no training (or OOD) conversation is left.
+    run. A run that has finished (DONE written) is not trained again: its saved result is
+    returned and nothing is written. Conversations truncated or dropped by `data.max_length`
+    are counted (printed, and in the manifest); raises EmlabError when no training (or OOD)
+    conversation is left, or when given tokenised data was tokenised another way.
     """
     out = run_path(config.output_dir, config.name, config)
     if (out / DONE).is_file():
