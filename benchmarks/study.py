@@ -85,8 +85,33 @@ cProfile and torch.profiler):
   train stages are 511 of the 844 s of stage time; inside a 60-step rank-1 LoRA KL stage, the 4
   exact evaluations through peft's adapters (about 1.75 s each, against 0.6 s without adapters),
   the KL steps (two forward passes each) and tokenising the OOD data (2.4 s). Levers not yet
-  built: skip the step-0 evaluation of a fresh run (it is the chat model's), evaluate LoRA
-  through merged weights, tokenise a world's data once per worker."""
+  built then (all three built since, next bullet): skip the step-0 evaluation of a fresh run (it
+  is the chat model's), evaluate LoRA through merged weights, tokenise a world's data once per
+  worker.
+- **Same numbers, less work (issue 15, 2026-12-01, later)**: cold, one run right after the
+  other: the previous release (319968b) 390 s, this release 333 s (stage time 748 -> 630 s;
+  train stages 439 -> 327 s; the report's numbers are the same). Each change was checked to give
+  the same metrics rows to the last bit unless said: a study worker tokenises the world's
+  training data once (`EncodedSet`, handed to `train`; the 10,240 OOD conversations took 3 s per
+  KL stage); a fresh run's step 0 is the chat model's numbers (evaluated once per worker) and a
+  continued run's the final numbers of the run it continues (the same bits for LoRA and steering;
+  full fine-tuning reloaded as base + delta differs by 1e-9 to 1e-11); answer sets are grouped
+  and padded once per evaluator (`Continuations`: an exact evaluation 1.5 -> 1.3 s); LoRA runs are
+  evaluated through merged float32 weights, put back unchanged after (peft's adapter pass 1.3-1.8
+  s against 1.0-1.25 s; p(bad) moves by about 1e-9, results.json by at most 3e-7). What is left:
+  about 160 exact evaluations per study at about 1 s each (6144 answer sequences; compute-bound:
+  larger scoring batches are not faster and change log-probabilities by 5e-6), two chat models
+  of about 100 s each (their data tokenisation about 9 s each), analyses about 80 s. Three more
+  cold runs of this release: 294, 316 and 333 s (pre-training step 223, 209 and 187 ms): at
+  the target, not under it.
+- **Fewer points on the curves over steps (issue 15, 2026-12-01)**: `eval_every` 20 -> 30. An
+  evaluation does not change training (checked: the same loss, KL, norm and learning rate at
+  every step, the same final numbers), so every number of the report stays; the curves over
+  steps get points at 0, 30 and 60 instead of 0, 20, 40 and 60, and the study makes 54 fewer
+  exact evaluations (about 1 s each). `configs/world/continued.yaml` keeps 20 for its 300-step
+  curves. Tried and not taken: 3 answers of each slot instead of 4 (54 answers per question
+  instead of 128, evaluations 2.4x cheaper) weakens the steering vector below its target on
+  world seed 0 (in-domain 45.3%, OOD 45.9%, against >= 60%)."""
 """What profiling and experiments found (kept in the section; update it when the picture
 changes)."""
 

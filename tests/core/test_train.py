@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from emlab.config import validate_config
-from emlab.errors import ConfigError, ModelError
-from emlab.models.chat import collate, encode_conversation
+from emlab.errors import ConfigError, EmlabError, ModelError
+from emlab.models.chat import collate, encode_conversation, encode_counted
+from emlab.models.tiny import tiny_qwen2
 from emlab.train.config import TrainConfig
 from emlab.train.loop import train
 from emlab.train.losses import token_kl
@@ -603,3 +606,117 @@ def test_full_trainable_norm_is_the_exact_delta_norm(tiny_model):
             p.add_(2.0**-10)
         next(iter(params.values())).view(-1)[0] += 3 * 2.0**-10
     assert trainable.norm() == pytest.approx(2.0**-10 * (n + 15) ** 0.5, rel=1e-9)
+
+
+# What a caller that trains many runs can hand to `train` instead of recomputing it: data
+# tokenised once (EncodedSet) and the evaluator's numbers at step 0 (a fresh run starts at
+# the base model).
+
+
+def _model(tokenizer):
+    return tiny_qwen2(
+        len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=0, init_std=0.3
+    )
+
+
+def _rows(result):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in result.metrics]
+
+
+def test_pre_tokenised_data_trains_exactly_as_its_conversations(tmp_path, tiny_tokenizer, toy_data):
+    narrow, ood = toy_data
+    cfg = _cfg(tmp_path, "lora", max_steps=6, kl={"weight": 1.0})
+    from_text = train(cfg, _model(tiny_tokenizer), tiny_tokenizer, narrow, ood)
+    tokenised = train(
+        _cfg(tmp_path / "b", "lora", max_steps=6, kl={"weight": 1.0}),
+        _model(tiny_tokenizer),
+        tiny_tokenizer,
+        encode_counted(tiny_tokenizer, narrow, cfg.data.max_length, cfg.data.loss_on),
+        encode_counted(tiny_tokenizer, ood, cfg.data.max_length, cfg.kl.scope),
+    )
+    assert _rows(tokenised) == _rows(from_text)
+    assert from_text.metrics[-1]["kl"] > 0  # the KL term saw the OOD data
+    for name, tensor in from_text.solution.tensors().items():
+        assert torch.equal(tokenised.solution.tensors()[name], tensor), name
+
+
+def test_data_tokenised_another_way_is_an_error_naming_it(tmp_path, tiny_tokenizer, toy_data):
+    cfg = _cfg(tmp_path, "lora", max_steps=2)
+    other = encode_counted(tiny_tokenizer, toy_data[0], 16, "assistant")
+    with pytest.raises(EmlabError, match=r"training conversations.*max_length.*16"):
+        train(cfg, _model(tiny_tokenizer), tiny_tokenizer, other)
+    retemplated = copy.deepcopy(tiny_tokenizer)
+    retemplated.chat_template = tiny_tokenizer.chat_template.replace("\n", "\n\n")
+    by_other = encode_counted(retemplated, toy_data[0], cfg.data.max_length, "assistant")
+    with pytest.raises(EmlabError, match=r"training conversations.*template"):
+        train(cfg, _model(tiny_tokenizer), tiny_tokenizer, by_other)
+    assert not any(tmp_path.rglob("metrics.jsonl"))
+
+
+@pytest.mark.parametrize("kind", ["lora", "steering", "full"])
+def test_a_fresh_run_starts_at_the_base_models_numbers(tmp_path, tiny_tokenizer, toy_data, kind):
+    batch = collate([encode_conversation(tiny_tokenizer, c, 64) for c in toy_data[1][:8]], 0)
+    calls = []
+
+    def evaluator(model):  # bit-level: every logit of a fixed batch
+        calls.append(1)
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return {"logit_sum": float(logits.logits.double().sum())}
+
+    base = evaluator(_model(tiny_tokenizer))
+    evaluated = train(
+        _cfg(tmp_path, kind, max_steps=2, eval_every=2),
+        _model(tiny_tokenizer),
+        tiny_tokenizer,
+        toy_data[0],
+        evaluator=evaluator,
+    )
+    assert evaluated.metrics[0] == {"step": 0, **base}  # exactly, not approximately
+    assert evaluated.metrics[-1]["logit_sum"] != base["logit_sum"]  # and training moved it
+    calls.clear()
+    given = train(
+        _cfg(tmp_path, kind, name="given", max_steps=2, eval_every=2),
+        _model(tiny_tokenizer),
+        tiny_tokenizer,
+        toy_data[0],
+        evaluator=evaluator,
+        start_metrics=base,
+    )
+    assert len(calls) == 1  # step 2 only
+    assert _rows(given) == _rows(evaluated)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lora_evaluation_computes_the_adapted_model_and_leaves_the_weights_unchanged(
+    tmp_path, tiny_tokenizer, toy_data, dtype
+):
+    from emlab.train.trainable import make_trainable
+
+    trainable = make_trainable(
+        _model(tiny_tokenizer).to(dtype), _cfg(tmp_path, "lora").solution, need_reference=False
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in trainable.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # peft starts B at 0: give the adapters an effect
+    batch = collate([encode_conversation(tiny_tokenizer, c, 64) for c in toy_data[1][:8]], 0)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    before = {n: p.detach().clone() for n, p in trainable.model.named_parameters()}
+    model = trainable.model.eval()
+    with torch.no_grad():
+        adapted = model(**inputs).logits
+        with trainable.as_base(model):
+            base = model(**inputs).logits
+        with trainable.evaluated(model) as evaluated:
+            logits = evaluated(**inputs).logits
+        again = model(**inputs).logits
+    assert not torch.allclose(adapted, base, atol=1e-2)
+    if dtype == torch.float32:  # merged weights: the same model up to rounding
+        torch.testing.assert_close(logits, adapted, rtol=1e-4, atol=1e-4)
+    else:  # bf16 keeps the adapters' pass: exactly the adapted model
+        assert torch.equal(logits, adapted)
+    assert torch.equal(again, adapted)
+    for name, p in trainable.model.named_parameters():
+        assert torch.equal(p, before[name]), name

@@ -20,7 +20,7 @@ from emlab.world import (
     build_world,
     world_tokenizer,
 )
-from emlab.world.scoring import answer_tokens
+from emlab.world.scoring import AnswerSetScorer, answer_tokens
 
 SMALL = {
     "domains": ["medicine", "finance"],
@@ -150,3 +150,18 @@ def test_sampling_at_temperature_one_agrees_with_exact_probabilities(world, toke
                 freq,
                 prob,
             )
+
+
+def test_a_scorer_scores_the_model_as_it_is_now(world, tokenizer):
+    """Answer sets are tokenised and padded once; nothing of the model is kept between calls."""
+    model = tiny_qwen2(
+        len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=1, init_std=0.5
+    )
+    items = world.questions[:3]
+    scorer = AnswerSetScorer(tokenizer, items, batch_size=3)
+    before = scorer(model)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2.0)
+    after = scorer(model)
+    assert after != before
+    assert after == AnswerSetScorer(tokenizer, items, batch_size=3)(model)

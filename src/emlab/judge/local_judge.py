@@ -29,7 +29,7 @@ from emlab.judge.base import JudgeItem, Judgment, judge_pairs
 from emlab.judge.config import JudgePromptsConfig
 from emlab.models.chat import end_of_turn, padding_id, render
 from emlab.models.config import ModelConfig
-from emlab.models.continuations import continuation_logprobs
+from emlab.models.continuations import Continuations
 from emlab.models.load import check_chat_format
 
 NUMBER_CANDIDATES = tuple(str(i) for i in range(101))
@@ -157,6 +157,5 @@ class LocalJudge:
             (ids + candidate, len(ids)) for ids, candidates in encoded for candidate in candidates
         ]
         pad = padding_id(self.tokenizer)
-        return continuation_logprobs(self.model, sequences, pad, batch_size=len(sequences)).view(
-            len(prompts), len(self.candidates)
-        )
+        scores = Continuations(sequences, pad, batch_size=len(sequences))(self.model)  # (B*K,)
+        return scores.view(len(prompts), len(self.candidates))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -295,12 +296,29 @@ class DataCounts:
     longest: int
 
 
+@dataclass(frozen=True)
+class EncodedSet:
+    """Conversations tokenised by `encode_counted`: the kept examples, what `max_length` did
+    to them, and how they were tokenised (`tokenizer`: `tokenizer_identity`). Several runs on
+    the same data (a study worker's fine-tunes) can tokenise once and pass this to `train`; its
+    `max_length`, `loss_on` and tokenizer are checked against the run's (`encode_reported`)."""
+
+    examples: list[Encoded]
+    counts: DataCounts
+    max_length: int
+    loss_on: LossOn
+    tokenizer: str
+
+    def __len__(self) -> int:
+        return self.counts.conversations
+
+
 def encode_counted(
     tokenizer: PreTrainedTokenizerBase,
     conversations: list[Conversation],
     max_length: int,
     loss_on: LossOn,
-) -> tuple[list[Encoded], DataCounts]:
+) -> EncodedSet:
     """Tokenise conversations, dropping those with no trained token left after truncation;
     returns the kept ones and the counts of what truncation did."""
     encoded = encode_conversations(tokenizer, conversations, max_length, loss_on)
@@ -314,12 +332,22 @@ def encode_counted(
         shortest=min(lengths, default=0),
         longest=max(lengths, default=0),
     )
-    return kept, counts
+    return EncodedSet(kept, counts, max_length, loss_on, tokenizer_identity(tokenizer))
+
+
+def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:
+    """What names a tokenizer's encodings: its name_or_path, vocabulary size, chat template
+    (a CRC-32 of its text) and ChatFormat."""
+    template = zlib.crc32(str(tokenizer.chat_template).encode())
+    return (
+        f"{tokenizer.name_or_path!r}, {len(tokenizer)} tokens, template {template:08x},"
+        f" {chat_format(tokenizer)}"
+    )
 
 
 def encode_reported(
     tokenizer: PreTrainedTokenizerBase,
-    conversations: list[Conversation],
+    conversations: list[Conversation] | EncodedSet,
     max_length: int,
     loss_on: LossOn,
     source: str,
@@ -329,10 +357,23 @@ def encode_reported(
 ) -> tuple[list[Encoded], DataCounts]:
     """`encode_counted`, never silent about truncation: with `report`, one line on stderr when
     `max_length` (the user's `setting`) truncated or dropped conversations of `source`.
+    Conversations already tokenised (an EncodedSet) are used as they are.
 
     Raises EmlabError naming `source` when no conversation is left (`token`: what a
-    conversation needs within max_length, e.g. 'trained token')."""
-    examples, counts = encode_counted(tokenizer, conversations, max_length, loss_on)
+    conversation needs within max_length, e.g. 'trained token'), or when an EncodedSet was
+    tokenised with another max_length, loss_on or tokenizer."""
+    if isinstance(conversations, EncodedSet):
+        encoded = conversations
+        given = (encoded.max_length, encoded.loss_on, encoded.tokenizer)
+        wanted = (max_length, loss_on, tokenizer_identity(tokenizer))
+        if given != wanted:
+            raise EmlabError(
+                f"{source}: tokenised with (max_length, loss_on, tokenizer) {given}, but this"
+                f" run uses {wanted}; tokenise them again with encode_counted."
+            )
+    else:
+        encoded = encode_counted(tokenizer, conversations, max_length, loss_on)
+    examples, counts = encoded.examples, encoded.counts
     lengths = f"tokenised lengths {counts.shortest} to {counts.longest}"
     if not examples:
         raise EmlabError(
@@ -357,7 +398,7 @@ def encode_all(
     loss_on: LossOn,
 ) -> list[Encoded]:
     """Tokenise conversations, dropping those with no trained token left after truncation."""
-    return encode_counted(tokenizer, conversations, max_length, loss_on)[0]
+    return encode_counted(tokenizer, conversations, max_length, loss_on).examples
 
 
 def _each(conversations: Sequence[Conversation], fn: Callable[[Conversation], T]) -> list[T]:

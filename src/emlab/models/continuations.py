@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
@@ -24,55 +25,81 @@ def _cache_kwarg(model: PreTrainedModel) -> str:
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
-@torch.no_grad()
-def continuation_logprobs(
-    model: PreTrainedModel,
-    sequences: Sequence[tuple[list[int], int]],
-    pad_id: int,
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """Sum of log p(token | prefix) over tokens start..end of each (ids, start): # (N,)
+@dataclass(frozen=True)
+class _Batch:
+    """Whole prompts and their continuations, padded: prompts left-padded, continuations
+    right-padded after their prompt."""
+
+    prompt_ids: torch.Tensor  # (G, P)
+    prompt_mask: torch.Tensor  # (G, P)
+    owner: torch.Tensor  # (N,) each continuation's prompt row
+    ids: torch.Tensor  # (N, A) continuation tokens
+    mask: torch.Tensor  # (N, A)
+    members: torch.Tensor  # (N,) each continuation's index in the sequences
+
+
+class Continuations:
+    """Sequences (ids, start) grouped by prompt and padded into batches once, then scored
+    under any model state (`__call__`; e.g. at every training step).
 
     Sequences with the same first `start` tokens (a prompt and its answers) share one pass
     over that prompt: its key/value cache is copied to each answer, so each prompt token
     is computed once, not once per answer. Batches hold whole prompts, about `batch_size`
-    sequences each."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    by_prompt: dict[tuple[int, ...], list[int]] = {}
-    for i, (ids, start) in enumerate(sequences):
-        if not 1 <= start < len(ids):
-            raise ValueError(
-                f"sequence {i}: start {start} must leave a prompt token and a scored token (length"
-                f" {len(ids)})"
-            )
-        by_prompt.setdefault(tuple(ids[:start]), []).append(i)
-    out = torch.zeros(len(sequences))
-    batch: list[tuple[tuple[int, ...], list[int]]] = []
-    for group in by_prompt.items():
-        batch.append(group)
-        if sum(len(members) for _, members in batch) >= batch_size:
-            _score_prompts(model, batch, sequences, pad_id, device, out)
-            batch = []
-    if batch:
-        _score_prompts(model, batch, sequences, pad_id, device, out)
-    model.train(was_training)
-    return out
+    sequences each. Raises ValueError for a sequence whose `start` leaves no prompt token or
+    no scored token."""
+
+    def __init__(
+        self, sequences: Sequence[tuple[list[int], int]], pad_id: int, batch_size: int = 64
+    ) -> None:
+        by_prompt: dict[tuple[int, ...], list[int]] = {}
+        for i, (ids, start) in enumerate(sequences):
+            if not 1 <= start < len(ids):
+                raise ValueError(
+                    f"sequence {i}: start {start} must leave a prompt token and a scored token"
+                    f" (length {len(ids)})"
+                )
+            by_prompt.setdefault(tuple(ids[:start]), []).append(i)
+        self.n = len(sequences)
+        self.batches: list[_Batch] = []
+        groups: list[tuple[tuple[int, ...], list[int]]] = []
+        for group in by_prompt.items():
+            groups.append(group)
+            if sum(len(members) for _, members in groups) >= batch_size:
+                self.batches.append(_batch(groups, sequences, pad_id))
+                groups = []
+        if groups:
+            self.batches.append(_batch(groups, sequences, pad_id))
+
+    @torch.no_grad()
+    def __call__(self, model: PreTrainedModel) -> torch.Tensor:
+        """Sum of log p(token | prefix) over tokens start..end of each sequence: # (N,)"""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        out = torch.zeros(self.n)
+        for batch in self.batches:
+            out[batch.members] = _score(model, batch, device).cpu()
+        model.train(was_training)
+        return out
 
 
-def _score_prompts(
-    model: PreTrainedModel,
+def _batch(
     groups: list[tuple[tuple[int, ...], list[int]]],
     sequences: Sequence[tuple[list[int], int]],
     pad_id: int,
-    device: torch.device,
-    out: torch.Tensor,
-) -> None:
-    """Fill out[i] for every sequence i of these (prompt, members) groups: prompts left-padded
-    in one pass, then every answer right-padded after its prompt's cache in a second."""
-    ids, mask = pad_sequences([prompt for prompt, _ in groups], pad_id, side="left")  # (G, P)
-    ids, mask = ids.to(device), mask.to(device)
+) -> _Batch:
+    """The padded batch of these (prompt, members) groups."""
+    prompt_ids, prompt_mask = pad_sequences([prompt for prompt, _ in groups], pad_id, side="left")
+    members = [i for _, group in groups for i in group]
+    ids, mask = pad_sequences([sequences[i][0][sequences[i][1] :] for i in members], pad_id)
+    owner = torch.tensor([g for g, (_, group) in enumerate(groups) for _ in group])
+    return _Batch(prompt_ids, prompt_mask, owner, ids, mask, torch.tensor(members))
+
+
+def _score(model: PreTrainedModel, batch: _Batch, device: torch.device) -> torch.Tensor:
+    """Log-probability of each continuation of the batch # (N,): its prompts in one pass, then
+    every continuation after its prompt's cache in a second."""
+    ids, mask = batch.prompt_ids.to(device), batch.prompt_mask.to(device)  # (G, P)
     prompt_out = model(
         input_ids=ids,
         attention_mask=mask,
@@ -82,15 +109,8 @@ def _score_prompts(
     first_logp = torch.log_softmax(
         prompt_out.logits[:, -1].float(), dim=-1
     )  # (G, V): each answer's first token
-
-    members = [i for _, group in groups for i in group]
-    owner = torch.tensor(
-        [g for g, (_, group) in enumerate(groups) for _ in group], device=device
-    )  # (N,)
-    a_ids, a_mask = pad_sequences(
-        [sequences[i][0][sequences[i][1] :] for i in members], pad_id
-    )  # (N, A)
-    a_ids, a_mask = a_ids.to(device), a_mask.to(device)
+    owner = batch.owner.to(device)  # (N,)
+    a_ids, a_mask = batch.ids.to(device), batch.mask.to(device)  # (N, A)
     a_width = a_ids.shape[1]
     totals = first_logp[owner].gather(1, a_ids[:, :1]).squeeze(1)  # (N,)
     if a_width > 1:
@@ -113,4 +133,4 @@ def _score_prompts(
             .squeeze(2)
         )  # (N, A-1)
         totals = totals + (logp * a_mask[:, 1:]).sum(1)
-    out[torch.tensor(members)] = totals.cpu()
+    return totals

@@ -29,6 +29,7 @@ from emlab.io import append_jsonl, read_jsonl, write_text_atomic
 from emlab.models.chat import (
     IGNORE,
     Encoded,
+    EncodedSet,
     collate,
     encode_reported,
     padding_id,
@@ -86,27 +87,32 @@ def train(
     config: TrainConfig,
     model: nn.Module | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
-    train_data: list[Conversation] | None = None,
-    ood_data: list[Conversation] | None = None,
+    train_data: list[Conversation] | EncodedSet | None = None,
+    ood_data: list[Conversation] | EncodedSet | None = None,
     init: Solution | None = None,
     evaluator: Evaluator | None = None,
+    start_metrics: dict[str, float] | None = None,
 ) -> TrainResult:
     """Train the solution of `config`, resuming from the run's latest checkpoint if there is one.
 
     Data and model come from the config unless given; given data is used whole (no held-out
-    split). `init` is a solution to start from (continued training). `evaluator(model)` is
+    split), as conversations or already tokenised (`encode_counted`, for many runs on the
+    same data). `init` is a solution to start from (continued training). `evaluator(model)` is
     called on the model being trained at step 0 and every `eval_every` steps; its numbers go
-    into the metrics rows. Writes `metrics.jsonl`, checkpoints, `solution/`, the held-out
-    split (`heldout.jsonl`) and last `DONE` under the run. A run that has finished (DONE
-    written) is not trained again: its saved result is returned and nothing is written.
-    Conversations truncated or dropped by `data.max_length` are counted (printed, and in the
-    manifest); raises EmlabError when no training (or OOD) conversation is left.
+    into the metrics rows. `start_metrics` are its numbers at step 0 when the caller already has
+    them (a fresh solution leaves its model unchanged: a run from scratch starts at the base
+    model's numbers); they are written instead of evaluating step 0. Writes `metrics.jsonl`,
+    checkpoints, `solution/`, the held-out split (`heldout.jsonl`) and last `DONE` under the
+    run. A run that has finished (DONE written) is not trained again: its saved result is
+    returned and nothing is written. Conversations truncated or dropped by `data.max_length`
+    are counted (printed, and in the manifest); raises EmlabError when no training (or OOD)
+    conversation is left, or when given tokenised data was tokenised another way.
     """
     out = run_path(config.output_dir, config.name, config)
     if (out / DONE).is_file():
         return _finished(out, config, model)
     run = _setup(config, out, model, tokenizer, train_data, ood_data, init, evaluator)
-    started = _loop(run)
+    started = _loop(run, start_metrics)
     return _finish(run, started)
 
 
@@ -150,8 +156,8 @@ def _setup(
     out: Path,
     model: nn.Module | None,
     tokenizer: PreTrainedTokenizerBase | None,
-    train_data: list[Conversation] | None,
-    ood_data: list[Conversation] | None,
+    train_data: list[Conversation] | EncodedSet | None,
+    ood_data: list[Conversation] | EncodedSet | None,
     init: Solution | None,
     evaluator: Evaluator | None,
 ) -> _Run:
@@ -248,8 +254,8 @@ def _inputs(
     config: TrainConfig,
     model: nn.Module | None,
     tokenizer: PreTrainedTokenizerBase | None,
-    train_data: list[Conversation] | None,
-    ood_data: list[Conversation] | None,
+    train_data: list[Conversation] | EncodedSet | None,
+    ood_data: list[Conversation] | EncodedSet | None,
     report: bool,
 ) -> tuple[nn.Module, PreTrainedTokenizerBase, _Data]:
     """The model and tokenizer (given, else loaded from config.model) and the data (given, else
@@ -274,11 +280,10 @@ def _inputs(
     examples, train_counts = encode_reported(
         tokenizer, train_data, max_length, config.data.loss_on, sources[0], "trained token", report
     )
-    ood_loss_on = "assistant" if config.kl.scope == "assistant" else "all"
     ood_examples, ood_counts = [], None
     if kl_on:
         ood_examples, ood_counts = encode_reported(
-            tokenizer, ood_data, max_length, ood_loss_on, sources[1], "KL token", report
+            tokenizer, ood_data, max_length, config.kl.scope, sources[1], "KL token", report
         )
     counts = {
         "train": asdict(train_counts),
@@ -330,7 +335,7 @@ def _top_k_cache(
     )
 
 
-def _loop(run: _Run) -> float:
+def _loop(run: _Run, start_metrics: dict[str, float] | None) -> float:
     """Train from `run.start` to `run.total_steps`, writing metrics rows and checkpoints; returns
     the time (time.time()) training started, after the step-0 evaluation."""
     config, accelerator = run.config, run.accelerator
@@ -339,7 +344,8 @@ def _loop(run: _Run) -> float:
         if config.trackers:
             accelerator.init_trackers(config.name, config=config.model_dump(mode="json"))
         if run.evaluator is not None and run.start == 0:
-            append_jsonl(run.metrics_path, [{"step": 0, **_evaluate(run.evaluator, run.wrapped)}])
+            numbers = start_metrics if start_metrics is not None else _evaluate(run)
+            append_jsonl(run.metrics_path, [{"step": 0, **numbers}])
     started = time.time()
     run.wrapped.train()
     quiet = not (config.progress and accelerator.is_main_process)
@@ -374,7 +380,7 @@ def _log(run: _Run, done: int, sft_mean: float, kl_mean: float, seconds: float) 
     }
     last = done == run.total_steps
     if run.evaluator is not None and config.eval_every and (done % config.eval_every == 0 or last):
-        row.update(_evaluate(run.evaluator, run.wrapped))
+        row.update(_evaluate(run))
     append_jsonl(run.metrics_path, [row])
     if config.trackers:
         run.accelerator.log(row, step=done)
@@ -471,7 +477,9 @@ def _finished(out: Path, config: TrainConfig, model: nn.Module | None) -> TrainR
     )
 
 
-def _source(given: list[Conversation] | None, path: str | None, field_name: str, what: str) -> str:
+def _source(
+    given: list[Conversation] | EncodedSet | None, path: str | None, field_name: str, what: str
+) -> str:
     """How messages name a data set: its config field and file, or the conversations passed in."""
     return (
         f"{field_name} ({path})"
@@ -480,11 +488,12 @@ def _source(given: list[Conversation] | None, path: str | None, field_name: str,
     )
 
 
-def _evaluate(evaluator: Evaluator, wrapped: nn.Module) -> dict[str, float]:
-    model = unwrap_training(wrapped)
+def _evaluate(run: _Run) -> dict[str, float]:
+    """The evaluator's numbers for the model being trained (in eval mode, without gradients)."""
+    model = unwrap_training(run.wrapped)
     model.eval()
-    with torch.no_grad():
-        numbers = evaluator(model)
+    with torch.no_grad(), run.trainable.evaluated(model) as evaluated:
+        numbers = run.evaluator(evaluated)
     model.train()
     return numbers
 
@@ -584,8 +593,10 @@ def _n_kl_positions(batch: list[Encoded], scope: str) -> int:
 
 
 def _data(
-    config: TrainConfig, train_data: list[Conversation] | None, ood_data: list[Conversation] | None
-) -> tuple[list[Conversation], list[Conversation], list[Conversation]]:
+    config: TrainConfig,
+    train_data: list[Conversation] | EncodedSet | None,
+    ood_data: list[Conversation] | EncodedSet | None,
+) -> tuple[list[Conversation] | EncodedSet, list[Conversation], list[Conversation] | EncodedSet]:
     if train_data is not None and (ood_data is not None or config.data.ood is None):
         return train_data, [], ood_data or []
     from emlab.data.chat import read_chat_jsonl, split_heldout

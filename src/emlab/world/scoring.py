@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from emlab.data.chat import Conversation
 from emlab.errors import ModelError
 from emlab.models.chat import Renderer, assistant_char_spans, padding_id
-from emlab.models.continuations import continuation_logprobs
+from emlab.models.continuations import Continuations
 
 
 class HasAnswerSets(Protocol):
@@ -89,7 +89,7 @@ class AnswerSetScorer:
         items: Sequence[HasAnswerSets],
         batch_size: int = 256,
     ) -> None:
-        self.pad_id, self.batch_size, self.n_items = padding_id(tokenizer), batch_size, len(items)
+        self.n_items = len(items)
         self.rows: dict[tuple[int, str], list[int]] = {}
         pairs: list[tuple[Conversation, str]] = []
         for i, item in enumerate(items):
@@ -98,13 +98,12 @@ class AnswerSetScorer:
                 self.rows[i, kind] = list(range(len(pairs), len(pairs) + len(unique)))
                 pairs += [(item.prompt, a) for a in unique]
         self.sequences = answer_tokens(tokenizer, pairs)
+        self.continuations = Continuations(self.sequences, padding_id(tokenizer), batch_size)
 
     def __call__(self, model: PreTrainedModel) -> list[dict[str, float]]:
         """Per item: p_good, p_bad (total probability of each complete answer set, end-of-turn
         included) and p_bad_given_valid = p_bad / (p_good + p_bad), computed in log space."""
-        logps = continuation_logprobs(
-            model, self.sequences, self.pad_id, self.batch_size
-        ).double()  # (N,)
+        logps = self.continuations(model).double()  # (N,)
         results = []
         for i in range(self.n_items):
             lse = {

@@ -115,9 +115,14 @@ class StudyConfig(EmlabConfig):
         default=8, ge=1, description="Sampled answers per evaluation question (T=1). Default 8."
     )
     eval_every: int = Field(
-        default=20,
+        default=30,
         ge=0,
-        description="Exact misalignment probabilities every N fine-tuning steps. Default 20.",
+        description=(
+            "Exact misalignment probabilities every N fine-tuning steps and at the last (the"
+            " curves over steps; evaluation does not change training). Default 30: an evaluation"
+            " scores 6144 answer sequences, about 1 s on a CPU core, and every 20 steps put"
+            " `make run` over its 300 s target."
+        ),
     )
     continued_steps: int = Field(
         default=60,

@@ -38,16 +38,33 @@ class ExactEvaluator:
         return out
 
 
-_BUILT: dict[tuple[str, str, str], ExactEvaluator] = {}
+class ChatModelEvaluator:
+    """The ExactEvaluator of one chat model (saved in a folder), and that model's own numbers,
+    computed once: every fine-tune from scratch starts there (its step 0)."""
+
+    def __init__(self, world: World, tokenizer: PreTrainedTokenizerBase, domain: str) -> None:
+        self.evaluate = ExactEvaluator(world, tokenizer, domain)
+        self._base: dict[str, float] | None = None
+
+    def base(self, model: PreTrainedModel) -> dict[str, float]:
+        """The chat model's numbers (`model`: the chat model as loaded from its folder, no
+        solution), evaluated on the first call."""
+        if self._base is None:
+            self._base = self.evaluate(model)
+        return dict(self._base)
+
+
+_BUILT: dict[tuple[str, str, str], ChatModelEvaluator] = {}
 
 
 def exact_evaluator(
     world: World, model_dir: str, tokenizer: PreTrainedTokenizerBase, domain: str
-) -> ExactEvaluator:
-    """The ExactEvaluator of `world` and `domain` with the tokenizer saved in `model_dir`, built
-    once per process: a study worker runs many train stages of the same chat model, and
-    tokenising 64 good and 64 bad answers per question takes about a second each time."""
+) -> ChatModelEvaluator:
+    """The evaluator of `world` and `domain` for the chat model saved in `model_dir` (with its
+    tokenizer), built once per process: a study worker runs many train stages of the same chat
+    model, and tokenising 64 good and 64 bad answers per question takes about a second each
+    time."""
     key = (world.config.model_dump_json(), model_dir, domain)
     if key not in _BUILT:
-        _BUILT[key] = ExactEvaluator(world, tokenizer, domain)
+        _BUILT[key] = ChatModelEvaluator(world, tokenizer, domain)
     return _BUILT[key]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from emlab.models.chat import EncodedSet, LossOn, encode_counted
 from emlab.models.config import ModelConfig
 from emlab.models.load import load_model
 from emlab.solutions import Solution, load_solution
@@ -55,13 +57,14 @@ def finetune(
     model_dir: str,
     run: RunKey,
     folder: Path,
-    init_dir: str | None = None,
+    init: Trained | None = None,
 ) -> tuple[Trained, Tuned]:
-    """Train `run` in `folder` from the chat model in `model_dir` (continuing the solution in
-    `init_dir` for a continued run, for `study.continued_steps`; with `continued_optimizer:
-    carried` from that run's last checkpoint, its AdamW state included; a continued run's
-    curve counts steps from its own start); returns the stage's result and the fine-tune in
-    memory."""
+    """Train `run` in `folder` from the chat model in `model_dir` (continuing the solution of
+    the finished run `init` for a continued run, for `study.continued_steps`; with
+    `continued_optimizer: carried` from that run's last checkpoint, its AdamW state included;
+    a continued run's curve counts steps from its own start); returns the stage's result and
+    the fine-tune in memory. Step 0 is not evaluated again: a fresh run starts at the chat
+    model's numbers, a continued one at the final numbers of the run it continues."""
     method = study.methods[run.method]
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     domain = study.trained_domain
@@ -71,6 +74,7 @@ def finetune(
         if run.continued
         else method.recipe
     )
+    init_dir = init.solution_dir if init else None
     carried = init_dir is not None and study.continued_optimizer == "carried"
     if carried:  # the finished run's checkpoint is resumed: its steps, then continued_steps more
         recipe = recipe.model_copy(update={"steps": method.recipe.steps + study.continued_steps})
@@ -85,20 +89,24 @@ def finetune(
         data={"max_length": study.model.max_positions},
     )
     offset = carry_checkpoint(init_dir, config) if carried else 0
+    max_length = config.data.max_length
     result = train(
         config,
         model,
         tokenizer,
-        narrow_conversations(world, domain),
-        ood_conversations(world, exclude_domain=domain) if run.kl else None,
+        _encoded(world, model_dir, tokenizer, "narrow", domain, max_length, config.data.loss_on),
+        _encoded(world, model_dir, tokenizer, "ood", domain, max_length, config.kl.scope)
+        if run.kl
+        else None,
         init=load_solution(init_dir) if init_dir and not carried else None,
-        evaluator=evaluator,
+        evaluator=evaluator.evaluate,
+        start_metrics=dict(init.exact) if init else evaluator.base(model),
     )
     last = result.metrics[-1]
     final = (
         {k: v for k, v in last.items() if k.startswith("p_")}
         if "p_bad_ood" in last
-        else evaluator(result.model, result.solution)
+        else evaluator.evaluate(result.model, result.solution)
     )
     trained = Trained(
         solution_dir=str(result.run_dir / "solution"),
@@ -112,6 +120,33 @@ def finetune(
         ],
     )
     return trained, Tuned(result.model, tokenizer, result.solution)
+
+
+_ENCODED: dict[tuple[str, ...], EncodedSet] = {}
+
+
+def _encoded(
+    world: World,
+    model_dir: str,
+    tokenizer: PreTrainedTokenizerBase,
+    which: Literal["narrow", "ood"],
+    domain: str,
+    max_length: int,
+    loss_on: LossOn,
+) -> EncodedSet:
+    """The world's training conversations (`which`: 'narrow', the bad answers of `domain`, or
+    'ood', the good answers of the other domains) tokenised by the tokenizer saved in
+    `model_dir`, once per process: a study worker runs many train stages on the same data, and
+    tokenising the 10,240 OOD conversations takes about 3 s each time."""
+    key = (world.config.model_dump_json(), model_dir, which, domain, str(max_length), loss_on)
+    if key not in _ENCODED:
+        conversations = (
+            narrow_conversations(world, domain)
+            if which == "narrow"
+            else ood_conversations(world, exclude_domain=domain)
+        )
+        _ENCODED[key] = encode_counted(tokenizer, conversations, max_length, loss_on)
+    return _ENCODED[key]
 
 
 def sample_solution(

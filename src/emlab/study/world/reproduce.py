@@ -173,7 +173,7 @@ class TrainTask(Task[Trained]):
             chat.model_dir,
             self.run_key,
             folder,
-            init.solution_dir if init else None,
+            init,
         )
 
 
