@@ -101,9 +101,9 @@ cProfile and torch.profiler):
   s against 1.0-1.25 s; p(bad) moves by about 1e-9, results.json by at most 3e-7). What is left:
   about 160 exact evaluations per study at about 1 s each (6144 answer sequences; compute-bound:
   larger scoring batches are not faster and change log-probabilities by 5e-6), two chat models
-  of about 100 s each (their data tokenisation about 9 s each), analyses about 80 s. Three more
-  cold runs of this release: 294, 316 and 333 s (pre-training step 223, 209 and 187 ms): at
-  the target, not under it.
+  of about 100 s each (their data tokenisation about 9 s each), analyses about 80 s. Two more
+  cold runs of this release: 294 and 316 s (pre-training step 223 and 209 ms): at the target,
+  not under it.
 - **Fewer points on the curves over steps (issue 15, 2026-12-01)**: `eval_every` 20 -> 30. An
   evaluation does not change training (checked: the same loss, KL, norm and learning rate at
   every step, the same final numbers), so every number of the report stays; the curves over
