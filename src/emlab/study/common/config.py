@@ -28,6 +28,11 @@ class RecipeConfig(EmlabConfig):
     betas: tuple[float, float] = Field(
         default=(0.9, 0.999), description="AdamW betas. Default (0.9, 0.999)."
     )
+    weight_decay: float = Field(
+        default=0.0,
+        ge=0,
+        description="Weight decay of the solution (`emlab train`'s optim.weight_decay). Default 0.",
+    )
 
 
 class MethodConfig(EmlabConfig):
@@ -104,6 +109,7 @@ def recipe_config(
             "warmup_steps": recipe.warmup_steps,
             "schedule": recipe.schedule,
             "betas": recipe.betas,
+            "weight_decay": recipe.weight_decay,
         },
         "progress": False,
         **fields,
