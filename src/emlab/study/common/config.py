@@ -35,6 +35,10 @@ class RecipeConfig(EmlabConfig):
     )
 
 
+RECIPE_OPTIM = ("lr", "warmup_steps", "schedule", "betas", "weight_decay")
+"""The optim fields of a stage's TrainConfig that its recipe sets."""
+
+
 class MethodConfig(EmlabConfig):
     """A fine-tuning method of the study: what is trained, how, and the KL weight of its KL runs."""
 
@@ -104,13 +108,7 @@ def recipe_config(
         "seed": seed,
         "max_steps": recipe.steps,
         "batch_size": recipe.batch_size,
-        "optim": {
-            "lr": recipe.lr,
-            "warmup_steps": recipe.warmup_steps,
-            "schedule": recipe.schedule,
-            "betas": recipe.betas,
-            "weight_decay": recipe.weight_decay,
-        },
+        "optim": {k: getattr(recipe, k) for k in RECIPE_OPTIM},
         "progress": False,
         **fields,
     }
