@@ -86,14 +86,18 @@ def settling(curves: list[list[dict[str, float | None]]]) -> dict[str, float]:
 
 def continued_figure(curves: dict[str, dict[str, list[list[dict]]]]) -> Figure:
     """Exact OOD p(bad | valid) over continued steps, both directions, per method: mean and 95%
-    CI band over seeds (curves' steps count from the start of the continued run)."""
+    CI band over seeds (curves' steps count from the start of the continued run); dotted lines
+    mark the last two quarters of steps, which `last_quarter_move` compares."""
     fig, axes = panels(len(curves))
     for ax, (method, directions) in zip(axes, curves.items(), strict=True):
         for cond, runs in directions.items():
             if runs:
                 label, colour = DIRECTIONS[cond]
                 rows = np.array([[p["p_bad_ood"] for p in run] for run in runs])
-                band(ax, [p["step"] for p in runs[0]], rows, label, colour)
+                steps = [p["step"] for p in runs[0]]
+                band(ax, steps, rows, label, colour)
+                for quarter in (0.5, 0.75):
+                    ax.axvline(quarter * steps[-1], color="grey", linestyle=":", linewidth=0.8)
         ax.set(
             title=method,
             xlabel="continued training step",
