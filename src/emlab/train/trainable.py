@@ -106,8 +106,8 @@ class Trainable(ABC):
     def decay(self, rate: float) -> None:
         """Decoupled weight decay of the solution (Loshchilov & Hutter 2019, "Decoupled Weight
         Decay Regularization"; what AdamW's weight_decay does): each master parameter moves the
-        fraction `rate` (this step's lr x optim.weight_decay) toward 0; adapter weights and
-        steering vectors are 0 where the solution is no change."""
+        fraction `rate` (this step's lr x optim.weight_decay) toward 0, which for adapter weights
+        and steering vectors is toward no change."""
         with torch.no_grad():
             for p in self.master_parameters().values():
                 p.mul_(1 - rate)
