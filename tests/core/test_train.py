@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 from emlab.config import validate_config
 from emlab.errors import ConfigError, EmlabError, ModelError
@@ -650,6 +652,17 @@ def test_data_tokenised_another_way_is_an_error_naming_it(tmp_path, tiny_tokeniz
     by_other = encode_counted(retemplated, toy_data[0], cfg.data.max_length, "assistant")
     with pytest.raises(EmlabError, match=r"training conversations.*template"):
         train(cfg, _model(tiny_tokenizer), tiny_tokenizer, by_other)
+    # the same name, size, template and format, but two tokens' ids swapped
+    spec = json.loads(tiny_tokenizer.backend_tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    a, b = sorted(t for t in vocab if t.isalpha() and len(t) > 2)[:2]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    swapped = copy.deepcopy(tiny_tokenizer)
+    swapped._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    assert swapped.get_vocab()[a] == tiny_tokenizer.get_vocab()[b]
+    by_swapped = encode_counted(swapped, toy_data[0], cfg.data.max_length, "assistant")
+    with pytest.raises(EmlabError, match=r"training conversations.*vocabulary"):
+        train(cfg, _model(tiny_tokenizer), tiny_tokenizer, by_swapped)
     assert not any(tmp_path.rglob("metrics.jsonl"))
 
 
