@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 from emlab.config import validate_config
 from emlab.errors import ConfigError, EmlabError, ModelError
@@ -650,6 +652,17 @@ def test_data_tokenised_another_way_is_an_error_naming_it(tmp_path, tiny_tokeniz
     by_other = encode_counted(retemplated, toy_data[0], cfg.data.max_length, "assistant")
     with pytest.raises(EmlabError, match=r"training conversations.*template"):
         train(cfg, _model(tiny_tokenizer), tiny_tokenizer, by_other)
+    # the same name, size, template and format, but two tokens' ids swapped
+    spec = json.loads(tiny_tokenizer.backend_tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    a, b = sorted(t for t in vocab if t.isalpha() and len(t) > 2)[:2]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    swapped = copy.deepcopy(tiny_tokenizer)
+    swapped._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    assert swapped.get_vocab()[a] == tiny_tokenizer.get_vocab()[b]
+    by_swapped = encode_counted(swapped, toy_data[0], cfg.data.max_length, "assistant")
+    with pytest.raises(EmlabError, match=r"training conversations.*vocabulary"):
+        train(cfg, _model(tiny_tokenizer), tiny_tokenizer, by_swapped)
     assert not any(tmp_path.rglob("metrics.jsonl"))
 
 
@@ -720,3 +733,69 @@ def test_lora_evaluation_computes_the_adapted_model_and_leaves_the_weights_uncha
     assert torch.equal(again, adapted)
     for name, p in trainable.model.named_parameters():
         assert torch.equal(p, before[name]), name
+
+
+# Weight decay acts on the solution (the change from the base model): adapter weights and
+# steering vectors decay toward 0 exactly as AdamW's own weight_decay would decay them; full
+# fine-tuning decays toward the base weights, not toward 0.
+
+
+def test_weight_decay_of_vectors_and_adapters_is_adamws():
+    from emlab.train.config import SteeringConfig
+    from emlab.train.trainable import make_trainable
+
+    trainable = make_trainable(
+        _model_for_decay(), SteeringConfig(point="embed", alpha=1.0), need_reference=False
+    )
+    (vector,) = trainable.master_parameters().values()
+    with torch.no_grad():
+        vector.copy_(torch.linspace(-1, 1, vector.numel()).view_as(vector))
+    reference = torch.nn.Parameter(vector.detach().clone())
+    grad = torch.cos(torch.arange(vector.numel(), dtype=torch.float32)).view_as(vector)
+    ours = torch.optim.AdamW([vector], lr=0.1, weight_decay=0.0)
+    adamw = torch.optim.AdamW([reference], lr=0.1, weight_decay=0.5)
+    for _ in range(3):
+        vector.grad, reference.grad = grad.clone(), grad.clone()
+        trainable.decay(0.1 * 0.5)
+        ours.step()
+        adamw.step()
+    assert torch.equal(vector, reference)
+
+
+def test_full_fine_tuning_decays_toward_the_base_weights(tmp_path, tiny_tokenizer, toy_data):
+    """Hand-computed: from a base of 1s, a change of 2^-4 in every weight decayed by a quarter is
+    3 x 2^-6 (exact in float32); then, in training, a large weight decay keeps the change small
+    without shrinking the weights toward 0."""
+    from emlab.train.config import FullConfig
+    from emlab.train.trainable import make_trainable
+
+    model = _model_for_decay()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    trainable = make_trainable(model, FullConfig(), need_reference=False)
+    params = trainable.master_parameters()
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(2.0**-4)
+    trainable.decay(0.25)
+    for name, base in trainable.base_state.items():
+        assert torch.equal(params[name] - base, torch.full_like(base, 3 * 2.0**-6)), name
+
+    def run(folder, weight_decay):
+        optim = {"lr": 1e-2, "warmup_steps": 0, "schedule": "constant"}
+        cfg = _cfg(folder, "full", max_steps=15, optim=optim | {"weight_decay": weight_decay})
+        return train(cfg, _model_for_decay(len(tiny_tokenizer)), tiny_tokenizer, toy_data[0])
+
+    free, decayed = run(tmp_path / "free", 0.0), run(tmp_path / "decayed", 20.0)
+    assert decayed.solution.norm() < 0.7 * free.solution.norm()
+    assert decayed.metrics[-1]["sft"] < 0.9 * decayed.metrics[0]["sft"]  # it still learns
+    base = dict(_model_for_decay(len(tiny_tokenizer)).named_parameters())
+    deltas = decayed.solution.tensors()
+    assert set(deltas) == set(base)
+    for name, delta in deltas.items():  # toward 0 they would shrink to (1 - 0.2)^15 = 4%
+        assert (base[name] + delta).norm() > 0.97 * base[name].norm(), name
+
+
+def _model_for_decay(vocab_size: int = 60):
+    return tiny_qwen2(vocab_size, hidden_size=16, num_layers=1, num_heads=2, seed=0, init_std=0.3)

@@ -119,3 +119,21 @@ def test_em_over_steps_shifts_continued_training_to_after_the_kl_run():
 def test_plot_writes_a_png(tmp_path):
     path = plot_efficiency(ANALYSES, tmp_path / "figures" / "efficiency.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_continued_training_shows_both_directions_and_the_quarters_it_compares():
+    from emlab.study.world.continued import continued_figure
+
+    def run(values):
+        return [{"step": 20 * i, "p_bad_ood": v} for i, v in enumerate(values)]
+
+    narrow = [run([0.0, 0.4, 0.8, 0.9, 0.9]), run([0.0, 0.2, 0.6, 0.9, 1.0])]
+    general = [run([1.0, 0.1, 0.0, 0.0, 0.0])]
+    fig = continued_figure({"full": {"continued": narrow, "continued_kl": general}})
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.lines}
+    mean = lines["narrow solution, KL removed"]
+    assert list(mean.get_ydata()) == pytest.approx([0.0, 0.3, 0.7, 0.9, 0.95])
+    assert list(lines["general solution, KL added"].get_ydata()) == [1.0, 0.1, 0.0, 0.0, 0.0]
+    quarters = {line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"}
+    assert quarters == {40.0, 60.0}  # half and three quarters of 80 steps

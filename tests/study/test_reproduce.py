@@ -321,9 +321,18 @@ def test_continued_training_can_carry_the_optimiser_state(study_run):
         json.loads(x) for x in next(folder.glob("**/metrics.jsonl")).read_text().splitlines()
     ]
     assert [m["step"] for m in metrics] == [4, 5] and all(m["kl"] == 0 for m in metrics)
+    # continued with weight decay: continued_decay of the solution per step at the method's lr
+    optim = json.loads(next(folder.glob("**/manifest.json")).read_text())["config"]["optim"]
+    lr = carried.methods["lora_r1"].recipe.lr
+    assert (
+        optim["weight_decay"] == pytest.approx(carried.continued_decay / lr) and optim["lr"] == lr
+    )
     result = json.loads((folder / "result.json").read_text())
     assert [p["step"] for p in result["curve"]] == [
         1,
         2,
     ]  # counted from the start of the continued run
-    assert "(carried optimiser state)" in (run / "report.md").read_text()
+    assert (
+        f"(carried optimiser state; weight decay removing {carried.continued_decay:g} of the"
+        " solution per step)" in (run / "report.md").read_text()
+    )

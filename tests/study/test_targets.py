@@ -158,3 +158,24 @@ def test_markdown_rows_show_percent_numbers_and_cis():
     assert "| steering narrow, KL removed: OOD rate | 29.0% | [27.0, 31.0] | >= 30% | **no** |" in (
         missed
     )
+
+
+MOVED = (
+    "steering narrow, KL removed: change of exact OOD p(bad), last quarter of steps vs the one"
+    " before"
+)
+
+
+@pytest.mark.parametrize("move, met", [(0.05, True), (0.051, False)])
+def test_a_continued_direction_that_still_moves_is_a_miss(move, met):
+    r = paper_results(met=True)
+    r["world"]["steering"]["continued"] |= {
+        "ood_move_last_quarter": move,
+        "ood_move_last_quarter_ci_low": 0.0,
+        "ood_move_last_quarter_ci_high": 0.1,
+    }
+    t = by_name(r)
+    assert bound(t[MOVED]) == (move, "<=", 0.05, met)
+    assert (t[MOVED]["ci_low"], t[MOVED]["ci_high"]) == (0.0, 0.1)
+    # a direction whose runs were too short to tell (no value in its block) is not listed
+    assert not any("general, KL added: change" in name for name in t)

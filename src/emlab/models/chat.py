@@ -336,12 +336,15 @@ def encode_counted(
 
 
 def tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> str:
-    """What names a tokenizer's encodings: its name_or_path, vocabulary size, chat template
-    (a CRC-32 of its text) and ChatFormat."""
+    """What names a tokenizer's encodings: its name_or_path, vocabulary (size and a CRC-32 of its
+    token -> id map; about 80 ms for SmolLM2's 49k tokens), chat template (a CRC-32 of its text)
+    and ChatFormat."""
+    pairs = sorted(tokenizer.get_vocab().items(), key=lambda pair: pair[1])
+    vocabulary = zlib.crc32("\n".join(f"{token}\t{i}" for token, i in pairs).encode())
     template = zlib.crc32(str(tokenizer.chat_template).encode())
     return (
-        f"{tokenizer.name_or_path!r}, {len(tokenizer)} tokens, template {template:08x},"
-        f" {chat_format(tokenizer)}"
+        f"{tokenizer.name_or_path!r}, {len(tokenizer)} tokens (vocabulary {vocabulary:08x}),"
+        f" template {template:08x}, {chat_format(tokenizer)}"
     )
 
 

@@ -166,7 +166,16 @@ class OptimConfig(EmlabConfig):
     """AdamW and the learning-rate schedule."""
 
     lr: float = Field(default=1e-4, gt=0, description="Peak learning rate. Default 1e-4.")
-    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay. Default 0.")
+    weight_decay: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Decoupled weight decay of the solution: each step moves it the fraction lr x"
+            " weight_decay toward no change (adapter weights and steering vectors toward 0, as"
+            " AdamW; full fine-tuning toward the base weights, not toward 0 as AdamW or HF Trainer"
+            " would). Default 0."
+        ),
+    )
     betas: tuple[float, float] = Field(
         default=(0.9, 0.999), description="AdamW betas. Default (0.9, 0.999)."
     )

@@ -180,9 +180,8 @@ def _setup(
     manifest = RunDir(config.output_dir, config.name, config) if main else None
     params = trainable.master_parameters()
     optim = config.optim
-    optimizer = torch.optim.AdamW(
-        params.values(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
-    )
+    # weight decay is the trainable's (toward the base model), not AdamW's (toward 0)
+    optimizer = torch.optim.AdamW(params.values(), lr=optim.lr, betas=optim.betas, weight_decay=0.0)
     stream, ood_stream = _streams(config, data, accelerator)
     per_epoch = stream.micro_batches_per_epoch() / config.grad_accum
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
@@ -212,6 +211,8 @@ def _setup(
     latest = latest_checkpoint(out / "checkpoints")
     if latest is not None:
         start = load_checkpoint(latest, params, optimizer, scheduler)
+        for group in optimizer.param_groups:  # earlier releases' checkpoints kept AdamW's decay
+            group["weight_decay"] = 0.0
         trainable.masters_to_model()
     lam = config.kl.per_token_weight(head.vocab_size)
     return _Run(
@@ -414,6 +415,8 @@ def _step(run: _Run, step: int) -> tuple[float, float]:
     run.trainable.grads_to_masters()
     if config.optim.max_grad_norm:
         accelerator.clip_grad_norm_(list(run.params.values()), config.optim.max_grad_norm)
+    if config.optim.weight_decay:  # before the update, as AdamW orders it
+        run.trainable.decay(run.optimizer.param_groups[0]["lr"] * config.optim.weight_decay)
     run.optimizer.step()
     run.trainable.masters_to_model()
     run.scheduler.step()

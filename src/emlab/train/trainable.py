@@ -103,6 +103,15 @@ class Trainable(ABC):
         """Norm of the change trained so far."""
         return self.solution().norm()
 
+    def decay(self, rate: float) -> None:
+        """Decoupled weight decay of the solution (Loshchilov & Hutter 2019, "Decoupled Weight
+        Decay Regularization"; what AdamW's weight_decay does): each master parameter moves the
+        fraction `rate` (this step's lr x optim.weight_decay) toward 0, which for adapter weights
+        and steering vectors is toward no change."""
+        with torch.no_grad():
+            for p in self.master_parameters().values():
+                p.mul_(1 - rate)
+
     @contextmanager
     def evaluated(self, model: nn.Module) -> Iterator[nn.Module]:
         """Within the block, the yielded model computes as the trained model (`model`: the
@@ -288,6 +297,16 @@ class FullTrainable(Trainable):
         return math.sqrt(
             math.fsum(squares)
         )  # fsum: the same float in any order of the tensors, as FullDelta.norm
+
+    def decay(self, rate: float) -> None:
+        """Decoupled weight decay toward the base weights: theta <- theta - rate (theta -
+        theta_base), so that it shrinks the solution (the change, whose norm the analyses measure)
+        and not the weights themselves, as AdamW's own weight_decay (and HF Trainer's) would."""
+        params = self.master_parameters()
+        with torch.no_grad():
+            for n, b in self.base_state.items():
+                p = params[n]
+                p.sub_(rate * (p - b.to(p.device, p.dtype)))
 
     def release(self) -> nn.Module:
         with torch.no_grad():

@@ -28,6 +28,15 @@ class RecipeConfig(EmlabConfig):
     betas: tuple[float, float] = Field(
         default=(0.9, 0.999), description="AdamW betas. Default (0.9, 0.999)."
     )
+    weight_decay: float = Field(
+        default=0.0,
+        ge=0,
+        description="Weight decay of the solution (`emlab train`'s optim.weight_decay). Default 0.",
+    )
+
+
+RECIPE_OPTIM = ("lr", "warmup_steps", "schedule", "betas", "weight_decay")
+"""The optim fields of a stage's TrainConfig that its recipe sets."""
 
 
 class MethodConfig(EmlabConfig):
@@ -99,12 +108,7 @@ def recipe_config(
         "seed": seed,
         "max_steps": recipe.steps,
         "batch_size": recipe.batch_size,
-        "optim": {
-            "lr": recipe.lr,
-            "warmup_steps": recipe.warmup_steps,
-            "schedule": recipe.schedule,
-            "betas": recipe.betas,
-        },
+        "optim": {k: getattr(recipe, k) for k in RECIPE_OPTIM},
         "progress": False,
         **fields,
     }

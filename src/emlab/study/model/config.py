@@ -18,7 +18,7 @@ from emlab.config import EmlabConfig
 from emlab.generate.sampling import SamplingConfig
 from emlab.metrics import MetricsConfig
 from emlab.models.config import ModelConfig
-from emlab.study.common.config import AnalysisConfig, MethodConfig
+from emlab.study.common.config import RECIPE_OPTIM, AnalysisConfig, MethodConfig
 from emlab.train.config import DataConfig, TrainConfig
 
 STUDY_OWNED = (
@@ -46,8 +46,8 @@ class ModelMethodConfig(MethodConfig):
         description=(
             "More TrainConfig fields for every run of this method, e.g. {grad_accum: 8,"
             " mixed_precision: bf16, kl: {convention: reference, scope: all}, optim:"
-            f" {{weight_decay: 0.01}}}}. The study sets {', '.join(STUDY_OWNED)}, the recipe's"
-            " optim fields, data and kl.weight itself. Default {}."
+            f" {{max_grad_norm: 0.5}}}}. The study sets {', '.join(STUDY_OWNED)}, the recipe's"
+            f" optim fields ({', '.join(RECIPE_OPTIM)}), data and kl.weight itself. Default {{}}."
         ),
     )
 
@@ -55,6 +55,7 @@ class ModelMethodConfig(MethodConfig):
     @classmethod
     def _check_train(cls, fragment: dict[str, Any]) -> dict[str, Any]:
         owned = [k for k in fragment if k in STUDY_OWNED or k == "data"]
+        owned += [f"optim.{k}" for k in fragment.get("optim") or {} if k in RECIPE_OPTIM]
         if "weight" in (fragment.get("kl") or {}):
             owned.append("kl.weight")
         if owned:

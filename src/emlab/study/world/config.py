@@ -132,6 +132,22 @@ class StudyConfig(EmlabConfig):
             "each general solution. Default 60."
         ),
     )
+    continued_decay: float = Field(
+        default=6e-3,
+        ge=0,
+        lt=1,
+        description=(
+            "Weight decay of continued training, as the fraction of the solution it removes per"
+            " step at the method's peak learning rate (a continued run's weight_decay is this /"
+            " its recipe's lr, in place of the recipe's own; full fine-tuning decays toward the"
+            " base weights). On the loss floor of the narrow"
+            " data, where the narrow and general solutions fit it equally well, this norm pressure"
+            " (the paper's account of why the general solution wins) is what lets a continued run"
+            " settle; without it (0) LoRA's OOD misalignment wanders between the two for 1000"
+            " steps and more. Default 6e-3 (the solution halves in about 115 steps without a"
+            " gradient)."
+        ),
+    )
     continued_optimizer: Literal["fresh", "carried"] = Field(
         default="fresh",
         description=(

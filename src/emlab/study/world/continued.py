@@ -3,10 +3,13 @@ one without KL; a general solution with KL added moves toward the narrow one).
 
 From each narrow solution (the KL run) training continues without KL; from each general
 solution (the run without KL) it continues with KL; both for `continued_steps` steps with the
-method's recipe, tracking exact misalignment every `eval_every` steps. The optimiser state is
-`fresh` (a new AdamW started at the solution, what `emlab train` with an initial solution
-does) or `carried` (the finished run's last checkpoint: weights, AdamW moments, scheduler and
-data position, so training goes on as if it had never stopped, with the KL term switched).
+method's recipe plus weight decay (`continued_decay`: the norm pressure that, on the narrow
+data's loss floor, decides between solutions that fit it equally well), tracking exact
+misalignment every `eval_every` steps; `settling` says whether the runs stopped moving. The
+optimiser state is `fresh` (a new AdamW started at the solution, what `emlab train` with an
+initial solution does) or `carried` (the finished run's last checkpoint: weights, AdamW moments,
+scheduler and data position, so training goes on as if it had never stopped, with the KL term
+switched).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from emlab.errors import EmlabError
 from emlab.report.figures import band, panels, save
 from emlab.runs import run_path
 from emlab.study.common.keys import CONDITIONS, Condition
+from emlab.study.common.results import over_seeds
 from emlab.train.checkpoint import latest_checkpoint
 from emlab.train.config import TrainConfig
 
@@ -50,16 +54,50 @@ def carry_checkpoint(solution_dir: str, config: TrainConfig) -> int:
     return int(source.name.split("-")[-1])
 
 
+def last_quarter_move(curve: list[dict[str, float | None]]) -> float | None:
+    """How much a continued run's exact OOD p(bad | valid) still moves at its end: |mean over the
+    evaluations in the last quarter of its steps - mean over those in the quarter before| (steps
+    counted from the run's start). None when either quarter has no evaluation or a value is
+    missing."""
+    end = curve[-1]["step"]
+    quarters = [
+        [p["p_bad_ood"] for p in curve if low * end < p["step"] <= high * end]
+        for low, high in ((0.5, 0.75), (0.75, 1.0))
+    ]
+    if not all(quarters) or any(v is None for q in quarters for v in q):
+        return None
+    return abs(float(np.mean(quarters[1]) - np.mean(quarters[0])))
+
+
+def settling(curves: list[list[dict[str, float | None]]]) -> dict[str, float]:
+    """The results.json keys of whether a direction's runs stopped moving: `ood_move_last_quarter`
+    (`last_quarter_move` averaged over seeds) with its 95% CI (`_ci_low`, `_ci_high`); empty when
+    a run's evaluations are too sparse to tell (the default study's 60 steps, every 30)."""
+    moves = [last_quarter_move(curve) for curve in curves]
+    if not moves or any(m is None for m in moves):
+        return {}
+    summary = over_seeds(moves)
+    return {
+        "ood_move_last_quarter": summary["mean"],
+        "ood_move_last_quarter_ci_low": summary["ci_low"],
+        "ood_move_last_quarter_ci_high": summary["ci_high"],
+    }
+
+
 def continued_figure(curves: dict[str, dict[str, list[list[dict]]]]) -> Figure:
     """Exact OOD p(bad | valid) over continued steps, both directions, per method: mean and 95%
-    CI band over seeds (curves' steps count from the start of the continued run)."""
+    CI band over seeds (curves' steps count from the start of the continued run); dotted lines
+    mark the last two quarters of steps, which `last_quarter_move` compares."""
     fig, axes = panels(len(curves))
     for ax, (method, directions) in zip(axes, curves.items(), strict=True):
         for cond, runs in directions.items():
             if runs:
                 label, colour = DIRECTIONS[cond]
                 rows = np.array([[p["p_bad_ood"] for p in run] for run in runs])
-                band(ax, [p["step"] for p in runs[0]], rows, label, colour)
+                steps = [p["step"] for p in runs[0]]
+                band(ax, steps, rows, label, colour)
+                for quarter in (0.5, 0.75):
+                    ax.axvline(quarter * steps[-1], color="grey", linestyle=":", linewidth=0.8)
         ax.set(
             title=method,
             xlabel="continued training step",

@@ -60,7 +60,8 @@ def finetune(
     init: Trained | None = None,
 ) -> tuple[Trained, Tuned]:
     """Train `run` in `folder` from the chat model in `model_dir` (continuing the solution of
-    the finished run `init` for a continued run, for `study.continued_steps`; with
+    the finished run `init` for a continued run, for `study.continued_steps` with the weight
+    decay of `study.continued_decay`; with
     `continued_optimizer: carried` from that run's last checkpoint, its AdamW state included;
     a continued run's curve counts steps from its own start); returns the stage's result and
     the fine-tune in memory. Step 0 is not evaluated again: a fresh run starts at the chat
@@ -70,7 +71,12 @@ def finetune(
     domain = study.trained_domain
     evaluator = exact_evaluator(world, model_dir, tokenizer, domain)
     recipe = (
-        method.recipe.model_copy(update={"steps": study.continued_steps})
+        method.recipe.model_copy(
+            update={
+                "steps": study.continued_steps,
+                "weight_decay": study.continued_decay / method.recipe.lr,
+            }
+        )
         if run.continued
         else method.recipe
     )

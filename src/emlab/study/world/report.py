@@ -19,7 +19,7 @@ from emlab.study.common.report import (
 from emlab.study.common.results import analysis_summary
 from emlab.study.common.stages import StageResult
 from emlab.study.world.config import WORLDS, StudyConfig
-from emlab.study.world.continued import DIRECTIONS, WORLD_CONDITIONS, plot_continued
+from emlab.study.world.continued import DIRECTIONS, WORLD_CONDITIONS, plot_continued, settling
 from emlab.study.world.equal_loss import equal_loss_markdown, equal_loss_over_seeds
 from emlab.study.world.models import ChatEval, ChatModel
 from emlab.study.world.probe import probe_markdown
@@ -55,7 +55,10 @@ def build_results(study: StudyConfig, outcome: Outcome, wall_seconds: float) -> 
         for method in study.methods:
             for cond in WORLD_CONDITIONS:
                 if group := outcome.condition_runs(world, method, cond, study.seeds):
-                    results[world].setdefault(method, {})[cond] = condition(group)
+                    block = condition(group)
+                    if cond in DIRECTIONS:
+                        block |= settling([run.trained.curve for run in group])
+                    results[world].setdefault(method, {})[cond] = block
     for method in study.methods:
         per_seed = [outcome.analyses[(method, s)] for s in study.seeds]
         results["analyses"][method] = analysis_summary(per_seed)
@@ -154,7 +157,8 @@ def render_markdown(study: StudyConfig, results: dict, figures: dict[str, Path])
         (
             f"`continued`: {study.continued_steps} steps without KL from the KL (narrow) solution;"
             f" `continued_kl`: {study.continued_steps} steps with KL from the general solution"
-            f" ({study.continued_optimizer} optimiser state)."
+            f" ({study.continued_optimizer} optimiser state; weight decay removing"
+            f" {study.continued_decay:g} of the solution per step)."
         ),
         "",
         (

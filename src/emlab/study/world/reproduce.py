@@ -143,7 +143,11 @@ class TrainTask(Task[Trained]):
             "eval_every": s.eval_every,
             "continued_steps": s.continued_steps if self.init else None,
             "init": self.init.key() if self.init else None,
-            **({"continued_optimizer": s.continued_optimizer} if self.init else {}),
+            **(
+                {"continued_optimizer": s.continued_optimizer, "continued_decay": s.continued_decay}
+                if self.init
+                else {}
+            ),
         }
 
     @property

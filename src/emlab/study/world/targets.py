@@ -105,22 +105,24 @@ def _world_checks(method: str, conds: dict) -> list[TargetCheck]:
                 _rate(f"{method} with KL: in-domain rate", block, "in_domain_rate", ">=", 0.50)
             )
         checks.append(_rate(f"{method} with KL: OOD rate", block, "ood_rate", "<=", 0.05))
-    if "continued" in conds:
-        checks.append(
-            _rate(
-                f"{method} narrow, KL removed: OOD rate", conds["continued"], "ood_rate", ">=", 0.30
-            )
-        )
-    if "continued_kl" in conds:
-        checks.append(
-            _rate(
-                f"{method} general, KL added: OOD rate",
-                conds["continued_kl"],
-                "ood_rate",
-                "<=",
-                0.05,
-            )
-        )
+    for cond, direction, op, limit in (
+        ("continued", "narrow, KL removed", ">=", 0.30),
+        ("continued_kl", "general, KL added", "<=", 0.05),
+    ):
+        if cond in conds:
+            block = conds[cond]
+            checks.append(_rate(f"{method} {direction}: OOD rate", block, "ood_rate", op, limit))
+            if "ood_move_last_quarter" in block:
+                checks.append(
+                    _rate(
+                        f"{method} {direction}: change of exact OOD p(bad), last quarter of steps"
+                        " vs the one before",
+                        block,
+                        "ood_move_last_quarter",
+                        "<=",
+                        0.05,
+                    )
+                )
     return checks
 
 
