@@ -140,12 +140,11 @@ class StudyConfig(EmlabConfig):
             "Weight decay of continued training, as the fraction of the solution it removes per"
             " step at the method's peak learning rate (a continued run's weight_decay is this /"
             " its recipe's lr, in place of the recipe's own; full fine-tuning decays toward the"
-            " base weights). On the loss floor of the narrow"
-            " data, where the narrow and general solutions fit it equally well, this norm pressure"
-            " (the paper's account of why the general solution wins) is what lets a continued run"
-            " settle; without it (0) LoRA's OOD misalignment wanders between the two for 1000"
-            " steps and more. Default 6e-3 (the solution halves in about 115 steps without a"
-            " gradient)."
+            " base weights). On the loss floor of the narrow data, where the narrow and general"
+            " solutions fit it equally well, this norm pressure is what lets a continued run"
+            " settle; without it (0) the solutions keep growing and LoRA's OOD misalignment"
+            " wanders between the two for 1000 steps and more. Default 6e-3 (the solution halves"
+            " in about 115 steps without a gradient)."
         ),
     )
     continued_optimizer: Literal["fresh", "carried"] = Field(

@@ -3,13 +3,12 @@ one without KL; a general solution with KL added moves toward the narrow one).
 
 From each narrow solution (the KL run) training continues without KL; from each general
 solution (the run without KL) it continues with KL; both for `continued_steps` steps with the
-method's recipe plus weight decay (`continued_decay`: the norm pressure that, on the narrow
-data's loss floor, decides between solutions that fit it equally well), tracking exact
-misalignment every `eval_every` steps; `settling` says whether the runs stopped moving. The
-optimiser state is `fresh` (a new AdamW started at the solution, what `emlab train` with an
-initial solution does) or `carried` (the finished run's last checkpoint: weights, AdamW moments,
-scheduler and data position, so training goes on as if it had never stopped, with the KL term
-switched).
+method's recipe plus weight decay (`continued_decay`: the norm pressure that lets runs settle on
+the narrow data's loss floor, which both solutions reach), tracking exact misalignment every
+`eval_every` steps; `settling` says whether the runs stopped moving. The optimiser state is
+`fresh` (a new AdamW started at the solution, what `emlab train` with an initial solution does)
+or `carried` (the finished run's last checkpoint: weights, AdamW moments, scheduler and data
+position, so training goes on as if it had never stopped, with the KL term switched).
 """
 
 from __future__ import annotations
