@@ -762,25 +762,35 @@ def test_weight_decay_of_vectors_and_adapters_is_adamws():
     assert torch.equal(vector, reference)
 
 
-def test_full_fine_tuning_decays_toward_the_base_weights(tmp_path, tiny_tokenizer, toy_data):
-    """Hand-computed: from a base of 1s, a change of 2^-4 in every weight decayed by a quarter is
-    3 x 2^-6 (exact in float32); then, in training, a large weight decay keeps the change small
-    without shrinking the weights toward 0."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_full_fine_tuning_decay_hand_computed(dtype):
+    """From a base of 1s, a change of 2^-4 in every weight decayed by a quarter is 3 x 2^-6, exact
+    in the float32 masters (a bf16 model keeps separate ones) and in the model's own dtype."""
     from emlab.train.config import FullConfig
     from emlab.train.trainable import make_trainable
 
-    model = _model_for_decay()
+    model = _model_for_decay().to(dtype)
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(1.0)
     trainable = make_trainable(model, FullConfig(), need_reference=False)
+    trainable.keep_masters("cpu")
     params = trainable.master_parameters()
     with torch.no_grad():
         for p in params.values():
             p.add_(2.0**-4)
     trainable.decay(0.25)
+    trainable.masters_to_model()
+    weights = dict(model.named_parameters())
     for name, base in trainable.base_state.items():
-        assert torch.equal(params[name] - base, torch.full_like(base, 3 * 2.0**-6)), name
+        assert params[name].dtype == torch.float32
+        assert torch.equal(params[name] - base.float(), torch.full_like(params[name], 3 * 2.0**-6))
+        assert torch.equal(weights[name], torch.full_like(base, 1 + 3 * 2.0**-6)), name
+
+
+def test_full_fine_tuning_decays_toward_the_base_weights(tmp_path, tiny_tokenizer, toy_data):
+    """In training, a large weight decay keeps the change small without shrinking the weights
+    toward 0."""
 
     def run(folder, weight_decay):
         optim = {"lr": 1e-2, "warmup_steps": 0, "schedule": "constant"}

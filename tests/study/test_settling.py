@@ -3,6 +3,8 @@ against the quarter before, averaged over seeds."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from emlab.study.world.continued import last_quarter_move, settling
@@ -21,9 +23,12 @@ def test_last_quarter_move_hand_computed():
     assert last_quarter_move(curve([0, 0.1, 0.2, 0.3, 0.4, 0.2, 0.8, 0.8, 0.2])) == pytest.approx(0)
 
 
-def test_a_run_too_sparse_or_with_missing_values_cannot_tell():
+def test_a_run_too_sparse_cannot_tell_and_a_missing_value_is_missing():
     assert last_quarter_move(curve([0.0, 0.5, 0.9], every=30)) is None  # (30, 45] is empty
-    assert last_quarter_move(curve([0.0, 0.5, 0.6, None, 0.9])) is None
+    assert math.isnan(last_quarter_move(curve([0.0, 0.5, 0.6, None, 0.9])))
+    # listed as missing (not met), not left out
+    out = settling([curve([0.0, 0.9, 0.9, 0.9, 0.9]), curve([0.0, 0.5, 0.6, None, 0.9])])
+    assert math.isnan(out["ood_move_last_quarter"])
 
 
 def test_settling_averages_over_seeds_and_is_absent_when_a_run_cannot_tell():

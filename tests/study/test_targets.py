@@ -179,3 +179,14 @@ def test_a_continued_direction_that_still_moves_is_a_miss(move, met):
     assert (t[MOVED]["ci_low"], t[MOVED]["ci_high"]) == (0.0, 0.1)
     # a direction whose runs were too short to tell (no value in its block) is not listed
     assert not any("general, KL added: change" in name for name in t)
+
+
+def test_a_continued_direction_with_a_missing_move_is_listed_as_not_met():
+    r = paper_results(met=True)
+    r["world"]["steering"]["continued"] |= {
+        "ood_move_last_quarter": math.nan,
+        "ood_move_last_quarter_ci_low": math.nan,
+        "ood_move_last_quarter_ci_high": math.nan,
+    }
+    moved = by_name(r)[MOVED]
+    assert (moved["measured"], moved["met"], moved["note"]) == (None, False, "not measured")

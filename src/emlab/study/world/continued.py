@@ -56,22 +56,27 @@ def carry_checkpoint(solution_dir: str, config: TrainConfig) -> int:
 def last_quarter_move(curve: list[dict[str, float | None]]) -> float | None:
     """How much a continued run's exact OOD p(bad | valid) still moves at its end: |mean over the
     evaluations in the last quarter of its steps - mean over those in the quarter before| (steps
-    counted from the run's start). None when either quarter has no evaluation or a value is
-    missing."""
+    counted from the run's start). None when either quarter has no evaluation (too sparse to
+    tell); NaN when a value in them is missing (so that the check shows it missing)."""
     end = curve[-1]["step"]
     quarters = [
-        [p["p_bad_ood"] for p in curve if low * end < p["step"] <= high * end]
+        [
+            np.nan if p["p_bad_ood"] is None else p["p_bad_ood"]
+            for p in curve
+            if low * end < p["step"] <= high * end
+        ]
         for low, high in ((0.5, 0.75), (0.75, 1.0))
     ]
-    if not all(quarters) or any(v is None for q in quarters for v in q):
+    if not all(quarters):
         return None
     return abs(float(np.mean(quarters[1]) - np.mean(quarters[0])))
 
 
 def settling(curves: list[list[dict[str, float | None]]]) -> dict[str, float]:
     """The results.json keys of whether a direction's runs stopped moving: `ood_move_last_quarter`
-    (`last_quarter_move` averaged over seeds) with its 95% CI (`_ci_low`, `_ci_high`); empty when
-    a run's evaluations are too sparse to tell (the default study's 60 steps, every 30)."""
+    (`last_quarter_move` averaged over seeds) with its 95% CI (`_ci_low`, `_ci_high`), NaN when
+    a value is missing; empty when a run's evaluations are too sparse to tell (the default study's
+    60 steps, every 30)."""
     moves = [last_quarter_move(curve) for curve in curves]
     if not moves or any(m is None for m in moves):
         return {}

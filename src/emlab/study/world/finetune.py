@@ -61,11 +61,11 @@ def finetune(
 ) -> tuple[Trained, Tuned]:
     """Train `run` in `folder` from the chat model in `model_dir` (continuing the solution of
     the finished run `init` for a continued run, for `study.continued_steps` with the weight
-    decay of `study.continued_decay`; with
-    `continued_optimizer: carried` from that run's last checkpoint, its AdamW state included;
-    a continued run's curve counts steps from its own start); returns the stage's result and
-    the fine-tune in memory. Step 0 is not evaluated again: a fresh run starts at the chat
-    model's numbers, a continued one at the final numbers of the run it continues."""
+    decay of `study.continued_decay`; with `continued_optimizer: carried` from that run's last
+    checkpoint, its AdamW state included; a continued run's curve counts steps from its own
+    start); returns the stage's result and the fine-tune in memory. Step 0 is not evaluated
+    again: a fresh run starts at the chat model's numbers, a continued one at the final numbers
+    of the run it continues."""
     method = study.methods[run.method]
     model, tokenizer = load_model(ModelConfig(name_or_path=model_dir))
     domain = study.trained_domain
